@@ -1,0 +1,3 @@
+"""Qortex: a self-hosted, multi-tenant prediction platform."""
+
+__version__ = "0.1.0"

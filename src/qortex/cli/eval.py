@@ -1,0 +1,99 @@
+"""`qortex eval`: walk-forward evaluation of the engine against the baselines on real datasets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from qortex.engine.evaluation import EvaluationReport
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "acc"),
+    ("balanced_accuracy", "bal acc"),
+    ("brier", "Brier"),
+    ("log_loss", "log loss"),
+    ("ece", "ECE"),
+    ("auc", "AUC"),
+    ("accuracy_at_0.6", "acc@0.6"),
+    ("coverage_at_0.6", "cov@0.6"),
+)
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def render_table(report: EvaluationReport) -> Table:
+    """The evaluation report as a Rich table, one row per dataset and method, means last."""
+    table = Table(title="Walk-forward evaluation (pooled over folds and series)", show_lines=False)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    table.add_column("n", justify="right")
+    for _, header in _COLUMNS:
+        table.add_column(header, justify="right")
+    previous = None
+    for row in report.rows:
+        if previous is not None and row.dataset != previous:
+            table.add_section()
+        previous = row.dataset
+        table.add_row(row.dataset, row.method, str(row.n), *(_fmt(row.scores[key]) for key, _ in _COLUMNS))
+    return table
+
+
+def eval_command(
+    datasets: Annotated[
+        str,
+        typer.Option("--datasets", help="Collection (default, short, all) or comma-separated names."),
+    ] = "default",
+    folds: Annotated[int, typer.Option("--folds", min=1, max=20, help="Walk-forward folds per series.")] = 4,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, max=64, help="Steps ahead to forecast.")] = 1,
+    window: Annotated[int, typer.Option("--window", min=8, max=4096, help="Values per input window.")] = 64,
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated methods (default: all).")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Also write the report as JSON to this path.")
+    ] = None,
+) -> None:
+    """Score the engine, its ablations and the baselines by walk-forward evaluation on real series."""
+    from qortex.engine import EngineError
+    from qortex.engine.datasets import DatasetUnavailableError, load_collection
+    from qortex.engine.evaluation import DEFAULT_METHODS, EvalConfig, evaluate
+
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_METHODS
+        config = EvalConfig(folds=folds, horizon=horizon, window=window, methods=chosen)
+        loaded = load_collection(datasets)
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("evaluating", total=None)
+
+            def advance(done: int, total: int, label: str) -> None:
+                bar.update(task, completed=done, total=total, description=label)
+
+            report = evaluate(loaded, config, progress=advance)
+        if not report.rows:
+            raise ValueError(f"no series in {datasets!r} is long enough for window {window}; try --window 16")
+        console.print(render_table(report))
+        for reason in report.skipped:
+            errors.print(f"skipped: {reason}", highlight=False, soft_wrap=True)
+        if json_out is not None:
+            json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            console.print(f"wrote {json_out}", highlight=False)
+    except (DatasetUnavailableError, EngineError, ValueError, OSError, RuntimeError) as exc:
+        errors.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None

@@ -1,0 +1,169 @@
+"""Walk-forward evaluation: fold boundaries, no look-ahead, determinism and the shape of the table."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from qortex.engine import EngineConfig
+from qortex.engine.baselines import MajorityClass, Scope
+from qortex.engine.datasets import Dataset
+from qortex.engine.evaluation import (
+    MEAN_ROW,
+    EvalConfig,
+    Method,
+    evaluate,
+    evaluate_quick,
+    plan_folds,
+)
+from qortex.engine.metrics import METRIC_NAMES
+
+FAST_ENGINE = EngineConfig(window=16, n_neurons=32, n_qubits=4, n_quantum_layers=1)
+
+
+def _synthetic(name: str, series: list[np.ndarray]) -> Dataset:
+    return Dataset(name, "synthetic", series, "none", "test data", series_names=[str(i) for i in range(len(series))])
+
+
+class Spy:
+    """Records what each fit and predict call was shown; predicts 0.5."""
+
+    def __init__(self, log: list[tuple[str, int]], scope: Scope) -> None:
+        self.log = log
+        self.name = "spy"
+        self.scope = scope
+
+    def fit(self, series: Sequence[np.ndarray], horizon: int) -> Spy:
+        self.log.extend(("fit", int(s.size)) for s in series)
+        return self
+
+    def predict_proba(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        self.log.extend(("predict", int(h.size)) for h in histories)
+        return np.full(len(histories), 0.5)
+
+
+def test_folds_expand_and_cover_the_last_half_in_order() -> None:
+    s = np.cumsum(np.random.default_rng(0).normal(size=400)) + 100
+    config = EvalConfig(folds=4, window=32, horizon=3)
+    folds = plan_folds(s, dataset="d", series_index=0, config=config)
+    assert [f.fold for f in folds] == [0, 1, 2, 3]
+    origins = np.concatenate([f.test_origins for f in folds])
+    assert np.all(np.diff(origins) > 0), "test blocks are contiguous, ordered and disjoint"
+    assert origins[-1] == s.size - 1 - 3, "the last origin still has its target inside the series"
+    assert origins[0] >= s.size // 2 - 32
+    for a, b in itertools.pairwise(folds):
+        assert a.train_end < b.train_end, "each fold trains on more history"
+    for f in folds:
+        assert f.train_end == f.test_origins[0] + 1, "training data ends at the first forecast origin"
+
+
+def test_short_series_are_skipped_with_a_reason() -> None:
+    config = EvalConfig(folds=4, window=64, methods=("majority",))
+    report = evaluate([_synthetic("tiny", [np.arange(80.0)])], config)
+    assert report.rows == []
+    assert report.skipped and "tiny/0" in report.skipped[0] and "too short" in report.skipped[0]
+
+
+@pytest.mark.parametrize("scope", ["global", "series"])
+def test_no_model_ever_sees_a_test_target(scope: Scope) -> None:
+    rng = np.random.default_rng(1)
+    data = [
+        _synthetic("a", [rng.normal(size=300), rng.normal(size=250)]),
+        _synthetic("b", [rng.normal(size=200)]),
+    ]
+    config = EvalConfig(folds=3, window=16, horizon=2, methods=("majority",))
+    log: list[tuple[str, int]] = []
+
+    def build(_season: int) -> Spy:
+        return Spy(log, scope)
+
+    evaluate(data, config, methods=[Method("spy", scope, build)])
+    if scope == "series":
+        # one fit per series and fold, then its forecasts: every history reaches at least as far
+        # as the training prefix, and never further than its own origin (checked below)
+        last_fit = None
+        for kind, size in log:
+            if kind == "fit":
+                last_fit = size
+            else:
+                assert last_fit is not None and size >= last_fit
+    # The training prefixes are exactly the planned ones (each ends at its fold's first origin) and the
+    # history of origin t has t + 1 values, so its target at t + h is never shown.
+    plans = {
+        (ds.name, i): plan_folds(s, dataset=ds.name, series_index=i, config=config)
+        for ds in data
+        for i, s in enumerate(ds.series)
+    }
+    expected_train = sorted(f.train_end for fl in plans.values() for f in fl)
+    seen_train = sorted(size for kind, size in log if kind == "fit")
+    assert seen_train == expected_train
+    expected_hist = sorted(int(t) + 1 for fl in plans.values() for f in fl for t in f.test_origins)
+    assert sorted(size for kind, size in log if kind == "predict") == expected_hist
+
+
+def test_engine_cannot_predict_a_random_walk_out_of_sample() -> None:
+    # Increments are independent of the past, so an honest out-of-sample score is a coin flip. A
+    # model trained on its own test windows could memorise them and score well above 0.5.
+    rng = np.random.default_rng(2)
+    walks = [np.cumsum(rng.normal(size=500)) + 50 for _ in range(3)]
+    config = EvalConfig(folds=2, window=16, methods=("engine",), engine=FAST_ENGINE)
+    report = evaluate([_synthetic("walk", walks)], config)
+    row = report.row("walk", "engine")
+    assert row.n > 600
+    assert 0.43 < row.scores["accuracy"] < 0.57
+    assert row.scores["brier"] < 0.27
+
+
+def test_engine_learns_a_predictable_series() -> None:
+    t = np.arange(600)
+    waves = [10 + np.sin(2 * np.pi * t / p) for p in (9, 13, 17)]
+    config = EvalConfig(folds=2, window=16, methods=("engine", "majority"), engine=FAST_ENGINE)
+    report = evaluate([_synthetic("waves", waves)], config)
+    assert report.row("waves", "engine").scores["accuracy"] > 0.9
+    assert report.row("waves", "majority").scores["accuracy"] < 0.6
+
+
+def test_quick_evaluation_is_deterministic_and_has_every_metric() -> None:
+    calls: list[tuple[int, int, str]] = []
+    kwargs = {"methods": ("engine", "majority", "persistence"), "engine": FAST_ENGINE}
+    first = evaluate_quick("sunspots", progress=lambda d, t, label: calls.append((d, t, label)), **kwargs)
+    second = evaluate_quick("sunspots", **kwargs)
+    assert first.to_dict() == second.to_dict()
+    assert {(r.dataset, r.method) for r in first.rows} == {
+        (d, m) for d in ("sunspots", MEAN_ROW) for m in ("engine", "majority", "persistence")
+    }
+    assert set(first.rows[0].scores) == set(METRIC_NAMES)
+    assert calls[-1][0] == calls[-1][1] == 2 * 3, "one progress step per fold and method"
+    assert all(0.0 <= r.scores["accuracy"] <= 1.0 for r in first.rows)
+
+
+def test_mean_row_averages_datasets_equally() -> None:
+    rng = np.random.default_rng(3)
+    data = [
+        _synthetic("up", [np.cumsum(rng.random(300))]),
+        _synthetic("walk", [np.cumsum(rng.normal(size=300))]),
+    ]
+    report = evaluate(data, EvalConfig(folds=2, window=16, methods=("majority",)))
+    up, walk, mean = (report.row(d, "majority") for d in ("up", "walk", MEAN_ROW))
+    assert mean.scores["accuracy"] == pytest.approx((up.scores["accuracy"] + walk.scores["accuracy"]) / 2)
+    assert mean.n == up.n + walk.n
+    assert up.scores["accuracy"] == 1.0
+
+
+def test_majority_baseline_matches_a_direct_computation() -> None:
+    rng = np.random.default_rng(4)
+    s = np.cumsum(rng.normal(0.1, 1.0, size=200))
+    config = EvalConfig(folds=1, window=16, methods=("majority",))
+    report = evaluate([_synthetic("d", [s])], config)
+    (fold,) = plan_folds(s, dataset="d", series_index=0, config=config)
+    p = MajorityClass().fit([s[: fold.train_end]], 1).p_up_
+    y = s[fold.test_origins + 1] > s[fold.test_origins]
+    assert report.row("d", "majority").scores["accuracy"] == pytest.approx(np.mean(y == (p > 0.5)))
+
+
+def test_unknown_methods_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown methods"):
+        EvalConfig(methods=("engine", "oracle"))

@@ -1,0 +1,104 @@
+"""Readout features: momentum statistics, names and the factor each feature rolls up into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from qortex.engine.config import EngineConfig
+from qortex.engine.patterns import PATTERN_TYPES
+
+__all__ = ["MOMENTUM_COLUMNS", "FeatureLayout", "build_layout", "momentum_features"]
+
+F32 = npt.NDArray[np.float32]
+
+MOMENTUM_LAGS = 10
+_MOMENTUM = [
+    *[(f"momentum lag {i}", "momentum last 5 steps" if i <= 5 else "momentum steps 6-10 back") for i in range(1, 11)],
+    ("momentum mean 5", "momentum mean of last 5 steps"),
+    ("momentum mean 20", "momentum mean of last 20 steps"),
+    ("momentum mean window", "momentum mean of the window"),
+    ("momentum volatility ratio", "momentum recent volatility ratio"),
+    ("momentum range position", "momentum position in range"),
+    ("momentum up share 10", "momentum share of up moves"),
+]
+
+
+MOMENTUM_COLUMNS = len(_MOMENTUM)
+
+
+def momentum_features(z: F32) -> F32:
+    """Returns (batch, 16): the last 10 normalised moves (newest first) and simple statistics."""
+    batch, d = z.shape
+    out = np.empty((batch, len(_MOMENTUM)), dtype=np.float32)
+    lags = min(MOMENTUM_LAGS, d)
+    out[:, :MOMENTUM_LAGS] = 0.0
+    out[:, :lags] = z[:, d - lags :][:, ::-1]
+    out[:, 10] = z[:, -5:].mean(axis=1)
+    out[:, 11] = z[:, -20:].mean(axis=1)
+    out[:, 12] = z.mean(axis=1)
+    recent = np.sqrt(np.mean(z[:, -10:] ** 2, axis=1))
+    overall = np.sqrt(np.mean(z**2, axis=1))
+    out[:, 13] = np.where(overall > 0, recent / np.maximum(overall, 1e-6), 1.0)
+    level = np.cumsum(z, axis=1, dtype=np.float32)
+    lo = np.minimum(level.min(axis=1), 0.0)
+    hi = np.maximum(level.max(axis=1), 0.0)
+    out[:, 14] = np.where(hi > lo, (level[:, -1] - lo) / np.maximum(hi - lo, 1e-6), 0.5)
+    out[:, 15] = (z[:, -10:] > 0).mean(axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Names, groups and factor labels of the readout features, in column order."""
+
+    names: list[str]
+    groups: list[str]
+    factors: list[str]
+
+    def factor_matrix(self) -> tuple[list[str], list[str], npt.NDArray[np.float64]]:
+        """Returns factor labels, their groups and a (n_features, n_factors) 0/1 roll-up matrix."""
+        labels = list(dict.fromkeys(self.factors))
+        index = {label: i for i, label in enumerate(labels)}
+        matrix = np.zeros((len(self.factors), len(labels)))
+        matrix[np.arange(len(self.factors)), [index[f] for f in self.factors]] = 1.0
+        groups = [self.groups[self.factors.index(label)] for label in labels]
+        return labels, groups, matrix
+
+
+def build_layout(config: EngineConfig) -> FeatureLayout:
+    """Returns the feature layout that a configuration produces."""
+    names: list[str] = []
+    groups: list[str] = []
+    factors: list[str] = []
+
+    def add(name: str, group: str, factor: str) -> None:
+        names.append(name)
+        groups.append(group)
+        factors.append(factor)
+
+    for name, factor in _MOMENTUM:
+        add(name, "momentum", factor)
+    if config.use_patterns:
+        for p in PATTERN_TYPES:
+            add(f"pattern {p}", "patterns", f"pattern {p}")
+    if config.use_reservoir:
+        n = config.n_neurons
+        for kind, factor in (
+            ("recent_count", "reservoir recent spike counts"),
+            ("count", "reservoir total spike counts"),
+            ("trace", "reservoir spike traces"),
+            ("membrane", "reservoir membrane potentials"),
+        ):
+            for i in range(n):
+                add(f"reservoir {kind}[{i}]", "reservoir", factor)
+    if config.use_quantum:
+        q = config.n_qubits
+        for i in range(q):
+            add(f"quantum <Z{i}>", "quantum", "quantum <Z> expectations")
+        for i in range(q):
+            for j in range(i + 1, q):
+                add(f"quantum <Z{i}Z{j}>", "quantum", "quantum <ZZ> correlations")
+    return FeatureLayout(names, groups, factors)

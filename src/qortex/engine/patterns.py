@@ -1,0 +1,187 @@
+"""Eight pattern detectors over a batch of normalised windows, each with a strength and a span.
+
+Detectors read the normalised differences z (batch, W - 1) and the level
+L = [0, cumsum(z)] (batch, W), whose index j is the j-th value of the window. Strengths are
+in [0, 1]; spans are inclusive window indices (start, end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["PATTERN_TYPES", "PatternScan", "detect_patterns", "spatial_signatures"]
+
+PATTERN_TYPES = (
+    "trend_up",
+    "trend_down",
+    "mean_reversion",
+    "oscillation",
+    "volatility_burst",
+    "breakout",
+    "plateau",
+    "acceleration",
+)
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+# A normalised move at most this big counts as standing still.
+FLAT = 0.1
+BURST_STEPS = 8
+BREAKOUT_STEPS = 4
+PLATEAU_STEPS = 12
+EPS = np.float32(1e-6)
+
+
+@dataclass(frozen=True)
+class PatternScan:
+    """Per-series pattern strengths (batch, 8), spans (batch, 8, 2) and oscillation periods."""
+
+    strengths: F32
+    spans: I64
+    periods: F32  # (batch,) dominant oscillation period in steps
+
+
+def detect_patterns(z: F32, valid: I64 | None = None) -> PatternScan:
+    """Runs every detector on normalised differences (batch, W - 1).
+
+    `valid` is the number of real (unpadded, trailing) differences per row; None means all.
+    """
+    batch, d = z.shape
+    w = d + 1
+    strengths = np.zeros((batch, len(PATTERN_TYPES)), dtype=np.float32)
+    spans = np.zeros((batch, len(PATTERN_TYPES), 2), dtype=np.int64)
+    spans[:, :, 1] = w - 1
+    level = np.concatenate([np.zeros((batch, 1), dtype=np.float32), np.cumsum(z, axis=1, dtype=np.float32)], 1)
+
+    up, down, trend_start = _trend(z, w)
+    strengths[:, 0], strengths[:, 1] = up, down
+    spans[:, 0, 0] = spans[:, 1, 0] = trend_start
+    strengths[:, 2] = _mean_reversion(z)
+    osc, period = _oscillation(z)
+    strengths[:, 3] = osc
+    spans[:, 3, 0] = np.maximum(w - 1 - np.ceil(2 * period).astype(np.int64), 0)
+    strengths[:, 4] = _volatility_burst(z, valid)
+    spans[:, 4, 0] = max(w - 1 - BURST_STEPS, 0)
+    strengths[:, 5] = _breakout(z, level)
+    spans[:, 5, 0] = max(w - 1 - BREAKOUT_STEPS, 0)
+    plateau, run = _plateau(z)
+    strengths[:, 6] = plateau
+    spans[:, 6, 0] = w - 1 - run
+    strengths[:, 7], accel_start = _acceleration(z, w)
+    spans[:, 7, 0] = accel_start
+    return PatternScan(strengths, spans, period)
+
+
+def _std(x: F32) -> F32:
+    return np.asarray(np.sqrt(np.maximum(np.mean(x * x, axis=1) - np.mean(x, axis=1) ** 2, 0.0)), dtype=np.float32)
+
+
+def _trend(z: F32, w: int) -> tuple[F32, F32, I64]:
+    """Drift t-statistic of the differences over the last 16, 32 or all steps; the largest wins."""
+    d = z.shape[1]
+    lengths = sorted({min(k, d) for k in (16, 32, d)})
+    stats = np.stack([_drift_t(z[:, d - k :]) for k in lengths], axis=1)  # (batch, n_lengths)
+    best = np.argmax(np.abs(stats), axis=1)
+    t = stats[np.arange(z.shape[0]), best]
+    start = w - 1 - np.asarray(lengths, dtype=np.int64)[best]
+    return np.tanh(np.maximum(t, 0) / 3.0), np.tanh(np.maximum(-t, 0) / 3.0), start
+
+
+def _drift_t(seg: F32) -> F32:
+    k = seg.shape[1]
+    mean = np.mean(seg, axis=1)
+    return np.asarray(mean * np.sqrt(np.float32(k)) / (_std(seg) + EPS), dtype=np.float32)
+
+
+def _mean_reversion(z: F32) -> F32:
+    """Negative lag-1 autocorrelation of the differences: moves tend to undo the previous one."""
+    c = z - np.mean(z, axis=1, keepdims=True)
+    var = np.sum(c * c, axis=1)
+    ac1 = np.sum(c[:, 1:] * c[:, :-1], axis=1) / np.maximum(var, EPS)
+    return np.asarray(np.clip(-2.0 * ac1, 0.0, 1.0), dtype=np.float32)
+
+
+def _oscillation(z: F32) -> tuple[F32, F32]:
+    """Share of spectral power in the dominant period (2.5 steps to half the window)."""
+    batch, d = z.shape
+    c = (z - np.mean(z, axis=1, keepdims=True)) * np.hanning(d).astype(np.float32)
+    power = np.abs(np.fft.rfft(c, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(d)
+    allowed = (freqs >= 2.0 / d) & (freqs <= 1.0 / 2.5)
+    total = np.sum(power[:, 1:], axis=1)
+    if not allowed.any():
+        return np.zeros(batch, dtype=np.float32), np.zeros(batch, dtype=np.float32)
+    cand = np.where(allowed[None, :], power, -1.0)
+    k = np.argmax(cand, axis=1)
+    # Neighbouring bins share a windowed peak, so count the peak bin and its neighbours.
+    rows = np.arange(batch)
+    peak = power[rows, k] + power[rows, np.maximum(k - 1, 1)] + power[rows, np.minimum(k + 1, len(freqs) - 1)]
+    share = np.where(total > 0, peak / np.maximum(total, 1e-30), 0.0)
+    strength = np.clip((share - 0.3) / 0.5, 0.0, 1.0)
+    period = np.where(total > 0, 1.0 / freqs[k], 0.0)
+    return strength.astype(np.float32), period.astype(np.float32)
+
+
+def _volatility_burst(z: F32, valid: I64 | None) -> F32:
+    """RMS of the last 8 moves against the RMS of the real moves before them; 4x is full strength."""
+    d = z.shape[1]
+    k = min(BURST_STEPS, d // 2)
+    recent = np.sqrt(np.mean(z[:, d - k :] ** 2, axis=1))
+    n_before = np.full(z.shape[0], d - k) if valid is None else np.clip(valid - k, 0, d - k)
+    before_sq = np.sum(z[:, : d - k] ** 2, axis=1)  # padding contributes zeros
+    before = np.sqrt(before_sq / np.maximum(n_before, 1))
+    ratio = np.where(before > 0, recent / np.maximum(before, EPS), np.where(recent > 0, 4.0, 1.0))
+    return np.asarray(np.clip(np.log(np.maximum(ratio, 1e-6)) / np.log(4.0), 0.0, 1.0), dtype=np.float32)
+
+
+def _breakout(z: F32, level: F32) -> F32:
+    """Last value beyond the range of everything before the last 4 steps, in RMS-move units."""
+    w = level.shape[1]
+    prior = level[:, : w - BREAKOUT_STEPS]
+    last = level[:, -1]
+    excess = np.maximum(np.maximum(last - prior.max(axis=1), prior.min(axis=1) - last), 0.0)
+    rms = np.sqrt(np.mean(z * z, axis=1))
+    return np.asarray(np.tanh(excess / (2.0 * rms + EPS)), dtype=np.float32)
+
+
+def _plateau(z: F32) -> tuple[F32, I64]:
+    """Trailing run of near-zero moves; 12 or more steps is full strength."""
+    d = z.shape[1]
+    moving = np.abs(z) > FLAT
+    any_moving = moving.any(axis=1)
+    last_move = d - 1 - np.argmax(moving[:, ::-1], axis=1)
+    run = np.where(any_moving, d - 1 - last_move, d).astype(np.int64)
+    return np.minimum(run / PLATEAU_STEPS, 1.0).astype(np.float32), run
+
+
+def _acceleration(z: F32, w: int) -> tuple[F32, I64]:
+    """Change of drift between the two halves of the last 32 moves, as a t-statistic."""
+    d = z.shape[1]
+    k = min(32, d) // 2
+    first, second = z[:, d - 2 * k : d - k], z[:, d - k :]
+    spread = _std(z[:, d - 2 * k :])
+    t = (np.mean(second, axis=1) - np.mean(first, axis=1)) * np.sqrt(np.float32(k / 2)) / (spread + EPS)
+    start = np.full(z.shape[0], w - 1 - 2 * k, dtype=np.int64)
+    return np.tanh(np.abs(t) / 3.0).astype(np.float32), start
+
+
+def spatial_signatures(cumulative: F32, spans: I64, top_k: int) -> F32:
+    """Returns (batch, 8, top_k): the largest per-neuron spike counts within each span, L2-normalised.
+
+    `cumulative` is (T + 1, batch, N) cumulative spike counts, where reservoir step t consumes the
+    move into window value t + 1, so window span [a, b] covers cumulative[b] - cumulative[a].
+    """
+    steps = cumulative.shape[0] - 1
+    batch = cumulative.shape[1]
+    rows = np.arange(batch)[:, None]
+    end = np.clip(spans[:, :, 1], 0, steps)
+    start = np.clip(spans[:, :, 0], 0, steps)
+    counts = cumulative[end, rows] - cumulative[start, rows]  # (batch, 8, N)
+    k = min(top_k, counts.shape[2])
+    top = -np.sort(-counts, axis=2)[:, :, :k]
+    norm = np.sqrt(np.sum(top * top, axis=2, keepdims=True))
+    return np.where(norm > 0, top / np.maximum(norm, EPS), 0.0).astype(np.float32)

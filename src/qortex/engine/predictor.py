@@ -1,0 +1,500 @@
+"""The predictor: configuration in the constructor, learning in `fit`, learned state in `*_`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+import qortex
+from qortex.engine import artifact
+from qortex.engine.config import EngineConfig
+from qortex.engine.encoding import encode, n_channels
+from qortex.engine.errors import ArtifactError
+from qortex.engine.features import MOMENTUM_COLUMNS, build_layout, momentum_features
+from qortex.engine.normalise import last_windows, normalise_windows
+from qortex.engine.patterns import PATTERN_TYPES, PatternScan, detect_patterns, spatial_signatures
+from qortex.engine.quantum import QuantumFeatureMap
+from qortex.engine.readout import Calibrator, LogisticReadout, fit_calibrator, fit_logistic
+from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate
+from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, PredictionResult
+from qortex.engine.validation import validate_batch
+from qortex.engine.windows import sliding_windows
+
+__all__ = ["Predictor"]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+STAGES = ("encoding", "neuromorphic", "patterns", "quantum", "readout")
+MIN_TRAINING_WINDOWS = 20
+# Rows per forward pass: the spike history is (window, n_neurons, CHUNK) float32.
+CHUNK = 1024
+
+
+@dataclass
+class _Forward:
+    """Everything one batch produces on its way to the readout."""
+
+    z: F32
+    constant: npt.NDArray[np.bool_]
+    scan: PatternScan
+    run: ReservoirRun | None
+    q_expectations: F32
+    q_correlations: F32
+    features: F32
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Predictor:
+    """Direction-of-change predictor: spikes, a LIF reservoir, patterns, a circuit, a readout."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config if config is not None else EngineConfig()
+        self.layout = build_layout(self.config)
+        self._metrics: dict[str, Any] = {}
+        self._lineage: dict[str, Any] | None = None
+        self._stored_metadata: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, series_list: Sequence[npt.ArrayLike], horizon: int = 1, lineage: dict[str, Any] | None = None
+    ) -> Predictor:
+        """Fits on every sliding window of every series; calibrates on each series' last windows."""
+        xs: list[F64] = []
+        ys: list[npt.NDArray[np.int8]] = []
+        holdout: list[npt.NDArray[np.bool_]] = []
+        for s in series_list:
+            x, y = sliding_windows(s, self.config.window, horizon)
+            n_hold = round(self.config.calibration_fraction * x.shape[0])
+            mask = np.zeros(x.shape[0], dtype=np.bool_)
+            if n_hold:
+                mask[x.shape[0] - n_hold :] = True
+            xs.append(x)
+            ys.append(y)
+            holdout.append(mask)
+        if not xs:
+            raise ValueError("fit needs at least one series")
+        return self._fit(np.concatenate(xs), np.concatenate(ys), np.concatenate(holdout), horizon, lineage)
+
+    def fit_windows(
+        self,
+        x: npt.ArrayLike,
+        y: npt.ArrayLike,
+        horizon: int = 1,
+        lineage: dict[str, Any] | None = None,
+    ) -> Predictor:
+        """Fits on prepared windows (n, window) in time order; the last rows calibrate."""
+        windows = np.asarray(x, dtype=np.float64)
+        labels = np.asarray(y).astype(np.int8)
+        if windows.ndim != 2 or windows.shape[1] != self.config.window:
+            raise ValueError(f"x must have shape (n, {self.config.window}), got {windows.shape}")
+        if labels.shape != (windows.shape[0],) or not np.isin(labels, (0, 1)).all():
+            raise ValueError("y must be a 1-D array of 0/1 labels, one per window")
+        if not np.isfinite(windows).all():
+            raise ValueError("x contains NaN or infinite values")
+        n_hold = round(self.config.calibration_fraction * windows.shape[0])
+        mask = np.zeros(windows.shape[0], dtype=np.bool_)
+        mask[windows.shape[0] - n_hold :] = True
+        return self._fit(windows, labels, mask, horizon, lineage)
+
+    def _fit(
+        self,
+        x: F64,
+        y: npt.NDArray[np.int8],
+        holdout: npt.NDArray[np.bool_],
+        horizon: int,
+        lineage: dict[str, Any] | None,
+    ) -> Predictor:
+        cfg = self.config
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if x.shape[0] < MIN_TRAINING_WINDOWS:
+            raise ValueError(f"fit needs at least {MIN_TRAINING_WINDOWS} labelled windows, got {x.shape[0]}")
+        if len(np.unique(y)) < 2:
+            raise ValueError("fit needs both up and down labels among the training windows")
+        self._init_structure()
+        z, constant = normalise_windows(x)
+        blocks = [
+            self._forward_from_z(z[part], constant[part], None, record=False, with_quantum=False).features
+            for part in _chunks(z.shape[0])
+        ]
+        base = np.concatenate(blocks)
+        if cfg.use_quantum:
+            q_in = self._quantum_input(base)
+            std = q_in.std(axis=0)
+            self.quantum_mean_ = q_in.mean(axis=0).astype(np.float32)
+            self.quantum_scale_ = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+            quantum = [np.concatenate(self._quantum(q_in[part]), axis=1) for part in _chunks(z.shape[0])]
+            base = np.concatenate([base, np.concatenate(quantum)], axis=1)
+        features = base.astype(np.float64)
+        train = ~holdout
+        if holdout.sum() >= 10 and len(np.unique(y[holdout])) == 2 and len(np.unique(y[train])) == 2:
+            first = fit_logistic(features[train], y[train], l2=cfg.l2, max_iter=cfg.max_iter)
+            self.calibrator_ = fit_calibrator(cfg.calibration, first.decision(features[holdout]), y[holdout])
+        else:
+            # Too little held-out data to calibrate honestly: fall back to the plain sigmoid.
+            self.calibrator_ = fit_calibrator("none", np.zeros(0), np.zeros(0, dtype=np.int8))
+        # The calibration map is learned from out-of-sample logits of a model fitted without the
+        # held-out fold; the final model is then refitted on all windows (like scikit-learn's
+        # CalibratedClassifierCV(ensemble=False)) so the most recent data also shapes it.
+        self.readout_ = fit_logistic(features, y, l2=cfg.l2, max_iter=cfg.max_iter)
+        self.horizon_ = horizon
+        self.n_training_windows_ = int(x.shape[0])
+        self._lineage = dict(lineage) if lineage is not None else None
+        self._metrics = {}
+        self._stored_metadata = {"created_at": _now()}
+        self.model_hash_ = self._parameter_hash()
+        return self
+
+    def _init_structure(self) -> None:
+        """Creates the seeded, untrained parts: reservoir weights and the circuit."""
+        cfg = self.config
+        n_in = n_channels(cfg.encoder, cfg.encoder_channels)
+        self.w_in_, self.w_rec_ = make_weights(
+            n_inputs=n_in,
+            n_neurons=cfg.n_neurons,
+            connectivity=cfg.connectivity,
+            input_connectivity=cfg.input_connectivity,
+            spectral_radius=cfg.spectral_radius,
+            input_scale=cfg.input_scale,
+            seed=cfg.seed,
+        )
+        self.quantum_map_ = QuantumFeatureMap.create(
+            n_inputs=self._quantum_inputs(),
+            n_qubits=cfg.n_qubits,
+            n_layers=cfg.n_quantum_layers,
+            seed=cfg.seed,
+        )
+
+    def _quantum_inputs(self) -> int:
+        return 4 * self.config.n_neurons if self.config.use_reservoir else 16
+
+    # ------------------------------------------------------------------ forward pass
+    def _params(self) -> ReservoirParams:
+        cfg = self.config
+        return ReservoirParams(
+            cfg.membrane_tau, cfg.threshold, cfg.reset, cfg.refractory, cfg.trace_tau, cfg.recent_steps
+        )
+
+    def _quantum_input(self, base: F32) -> F32:
+        """Returns the circuit's input columns from features that do not yet include the circuit."""
+        if self.config.use_reservoir:
+            return base[:, base.shape[1] - 4 * self.config.n_neurons :]
+        return base[:, :MOMENTUM_COLUMNS]
+
+    def _quantum(self, q_in: F32) -> tuple[F32, F32]:
+        return self.quantum_map_.run((q_in - self.quantum_mean_) / self.quantum_scale_)
+
+    def _forward_from_z(
+        self,
+        z: F32,
+        constant: npt.NDArray[np.bool_],
+        used: npt.NDArray[np.int64] | None,
+        *,
+        record: bool,
+        with_quantum: bool = True,
+    ) -> _Forward:
+        cfg = self.config
+        timings: dict[str, float] = {}
+        batch = z.shape[0]
+        t0 = time.perf_counter()
+        spikes = encode(z, cfg.encoder, cfg.encoder_channels, cfg.seed) if cfg.use_reservoir else None
+        t1 = time.perf_counter()
+        run = simulate(spikes, self.w_in_, self.w_rec_, self._params(), record=record) if spikes is not None else None
+        t2 = time.perf_counter()
+        scan = detect_patterns(z, None if used is None else used - 1)
+        momentum = momentum_features(z)
+        t3 = time.perf_counter()
+        blocks: list[F32] = [momentum]
+        if cfg.use_patterns:
+            blocks.append(scan.strengths)
+        reservoir_block = run.features() if run is not None else None
+        if reservoir_block is not None:
+            blocks.append(reservoir_block)
+        if cfg.use_quantum and with_quantum:
+            q_exp, q_corr = self._quantum(reservoir_block if reservoir_block is not None else momentum)
+            blocks.extend([q_exp, q_corr])
+        else:
+            q_exp = np.zeros((batch, 0), dtype=np.float32)
+            q_corr = np.zeros((batch, 0), dtype=np.float32)
+        features = np.concatenate(blocks, axis=1)
+        t4 = time.perf_counter()
+        timings["encoding"] = t1 - t0
+        timings["neuromorphic"] = t2 - t1
+        timings["patterns"] = t3 - t2
+        timings["quantum"] = t4 - t3
+        return _Forward(z, constant, scan, run, q_exp, q_corr, features, timings)
+
+    def _probabilities(self, fwd: _Forward) -> F64:
+        t0 = time.perf_counter()
+        p = self.calibrator_(self.readout_.decision(fwd.features))
+        p = np.clip(p, 0.0, 1.0)
+        # A series that never moves carries no evidence either way.
+        p[fwd.constant] = 0.5
+        fwd.timings["readout"] = time.perf_counter() - t0
+        return np.asarray(p, dtype=np.float64)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "readout_"):
+            raise RuntimeError("this Predictor is not fitted; call fit, fit_windows or load first")
+
+    # ------------------------------------------------------------------ prediction
+    def predict_proba(self, series_list: Sequence[npt.ArrayLike]) -> F64:
+        """Returns the calibrated probability that each series goes up, float64 (n,).
+
+        Each series (8 to 4096 finite values) contributes its last `window` values; a shorter
+        one is left-padded with "no movement".
+        """
+        self._check_fitted()
+        values = validate_batch(series_list)
+        if not values:
+            return np.zeros(0, dtype=np.float64)
+        raw, used, _ = last_windows(values, self.config.window)
+        z, constant = normalise_windows(raw, used)
+        return np.concatenate(
+            [
+                self._probabilities(self._forward_from_z(z[part], constant[part], used[part], record=False))
+                for part in _chunks(z.shape[0])
+            ]
+        )
+
+    def predict_batch(self, series_list: Sequence[npt.ArrayLike], horizon: int | None = None) -> list[PredictionResult]:
+        """Returns one PredictionResult per series, with factors, patterns and stage timings."""
+        self._check_fitted()
+        if horizon is not None and horizon != self.horizon_:
+            raise ValueError(f"this model predicts horizon {self.horizon_}, not {horizon}")
+        values = validate_batch(series_list)
+        if not values:
+            return []
+        t0 = time.perf_counter()
+        raw, used, lengths = last_windows(values, self.config.window)
+        z, constant = normalise_windows(raw, used)
+        norm_s = (time.perf_counter() - t0) / z.shape[0]
+        results: list[PredictionResult] = []
+        for part in _chunks(z.shape[0]):
+            fwd = self._forward_from_z(z[part], constant[part], used[part], record=True)
+            fwd.timings["encoding"] += norm_s * fwd.z.shape[0]
+            results.extend(self._results(fwd, self._probabilities(fwd), lengths[part]))
+        return results
+
+    def _results(self, fwd: _Forward, p: F64, lengths: npt.NDArray[np.int64]) -> list[PredictionResult]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        contributions = self.readout_.standardise(fwd.features) * self.readout_.coef
+        labels, groups, matrix = self.layout.factor_matrix()
+        groups_t = [cast(FactorGroup, g) for g in groups]
+        weights = contributions @ matrix
+        values = fwd.features.astype(np.float64) @ (matrix / matrix.sum(axis=0))
+        weights[fwd.constant] = 0.0
+        top = np.argsort(-np.abs(weights), axis=1, kind="stable")[:, : cfg.top_factors]
+        if fwd.run is not None and fwd.run.cumulative is not None:
+            spatial = spatial_signatures(fwd.run.cumulative, fwd.scan.spans, cfg.spatial_top_k)
+        else:
+            spatial = np.zeros((p.shape[0], len(PATTERN_TYPES), 0), dtype=np.float32)
+        # Window index j maps to series index (length - window) + j; padding maps below 0.
+        offsets = lengths - cfg.window
+        band = cfg.neutral_band
+        timings_ms = {k: round(v * 1000.0, 4) for k, v in fwd.timings.items()}
+        strengths = fwd.scan.strengths.tolist()
+        spans = fwd.scan.spans.tolist()
+        periods = fwd.scan.periods.tolist()
+        spatial_l = spatial.tolist()
+        q_exp = fwd.q_expectations.tolist()
+        q_corr = fwd.q_correlations.tolist()
+        weights_l = weights.tolist()
+        values_l = values.tolist()
+        version = self.model_version
+        results: list[PredictionResult] = []
+        for i in range(p.shape[0]):
+            prob = float(p[i])
+            direction: Direction = "neutral" if abs(prob - 0.5) <= band else ("up" if prob > 0.5 else "down")
+            confidence = max(prob, 1.0 - prob)
+            factors = [Factor(labels[j], groups_t[j], values_l[i][j], weights_l[i][j]) for j in top[i].tolist()]
+            found: list[Pattern] = []
+            for k, name in enumerate(PATTERN_TYPES):
+                strength = strengths[i][k]
+                if strength < cfg.min_pattern_strength:
+                    continue
+                offset = int(offsets[i])
+                start, end = spans[i][k]
+                found.append(
+                    Pattern(
+                        type=name,
+                        strength=strength,
+                        start=max(start + offset, 0),
+                        end=max(end + offset, 0),
+                        period=periods[i] if name == "oscillation" else None,
+                        spatial_features=spatial_l[i][k],
+                    )
+                )
+            found.sort(key=lambda pat: -pat.strength)
+            results.append(
+                PredictionResult(
+                    direction=direction,
+                    confidence=confidence,
+                    probability_up=prob,
+                    factors=factors,
+                    patterns=found,
+                    quantum={"expectations": q_exp[i], "correlations": q_corr[i]},
+                    timings_ms=timings_ms,
+                    model_version=version,
+                    horizon=self.horizon_,
+                )
+            )
+        # Building result objects is reported with the readout stage.
+        readout_ms = round((fwd.timings["readout"] + time.perf_counter() - t0) * 1000.0, 4)
+        timings_ms["readout"] = readout_ms
+        return results
+
+    # ------------------------------------------------------------------ metadata and artifacts
+    @property
+    def model_version(self) -> str:
+        """Returns "<qortex version>+<first 16 hex digits of the parameter hash>"."""
+        self._check_fitted()
+        return f"{qortex.__version__}+{self.model_hash_[:16]}"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Returns the model's description: config, features, lineage, metrics, versions, hashes."""
+        self._check_fitted()
+        meta: dict[str, Any] = {
+            "format": artifact.FORMAT,
+            "config": self.config.to_dict(),
+            "feature_names": list(self.layout.names),
+            "horizon": self.horizon_,
+            "n_training_windows": self.n_training_windows_,
+            "lineage": self._lineage,
+            "metrics": dict(self._metrics),
+            "qortex_version": qortex.__version__,
+            "numpy_version": np.__version__,
+            "model_hash": self.model_hash_,
+            "model_version": self.model_version,
+        }
+        meta.update({k: v for k, v in self._stored_metadata.items() if k not in meta})
+        return meta
+
+    def set_metrics(self, metrics: dict[str, Any]) -> None:
+        """Stores evaluation metrics (JSON-serialisable) in the metadata saved with the model."""
+        self._check_fitted()
+        try:
+            json.dumps(metrics, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metrics must be JSON-serialisable without NaN: {exc}") from None
+        self._metrics = json.loads(json.dumps(metrics))
+
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            "w_in": self.w_in_,
+            "w_rec": self.w_rec_,
+            "quantum_projection": self.quantum_map_.projection,
+            "quantum_offsets": self.quantum_map_.offsets,
+            "quantum_mean": getattr(self, "quantum_mean_", np.zeros(0, dtype=np.float32)),
+            "quantum_scale": getattr(self, "quantum_scale_", np.zeros(0, dtype=np.float32)),
+            "readout_mean": self.readout_.mean,
+            "readout_scale": self.readout_.scale,
+            "readout_coef": self.readout_.coef,
+            "readout_intercept": np.array([self.readout_.intercept]),
+            "calibration_params": self.calibrator_.params,
+        }
+
+    def _parameter_hash(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        digest.update(str(self.horizon_).encode())
+        for name, arr in sorted(self._arrays().items()):
+            digest.update(name.encode())
+            digest.update(str(arr.dtype).encode() + str(arr.shape).encode())
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: str | Path) -> Path:
+        """Writes <path>.npz and <path>.json (never pickle); returns the .npz path."""
+        meta = self.metadata
+        meta["calibration_kind"] = self.calibrator_.kind
+        return artifact.write(Path(path), self._arrays(), meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        """Loads and verifies an artifact written by `save`; raises ArtifactError otherwise."""
+        arrays, meta = artifact.read(Path(path))
+        return cls._from_artifact(arrays, meta, str(path))
+
+    @classmethod
+    def load_default(cls) -> Predictor:
+        """Loads the shipped default model from qortex/engine/artifacts/default.npz."""
+        arrays, meta = artifact.read_default()
+        return cls._from_artifact(arrays, meta, "default")
+
+    @classmethod
+    def _from_artifact(cls, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any], where: str) -> Predictor:
+        try:
+            config = EngineConfig.from_dict(meta["config"])
+            predictor = cls(config)
+            if meta.get("feature_names") != predictor.layout.names:
+                raise ArtifactError(f"artifact {where}: feature names do not match its configuration")
+            predictor._init_structure()
+            predictor.w_in_ = _expect(arrays, "w_in", predictor.w_in_.shape, np.float32, where)
+            predictor.w_rec_ = _expect(arrays, "w_rec", predictor.w_rec_.shape, np.float32, where)
+            qm = predictor.quantum_map_
+            predictor.quantum_map_ = QuantumFeatureMap(
+                qm.n_qubits,
+                qm.n_layers,
+                _expect(arrays, "quantum_projection", qm.projection.shape, np.float32, where),
+                _expect(arrays, "quantum_offsets", qm.offsets.shape, np.float32, where),
+            )
+            n_q = predictor._quantum_inputs() if config.use_quantum else 0
+            predictor.quantum_mean_ = _expect(arrays, "quantum_mean", (n_q,), np.float32, where)
+            predictor.quantum_scale_ = _expect(arrays, "quantum_scale", (n_q,), np.float32, where)
+            n_f = len(predictor.layout.names)
+            predictor.readout_ = LogisticReadout(
+                _expect(arrays, "readout_mean", (n_f,), np.float64, where),
+                _expect(arrays, "readout_scale", (n_f,), np.float64, where),
+                _expect(arrays, "readout_coef", (n_f,), np.float64, where),
+                float(_expect(arrays, "readout_intercept", (1,), np.float64, where)[0]),
+            )
+            kind = str(meta["calibration_kind"])
+            params = arrays.get("calibration_params")
+            if params is None or params.dtype != np.float64 or params.ndim != 1:
+                raise ArtifactError(f"artifact {where}: calibration_params missing or malformed")
+            predictor.calibrator_ = Calibrator(kind, params)
+            predictor.horizon_ = int(meta["horizon"])
+            predictor.n_training_windows_ = int(meta["n_training_windows"])
+            predictor._lineage = meta.get("lineage")
+            predictor._metrics = dict(meta.get("metrics") or {})
+            predictor._stored_metadata = {k: meta[k] for k in ("created_at", "content_hash") if k in meta}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"artifact {where}: metadata is incomplete or invalid ({exc})") from None
+        predictor.model_hash_ = predictor._parameter_hash()
+        if predictor.model_hash_ != meta.get("model_hash"):
+            raise ArtifactError(f"artifact {where}: parameters do not match the recorded model hash")
+        return predictor
+
+
+def _expect(
+    arrays: dict[str, npt.NDArray[Any]], name: str, shape: tuple[int, ...], dtype: type, where: str
+) -> npt.NDArray[Any]:
+    arr = arrays.get(name)
+    if arr is None:
+        raise ArtifactError(f"artifact {where}: array {name!r} is missing")
+    if arr.shape != shape or arr.dtype != dtype:
+        raise ArtifactError(
+            f"artifact {where}: array {name!r} has shape {arr.shape} and dtype {arr.dtype}, "
+            f"expected {shape} and {np.dtype(dtype)}"
+        )
+    return arr
+
+
+def _chunks(n: int) -> list[slice]:
+    """Splits n rows into slices of at most CHUNK rows, bounding the reservoir's spike history."""
+    return [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

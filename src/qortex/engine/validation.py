@@ -1,0 +1,62 @@
+"""Validation of input series at the engine boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qortex.engine.errors import InvalidSeriesError
+
+__all__ = ["MAX_LENGTH", "MIN_LENGTH", "validate_batch", "validate_series"]
+
+MIN_LENGTH = 8
+MAX_LENGTH = 4096
+
+
+def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX_LENGTH) -> npt.NDArray[np.float64]:
+    """Returns `series` as a float64 1-D array or raises InvalidSeriesError saying what and where."""
+    where = f"series {index}"
+    try:
+        arr = np.asarray(series)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSeriesError(f"{where}: cannot be read as an array ({exc})") from None
+    if arr.dtype.kind not in "iuf":
+        raise InvalidSeriesError(
+            f"{where}: values must be real numbers, got dtype {arr.dtype} "
+            f"(first offending value at index {_first_non_numeric(series, arr)})"
+        )
+    if arr.ndim != 1:
+        raise InvalidSeriesError(f"{where}: must be one-dimensional, got shape {arr.shape}")
+    n = arr.shape[0]
+    if n < MIN_LENGTH:
+        raise InvalidSeriesError(f"{where}: has {n} values, at least {MIN_LENGTH} are required")
+    if max_length is not None and n > max_length:
+        raise InvalidSeriesError(f"{where}: has {n} values, at most {max_length} are allowed")
+    values = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        kind = "NaN" if np.isnan(values[bad]) else ("+inf" if values[bad] > 0 else "-inf")
+        raise InvalidSeriesError(f"{where}: value at index {bad} is {kind}; all values must be finite")
+    return values
+
+
+def validate_batch(series_list: Sequence[Any]) -> list[npt.NDArray[np.float64]]:
+    """Validates every series of a batch; the error names the first bad series and value."""
+    if isinstance(series_list, (str, bytes)) or not hasattr(series_list, "__len__"):
+        raise InvalidSeriesError("a batch must be a sequence of 1-D numeric series")
+    if isinstance(series_list, np.ndarray) and series_list.ndim == 1 and series_list.dtype.kind in "iuf":
+        raise InvalidSeriesError("a batch must be a sequence of series, got a single 1-D array; wrap it in a list")
+    return [validate_series(s, index=i) for i, s in enumerate(series_list)]
+
+
+def _first_non_numeric(series: Any, arr: npt.NDArray[Any]) -> int:
+    # numpy turns [1, "x"] into all strings, so look at the caller's own elements when we can.
+    items = list(series) if isinstance(series, (list, tuple)) else arr.reshape(-1).tolist()
+    for i, value in enumerate(items):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return i
+    return 0

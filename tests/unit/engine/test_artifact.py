@@ -1,0 +1,128 @@
+"""Artifacts round-trip exactly and refuse anything tampered, truncated or missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qortex.engine import ArtifactError, Predictor
+from qortex.engine import artifact as artifact_module
+
+from .conftest import noisy_sine
+
+PROBE = [noisy_sine(120, 900 + i) for i in range(6)] + [np.full(30, 2.0), noisy_sine(9, 1)]
+
+
+@pytest.fixture
+def saved(small_model: Predictor, tmp_path: Path) -> Path:
+    small_model.set_metrics({"accuracy": 0.61, "folds": [1, 2]})
+    return small_model.save(tmp_path / "model")
+
+
+def test_save_load_predict_gives_identical_output(small_model: Predictor, saved: Path) -> None:
+    assert saved.suffix == ".npz" and saved.with_suffix(".json").is_file()
+    loaded = Predictor.load(saved)
+    np.testing.assert_array_equal(loaded.predict_proba(PROBE), small_model.predict_proba(PROBE))
+    before = [r.to_dict() for r in small_model.predict_batch(PROBE)]
+    after = [r.to_dict() for r in loaded.predict_batch(PROBE)]
+    for a, b in zip(before, after, strict=True):
+        a.pop("timings_ms")
+        b.pop("timings_ms")
+        assert a == b
+    assert loaded.model_version == small_model.model_version
+    assert loaded.metadata["metrics"] == {"accuracy": 0.61, "folds": [1, 2]}
+    assert loaded.metadata["content_hash"] == json.loads(saved.with_suffix(".json").read_text())["content_hash"]
+
+
+def test_load_accepts_the_base_name_or_either_file(saved: Path) -> None:
+    for path in (saved, saved.with_suffix(""), saved.with_suffix(".json")):
+        assert Predictor.load(path).horizon_ == 1
+
+
+def test_the_npz_holds_no_pickled_objects(saved: Path) -> None:
+    with np.load(saved, allow_pickle=False) as data:
+        assert all(data[name].dtype != object for name in data.files)
+
+
+def test_a_flipped_byte_in_the_npz_is_refused(saved: Path) -> None:
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="content hash mismatch"):
+        Predictor.load(saved)
+
+
+def test_an_edited_json_is_refused(saved: Path) -> None:
+    meta_path = saved.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["metrics"]["accuracy"] = 0.99
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="content hash mismatch"):
+        Predictor.load(saved)
+
+
+def test_a_truncated_npz_is_refused(saved: Path) -> None:
+    saved.write_bytes(saved.read_bytes()[:-100])
+    with pytest.raises(ArtifactError, match="content hash mismatch"):
+        Predictor.load(saved)
+
+
+def test_missing_files_are_reported_by_name(saved: Path) -> None:
+    saved.with_suffix(".json").unlink()
+    with pytest.raises(ArtifactError, match=r"not found: .*model\.json"):
+        Predictor.load(saved)
+    with pytest.raises(ArtifactError, match="not found"):
+        Predictor.load(saved.parent / "nothing.npz")
+
+
+def test_malformed_json_is_refused(saved: Path) -> None:
+    saved.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        Predictor.load(saved)
+
+
+def test_consistently_rehashed_but_swapped_arrays_are_refused(small_model: Predictor, saved: Path) -> None:
+    """Someone who recomputes the content hash still cannot slip in other parameters."""
+    arrays, meta = artifact_module.read(saved)
+    arrays["readout_coef"] = arrays["readout_coef"] * 2
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match="model hash"):
+        Predictor.load(saved)
+
+
+def test_wrong_shapes_are_refused(saved: Path) -> None:
+    arrays, meta = artifact_module.read(saved)
+    arrays["w_rec"] = arrays["w_rec"][:-1]
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match="'w_rec' has shape"):
+        Predictor.load(saved)
+
+
+def test_unknown_format_is_refused(saved: Path) -> None:
+    _, meta = artifact_module.read(saved)
+    meta["format"] = "other/9"
+    npz = saved.read_bytes()
+    meta["content_hash"] = artifact_module.content_hash(npz, meta)
+    saved.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="unknown format"):
+        Predictor.load(saved)
+
+
+def test_metrics_must_be_json(small_model: Predictor) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        small_model.set_metrics({"bad": float("nan")})
+
+
+def test_load_default_reads_the_packaged_artifact_or_says_how_to_build_it() -> None:
+    try:
+        model = Predictor.load_default()
+    except ArtifactError as exc:
+        assert "train_default" in str(exc)
+    else:
+        result = model.predict_batch([noisy_sine(100, 0)])[0]
+        assert 0 <= result.probability_up <= 1

@@ -1,0 +1,222 @@
+"""The predictor's promises: deterministic, scale-free, batch-independent, calibrated, honest."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qortex.engine import EngineConfig, Factor, Pattern, PredictionResult, Predictor, sliding_windows
+
+from .conftest import SMALL_CONFIG, noisy_sine
+
+series_st = st.lists(st.integers(-500, 500), min_size=8, max_size=120).map(
+    lambda v: np.cumsum(np.asarray(v, dtype=float))
+)
+batch_st = st.lists(series_st, min_size=1, max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch_st)
+def test_probabilities_are_in_unit_interval_and_confidence_in_half_to_one(
+    small_model: Predictor, batch: list[np.ndarray]
+) -> None:
+    results = small_model.predict_batch(batch)
+    for r in results:
+        assert 0.0 <= r.probability_up <= 1.0
+        assert 0.5 <= r.confidence <= 1.0
+        assert r.confidence == pytest.approx(max(r.probability_up, 1 - r.probability_up))
+        if abs(r.probability_up - 0.5) <= SMALL_CONFIG.neutral_band:
+            assert r.direction == "neutral"
+        else:
+            assert r.direction == ("up" if r.probability_up > 0.5 else "down")
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch_st)
+def test_a_batch_answers_exactly_like_its_series_one_by_one(small_model: Predictor, batch: list[np.ndarray]) -> None:
+    together = small_model.predict_proba(batch)
+    alone = np.array([small_model.predict_proba([s])[0] for s in batch])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    results = small_model.predict_batch(batch)
+    np.testing.assert_allclose([r.probability_up for r in results], together, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(series_st, st.floats(0.01, 1000.0), st.floats(-1e4, 1e4))
+def test_positive_scale_and_shift_do_not_change_the_answer(
+    small_model: Predictor, series: np.ndarray, scale: float, shift: float
+) -> None:
+    base = small_model.predict_batch([series])[0]
+    moved = small_model.predict_batch([series * scale + shift])[0]
+    assert moved.probability_up == pytest.approx(base.probability_up, abs=1e-5)
+    assert moved.direction == base.direction
+
+
+@settings(max_examples=20, deadline=None)
+@given(series_st)
+def test_same_input_same_answer(small_model: Predictor, series: np.ndarray) -> None:
+    first = small_model.predict_batch([series])[0].to_dict()
+    second = small_model.predict_batch([series])[0].to_dict()
+    first.pop("timings_ms")
+    second.pop("timings_ms")
+    assert first == second
+
+
+def test_fitting_twice_with_one_seed_gives_the_same_model_and_other_seeds_differ() -> None:
+    data = [noisy_sine(300, s) for s in range(3)]
+    probe = [noisy_sine(80, 100 + s) for s in range(5)]
+    a = Predictor(SMALL_CONFIG).fit(data)
+    b = Predictor(SMALL_CONFIG).fit(data)
+    c = Predictor(EngineConfig(**{**SMALL_CONFIG.to_dict(), "seed": 1})).fit(data)
+    np.testing.assert_array_equal(a.predict_proba(probe), b.predict_proba(probe))
+    assert a.model_version == b.model_version
+    assert a.model_version != c.model_version
+
+
+def test_constant_series_is_neutral_at_exactly_one_half_with_a_plateau(small_model: Predictor) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = small_model.predict_batch([np.full(50, 42.0), np.zeros(8), np.full(4096, -1e300)])
+        probs = small_model.predict_proba([np.full(50, 42.0)])
+    assert probs[0] == 0.5
+    for r in results:
+        assert r.direction == "neutral"
+        assert r.confidence == 0.5 and r.probability_up == 0.5
+        assert r.patterns[0].type == "plateau" and r.patterns[0].strength == pytest.approx(1.0)
+
+
+def test_model_beats_chance_on_held_out_windows_of_a_structured_series(sine_model: Predictor) -> None:
+    x, y = sliding_windows(noisy_sine(1500, seed=1234), 64, 1)
+    p = sine_model.predict_proba(list(x))
+    accuracy = float(np.mean((p > 0.5) == (y == 1)))
+    # A binomial test: at n ~ 1400 chance accuracy exceeds 0.55 with probability < 1e-4.
+    assert accuracy > 0.55, accuracy
+    majority = max(y.mean(), 1 - y.mean())
+    assert accuracy > majority + 0.05
+
+
+def test_model_is_calibrated_roughly_on_held_out_windows(sine_model: Predictor) -> None:
+    x, y = sliding_windows(noisy_sine(3000, seed=77), 64, 1)
+    p = sine_model.predict_proba(list(x))
+    brier = float(np.mean((p - y) ** 2))
+    assert brier < 0.25  # better than always answering 0.5
+    confident = np.abs(p - 0.5) > 0.3
+    assert confident.any()
+    hit = np.mean((p[confident] > 0.5) == (y[confident] == 1))
+    assert hit > 0.75
+
+
+def test_result_shape_matches_the_contract(sine_model: Predictor) -> None:
+    series = noisy_sine(200, seed=5)
+    result = sine_model.predict_batch([series], horizon=1)[0]
+    assert isinstance(result, PredictionResult)
+    assert 1 <= len(result.factors) <= 8
+    assert all(isinstance(f, Factor) for f in result.factors)
+    weights = [abs(f.weight) for f in result.factors]
+    assert weights == sorted(weights, reverse=True)
+    assert {f.group for f in result.factors} <= {"patterns", "momentum", "reservoir", "quantum"}
+    assert len(result.quantum["expectations"]) == 8
+    assert len(result.quantum["correlations"]) == 28
+    assert set(result.timings_ms) == {"encoding", "neuromorphic", "patterns", "quantum", "readout"}
+    assert all(v >= 0 for v in result.timings_ms.values())
+    assert result.model_version == sine_model.model_version
+    for pattern in result.patterns:
+        assert isinstance(pattern, Pattern)
+        assert 0 <= pattern.start <= pattern.end <= len(series) - 1
+        assert 0 <= pattern.strength <= 1
+        assert (pattern.period is not None) == (pattern.type == "oscillation")
+        assert len(pattern.spatial_features) == 8
+    encoded = json.loads(json.dumps(result.to_dict()))
+    assert encoded["direction"] == result.direction
+    assert encoded["factors"][0]["name"] == result.factors[0].name
+
+
+def test_factor_weights_add_up_to_the_logit(sine_model: Predictor) -> None:
+    series = noisy_sine(100, seed=9)
+    config = EngineConfig(**{**sine_model.config.to_dict(), "top_factors": 1000})
+    wide = Predictor(config)
+    wide.__dict__.update({k: v for k, v in sine_model.__dict__.items() if k not in ("config", "layout")})
+    result = wide.predict_batch([series])[0]
+    fwd_logit = sum(f.weight for f in result.factors) + sine_model.readout_.intercept
+    assert sine_model.calibrator_(np.array([fwd_logit]))[0] == pytest.approx(result.probability_up, abs=1e-6)
+
+
+def test_short_series_use_padding_and_long_series_use_their_last_window(sine_model: Predictor) -> None:
+    long = noisy_sine(3000, seed=3)
+    p_long, p_tail = sine_model.predict_proba([long, long[-64:]])
+    assert p_long == p_tail
+    short = sine_model.predict_batch([long[:10]])[0]
+    assert 0 <= short.probability_up <= 1
+    assert all(0 <= p.start <= p.end <= 9 for p in short.patterns)
+
+
+def test_horizon_must_match_the_model(sine_model: Predictor) -> None:
+    with pytest.raises(ValueError, match="horizon 1"):
+        sine_model.predict_batch([noisy_sine(100, 0)], horizon=3)
+
+
+@pytest.mark.parametrize("encoder", ["rate", "latency", "population"])
+def test_every_encoder_trains_a_working_model(encoder: str) -> None:
+    config = EngineConfig(**{**SMALL_CONFIG.to_dict(), "encoder": encoder})
+    model = Predictor(config).fit([noisy_sine(300, s) for s in range(3)])
+    x, y = sliding_windows(noisy_sine(600, seed=50), 32, 1)
+    assert np.mean((model.predict_proba(list(x)) > 0.5) == (y == 1)) > 0.55
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"use_reservoir": False},
+        {"use_quantum": False},
+        {"use_patterns": False},
+        {"use_reservoir": False, "use_quantum": False, "use_patterns": False},
+        {"calibration": "isotonic"},
+        {"calibration": "none"},
+    ],
+)
+def test_stages_can_be_switched_off_and_calibration_chosen(flags: dict[str, object]) -> None:
+    config = EngineConfig(**{**SMALL_CONFIG.to_dict(), **flags})
+    model = Predictor(config).fit([noisy_sine(300, s) for s in range(3)])
+    result = model.predict_batch([noisy_sine(60, 8)])[0]
+    groups = {name.split(" ")[0] for name in model.layout.names}
+    assert ("reservoir" in groups) == config.use_reservoir
+    assert ("quantum" in groups) == config.use_quantum
+    assert ("pattern" in groups) == config.use_patterns
+    assert 0 <= result.probability_up <= 1
+    assert len(result.quantum["expectations"]) == (config.n_qubits if config.use_quantum else 0)
+
+
+def test_fit_windows_equals_fit_on_the_same_windows() -> None:
+    series = noisy_sine(400, seed=2)
+    x, y = sliding_windows(series, SMALL_CONFIG.window, 1)
+    a = Predictor(SMALL_CONFIG).fit([series])
+    b = Predictor(SMALL_CONFIG).fit_windows(x, y, horizon=1)
+    assert a.model_version == b.model_version
+
+
+def test_fit_refuses_unusable_training_data() -> None:
+    with pytest.raises(ValueError, match="at least 20"):
+        Predictor(SMALL_CONFIG).fit([noisy_sine(40, 0)])
+    with pytest.raises(ValueError, match="both up and down"):
+        Predictor(SMALL_CONFIG).fit([np.arange(200.0)])
+    with pytest.raises(ValueError, match="shape"):
+        Predictor(SMALL_CONFIG).fit_windows(np.zeros((30, 5)), np.zeros(30))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Predictor(SMALL_CONFIG).predict_proba([np.arange(10.0)])
+
+
+def test_metadata_describes_the_model(sine_model: Predictor) -> None:
+    meta = sine_model.metadata
+    assert meta["config"] == EngineConfig().to_dict()
+    assert meta["horizon"] == 1
+    assert meta["lineage"] == {"data": "sine"}
+    assert len(meta["feature_names"]) == len(sine_model.layout.names)
+    assert meta["model_version"] == sine_model.model_version
+    for key in ("qortex_version", "numpy_version", "model_hash", "metrics", "created_at"):
+        assert key in meta
+    json.dumps(meta)

@@ -1,0 +1,64 @@
+"""Inputs are validated at the boundary with messages that say what is wrong and where."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qortex.engine import InvalidSeriesError, Predictor
+from qortex.engine.validation import validate_batch, validate_series
+
+GOOD = np.arange(10, dtype=float)
+
+
+def test_invalid_series_error_is_a_value_error() -> None:
+    assert issubclass(InvalidSeriesError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("series", "fragment"),
+    [
+        (np.arange(7.0), "has 7 values, at least 8"),
+        (np.arange(4097.0), "has 4097 values, at most 4096"),
+        (np.array([1.0, 2, 3, np.nan, 5, 6, 7, 8]), "index 3 is NaN"),
+        (np.array([1.0, 2, 3, 4, 5, np.inf, 7, 8]), "index 5 is +inf"),
+        (np.array([1.0, 2, 3, 4, 5, 6, 7, -np.inf]), "index 7 is -inf"),
+        (np.ones((3, 8)), "one-dimensional, got shape (3, 8)"),
+        ([1, 2, 3, "x", 5, 6, 7, 8], "first offending value at index 3"),
+        ([1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0, 8.0], "first offending value at index 2"),
+        (np.ones(8, dtype=complex), "must be real numbers"),
+        (np.ones(8, dtype=bool), "must be real numbers"),
+    ],
+)
+def test_bad_series_is_refused_with_what_and_where(series: object, fragment: str) -> None:
+    with pytest.raises(InvalidSeriesError) as info:
+        validate_batch([GOOD, GOOD, series])
+    assert "series 2" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_boundary_lengths_are_accepted() -> None:
+    assert validate_series(np.arange(8)).dtype == np.float64
+    assert validate_series(np.arange(4096.0)).shape == (4096,)
+
+
+def test_integer_series_become_float64() -> None:
+    out = validate_batch([list(range(9))])
+    assert out[0].dtype == np.float64
+
+
+def test_a_bare_1d_array_is_not_mistaken_for_a_batch() -> None:
+    with pytest.raises(InvalidSeriesError, match="wrap it in a list"):
+        validate_batch(np.arange(10.0))
+
+
+def test_predictor_validates_before_computing(small_model: Predictor) -> None:
+    with pytest.raises(InvalidSeriesError, match=r"series 1: value at index 4 is NaN"):
+        small_model.predict_batch([GOOD, np.array([0.0, 1, 2, 3, np.nan, 5, 6, 7, 8])])
+    with pytest.raises(InvalidSeriesError, match="series 0"):
+        small_model.predict_proba([np.arange(3.0)])
+
+
+def test_empty_batch_gives_empty_answers(small_model: Predictor) -> None:
+    assert small_model.predict_batch([]) == []
+    assert small_model.predict_proba([]).shape == (0,)

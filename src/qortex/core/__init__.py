@@ -1,0 +1,1 @@
+"""Configuration, database access, errors, ids and clock shared by every domain."""

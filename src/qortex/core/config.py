@@ -1,0 +1,64 @@
+"""One settings class, read once from `QORTEX_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every option has a safe default for the embedded mode (one process, SQLite, in-process cache)."""
+
+    model_config = SettingsConfigDict(env_prefix="QORTEX_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path(".qortex")
+    database_url: str | None = None
+    database_schema: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    auto_migrate: bool = True
+
+    max_body_bytes: int = Field(default=10 * MIB, ge=1024)
+    batch_max_items: int = Field(default=1000, ge=1, le=10_000)
+    page_max_limit: int = Field(default=500, ge=1)
+
+    engine_max_batch: int = Field(default=256, ge=1)
+    engine_max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    engine_queue_size: int = Field(default=2048, ge=1)
+    engine_retry_after_seconds: int = Field(default=1, ge=1)
+
+    # Revoked keys must stop working within 5 seconds on every process, so the cache may not outlive that.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0.0, le=5.0)
+    api_key_cache_size: int = Field(default=10_000, ge=1)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'qortex.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def production_problems(self) -> list[str]:
+        """Reasons this configuration may not serve production traffic (empty when it may)."""
+        problems = []
+        if self.env == "production" and not self.database_url:
+            problems.append("QORTEX_DATABASE_URL must be set explicitly in production")
+        return problems
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

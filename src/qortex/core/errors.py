@@ -1,0 +1,90 @@
+"""Domain exceptions, and their one mapping to RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_BASE = "https://qortex.dev/problems/"
+
+
+class QortexError(Exception):
+    """Base of every error that reaches a client as a problem document."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class InvalidInput(QortexError):
+    status, slug, title = 422, "invalid-input", "Invalid input"
+
+
+class MalformedBody(QortexError):
+    status, slug, title = 400, "malformed-body", "Malformed request body"
+
+
+class Unauthenticated(QortexError):
+    status, slug, title = 401, "unauthenticated", "Authentication required"
+
+    def __init__(self, detail: str = "A valid credential is required") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="qortex"'})
+
+
+class Forbidden(QortexError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(QortexError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(QortexError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class IdempotencyKeyReused(QortexError):
+    status, slug, title = 422, "idempotency-key-reused", "Idempotency key reused with a different request"
+
+
+class PayloadTooLarge(QortexError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class Overloaded(QortexError):
+    status, slug, title = 503, "overloaded", "Service overloaded"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
+def problem_body(
+    *,
+    type_: str,
+    title: str,
+    status: int,
+    detail: str,
+    instance: str | None,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = errors
+    return body

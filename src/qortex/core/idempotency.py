@@ -1,0 +1,143 @@
+"""Idempotency-Key support: the first answer to a create request is stored and replayed."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from qortex.core.clock import utcnow
+from qortex.core.database import Base, Database, TenantScope
+from qortex.core.errors import IdempotencyKeyReused, InvalidInput
+from qortex.core.ids import new_id
+from qortex.core.payload import PayloadContext, payload_codec
+
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+    __table_args__ = (Index("uq_idempotency_tenant_key", "tenant_id", "key", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int]
+    response_payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    """A create request's Idempotency-Key and a fingerprint of what it asked for."""
+
+    key: str
+    request_sha256: str
+
+    @classmethod
+    def from_header(cls, key: str | None, *, operation: str, body: bytes) -> IdempotentRequest | None:
+        if key is None:
+            return None
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            raise InvalidInput(
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid idempotency key"}],
+            )
+        digest = hashlib.sha256(operation.encode() + b"\0" + body).hexdigest()
+        return cls(key=key, request_sha256=digest)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status_code: int
+    body: Any
+
+
+def _context(record_id: uuid.UUID, scope: TenantScope) -> PayloadContext:
+    return PayloadContext(scope.tenant_id, "idempotency_records", record_id, "response_payload")
+
+
+async def find(*, session: AsyncSession, scope: TenantScope, request: IdempotentRequest) -> StoredResponse | None:
+    """Returns the stored first answer for this key, or None; refuses a key reused for another request."""
+    record = await session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.key == request.key
+        )
+    )
+    if record is None:
+        return None
+    if record.request_sha256 != request.request_sha256:
+        raise IdempotencyKeyReused(f"Idempotency-Key {request.key!r} was first used for a different request")
+    body = payload_codec().decode(record.response_payload, _context(record.id, scope))
+    return StoredResponse(status_code=record.status_code, body=body)
+
+
+def remember(
+    *, session: AsyncSession, scope: TenantScope, request: IdempotentRequest, status_code: int, body: Any
+) -> None:
+    """Stores the answer in the caller's transaction, so it commits together with what it describes."""
+    record_id = new_id()
+    session.add(
+        IdempotencyRecord(
+            id=record_id,
+            tenant_id=scope.tenant_id,
+            key=request.key,
+            request_sha256=request.request_sha256,
+            status_code=status_code,
+            response_payload=payload_codec().encode(body, _context(record_id, scope)),
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A create response body, and whether it replays an earlier answer."""
+
+    body: dict[str, Any]
+    replayed: bool
+
+
+async def replay(*, db: Database, scope: TenantScope, request: IdempotentRequest | None) -> Answer | None:
+    """The stored first answer for this request's key, if any."""
+    if request is None:
+        return None
+    async with db.tenant_session(scope) as session:
+        stored = await find(session=session, scope=scope, request=request)
+    return None if stored is None else Answer(dict(stored.body), replayed=True)
+
+
+async def commit_once(
+    *,
+    db: Database,
+    scope: TenantScope,
+    request: IdempotentRequest | None,
+    groups: Sequence[Sequence[Base]],
+    stored_body: dict[str, Any],
+) -> Answer | None:
+    """Commits the row groups and the answer together; returns the earlier answer when a twin request won the race."""
+    try:
+        async with db.tenant_session(scope, write=True) as session:
+            # Groups are flushed in order so that a row may reference rows of an earlier group.
+            for rows in groups:
+                for row in rows:
+                    if getattr(row, "tenant_id", None) != scope.tenant_id:
+                        raise ValueError(f"a {type(row).__name__} can only be stored in its own tenant")
+                session.add_all(rows)
+                await session.flush()
+            if request is not None:
+                remember(session=session, scope=scope, request=request, status_code=201, body=stored_body)
+    except IntegrityError:
+        earlier = await replay(db=db, scope=scope, request=request)
+        if earlier is None:
+            raise
+        return earlier
+    return None

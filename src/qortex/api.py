@@ -1,0 +1,76 @@
+"""The app factory: wires services, middleware and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from qortex import __version__
+from qortex.core.config import Settings, get_settings
+from qortex.core.database import Database
+from qortex.core.migrate import upgrade_to_head
+from qortex.identity.router import router as api_keys_router
+from qortex.identity.service import ApiKeyCache
+from qortex.models import service as model_service
+from qortex.models.router import router as models_router
+from qortex.models.runtime import ModelRuntime
+from qortex.observability.health import router as health_router
+from qortex.predictions.router import router as predictions_router
+from qortex.resilience.batching import EngineBatcher
+from qortex.tenants import service as tenant_service
+from qortex.web.dependencies import AppServices
+from qortex.web.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from qortex.web.problems import install_problem_handlers
+
+
+async def start_services(settings: Settings) -> AppServices:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, schema=settings.database_schema)
+    if settings.auto_migrate:
+        await upgrade_to_head(db)
+    runtime = ModelRuntime()
+    runtime.builtin_default()  # load and verify the shipped model before the first request needs it
+    for tenant in await tenant_service.list_all(db=db):
+        await model_service.register_builtin_models(db=db, scope=tenant.scope, runtime=runtime)
+    batcher = EngineBatcher(
+        max_batch=settings.engine_max_batch,
+        max_wait_s=settings.engine_max_wait_ms / 1000,
+        queue_size=settings.engine_queue_size,
+        retry_after_seconds=settings.engine_retry_after_seconds,
+    )
+    batcher.start()
+    cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds, max_entries=settings.api_key_cache_size)
+    return AppServices(settings=settings, db=db, runtime=runtime, batcher=batcher, key_cache=cache)
+
+
+async def stop_services(services: AppServices) -> None:
+    await services.batcher.stop()
+    await services.db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = await start_services(settings)
+        try:
+            yield
+        finally:
+            await stop_services(app.state.services)
+
+    app = FastAPI(
+        title="Qortex",
+        version=__version__,
+        summary="Multi-tenant time-series direction predictions with calibrated confidence and explanations.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (health_router, predictions_router, models_router, api_keys_router):
+        app.include_router(router)
+    # Added last runs first: the request id exists before anything can fail.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

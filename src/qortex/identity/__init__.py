@@ -1,0 +1,1 @@
+"""Identity: API keys (and, later, people and sessions) that resolve to a tenant and a role."""

@@ -1,0 +1,45 @@
+"""Queries on API keys. Every function but the credential lookup takes the tenant scope."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qortex.core.database import TenantScope
+from qortex.identity.models import ApiKey
+
+
+async def find_for_authentication(*, session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
+    """The presented key's own row: the only read that precedes knowing the tenant.
+
+    Its caller verifies the secret before the row's tenant is used for anything.
+    """
+    return await session.get(ApiKey, key_id)
+
+
+async def get(*, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.tenant_id == scope.tenant_id, ApiKey.id == key_id))
+
+
+async def list_keys(
+    *, session: AsyncSession, scope: TenantScope, include_revoked: bool, limit: int, after: uuid.UUID | None
+) -> Sequence[ApiKey]:
+    query = select(ApiKey).where(ApiKey.tenant_id == scope.tenant_id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    if after is not None:
+        query = query.where(ApiKey.id > after)
+    return (await session.scalars(query.order_by(ApiKey.id).limit(limit))).all()
+
+
+async def mark_revoked(*, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID, at: datetime) -> bool:
+    key = await get(session=session, scope=scope, key_id=key_id)
+    if key is None:
+        return False
+    if key.revoked_at is None:
+        key.revoked_at = at
+    return True

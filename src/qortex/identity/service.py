@@ -1,0 +1,155 @@
+"""API keys: creation (secret shown once), listing, revocation, and authentication with a short cache."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from qortex.core import idempotency
+from qortex.core.clock import utcnow
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import NotFound, Unauthenticated
+from qortex.core.idempotency import Answer, IdempotentRequest
+from qortex.core.ids import new_id
+from qortex.core.pagination import Page, page_of
+from qortex.identity import repository
+from qortex.identity.models import ApiKey
+from qortex.security import api_keys
+from qortex.security.principal import Principal
+from qortex.security.rbac import Role
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedKey:
+    secret_sha256: str
+    principal: Principal
+    expires_at: datetime | None
+    cached_at: float
+
+
+class ApiKeyCache:
+    """Verified keys, kept for at most `ttl_seconds` so a revocation elsewhere is seen within that delay."""
+
+    def __init__(self, *, ttl_seconds: float, max_entries: int) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[uuid.UUID, _CachedKey] = OrderedDict()
+
+    def get(self, key_id: uuid.UUID) -> _CachedKey | None:
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        if time.monotonic() - entry.cached_at > self.ttl_seconds:
+            del self._entries[key_id]
+            return None
+        self._entries.move_to_end(key_id)
+        return entry
+
+    def put(self, key_id: uuid.UUID, entry: _CachedKey) -> None:
+        self._entries[key_id] = entry
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key_id: uuid.UUID) -> None:
+        self._entries.pop(key_id, None)
+
+
+def _public_fields(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "role": key.role,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": None,
+    }
+
+
+async def create_key(
+    *,
+    db: Database,
+    scope: TenantScope,
+    name: str,
+    role: Role,
+    expires_at: datetime | None = None,
+    request: IdempotentRequest | None = None,
+) -> Answer:
+    """Creates a key; the answer's `key` is its plaintext, never stored and never shown again.
+
+    A replay of the same Idempotency-Key answers the key's public fields with `key` null.
+    """
+    earlier = await idempotency.replay(db=db, scope=scope, request=request)
+    if earlier is not None:
+        return earlier
+    secret = api_keys.generate_secret()
+    key = ApiKey(
+        id=new_id(),
+        tenant_id=scope.tenant_id,
+        name=name,
+        role=role.value,
+        secret_sha256=api_keys.hash_secret(secret),
+        expires_at=expires_at,
+        created_at=utcnow(),
+    )
+    stored = {**_public_fields(key), "key": None}
+    earlier = await idempotency.commit_once(db=db, scope=scope, request=request, groups=[[key]], stored_body=stored)
+    return earlier or Answer({**stored, "key": api_keys.format_key(key.id, secret)}, replayed=False)
+
+
+async def list_keys(
+    *, db: Database, scope: TenantScope, include_revoked: bool, limit: int, after: uuid.UUID | None
+) -> Page[ApiKey]:
+    async with db.tenant_session(scope) as session:
+        rows = await repository.list_keys(
+            session=session, scope=scope, include_revoked=include_revoked, limit=limit + 1, after=after
+        )
+    return page_of(rows, limit=limit)
+
+
+async def get_key(*, db: Database, scope: TenantScope, key_id: uuid.UUID) -> ApiKey:
+    async with db.tenant_session(scope) as session:
+        key = await repository.get(session=session, scope=scope, key_id=key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} not found")
+    return key
+
+
+async def revoke_key(*, db: Database, scope: TenantScope, key_id: uuid.UUID, cache: ApiKeyCache | None) -> None:
+    async with db.tenant_session(scope, write=True) as session:
+        found = await repository.mark_revoked(session=session, scope=scope, key_id=key_id, at=utcnow())
+    if not found:
+        raise NotFound(f"API key {key_id} not found")
+    if cache is not None:
+        cache.forget(key_id)
+
+
+async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Principal:
+    """Resolves a presented API key to its principal; any failure is the same 401."""
+    parsed = api_keys.parse_key(token)
+    if parsed is None:
+        raise Unauthenticated()
+    entry = cache.get(parsed.key_id)
+    if entry is None:
+        async with db.system_session() as session:
+            key = await repository.find_for_authentication(session=session, key_id=parsed.key_id)
+        if key is None or key.revoked_at is not None:
+            raise Unauthenticated()
+        entry = _CachedKey(
+            secret_sha256=key.secret_sha256,
+            principal=Principal(
+                tenant_id=key.tenant_id, role=Role(key.role), credential_id=key.id, credential_kind="api_key"
+            ),
+            expires_at=key.expires_at,
+            cached_at=time.monotonic(),
+        )
+        cache.put(parsed.key_id, entry)
+    if not api_keys.secret_matches(parsed.secret, entry.secret_sha256):
+        raise Unauthenticated()
+    if entry.expires_at is not None and entry.expires_at <= utcnow():
+        raise Unauthenticated("the API key has expired")
+    return entry.principal

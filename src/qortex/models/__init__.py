@@ -1,0 +1,1 @@
+"""Models: the prediction models a tenant can use, with their evaluation metrics."""

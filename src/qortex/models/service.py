@@ -1,0 +1,78 @@
+"""The models a tenant can use: the shipped default (registered per tenant) and their metrics."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import NotFound
+from qortex.core.pagination import Page, page_of
+from qortex.models import repository
+from qortex.models.models import Model
+from qortex.models.runtime import BUILTIN_DEFAULT, ModelRuntime
+
+DEFAULT_MODEL_NAME = "default"
+
+
+async def register_builtin_models(*, db: Database, scope: TenantScope, runtime: ModelRuntime | None = None) -> Model:
+    """Registers the shipped default model for a tenant (once per artifact version) and makes it the default."""
+    predictor = (runtime or ModelRuntime()).builtin_default()
+    metadata = predictor.metadata
+    content_sha256 = str(metadata["model_hash"])
+    version = str(metadata["model_version"])
+    async with db.tenant_session(scope, write=True) as session:
+        model = await repository.get_version(session=session, scope=scope, name=DEFAULT_MODEL_NAME, version=version)
+        if model is None:
+            await repository.clear_default(session=session, scope=scope)
+            model = Model(
+                tenant_id=scope.tenant_id,
+                name=DEFAULT_MODEL_NAME,
+                version=version,
+                artifact=BUILTIN_DEFAULT,
+                content_sha256=content_sha256,
+                is_default=True,
+                horizon=int(metadata["horizon"]),
+                metrics=dict(metadata.get("metrics") or {}),
+                lineage=dict(metadata.get("lineage") or {}),
+            )
+            repository.add(session=session, scope=scope, model=model)
+    return model
+
+
+async def list_models(*, db: Database, scope: TenantScope, limit: int, after: uuid.UUID | None) -> Page[Model]:
+    async with db.tenant_session(scope) as session:
+        rows = await repository.list_models(session=session, scope=scope, limit=limit + 1, after=after)
+    return page_of(rows, limit=limit)
+
+
+async def get_model(*, db: Database, scope: TenantScope, model_id: uuid.UUID) -> Model:
+    async with db.tenant_session(scope) as session:
+        model = await repository.get(session=session, scope=scope, model_id=model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} not found")
+    return model
+
+
+async def resolve(*, db: Database, scope: TenantScope, reference: str | None) -> Model:
+    """Finds the model a request names: an id, a name (latest version), `name@version`, or the default."""
+    async with db.tenant_session(scope) as session:
+        if reference is None:
+            model = await repository.get_default(session=session, scope=scope)
+        else:
+            model = await _by_reference(session=session, scope=scope, reference=reference)
+    if model is None:
+        raise NotFound(f"model {reference or DEFAULT_MODEL_NAME!r} not found")
+    return model
+
+
+async def _by_reference(*, session: AsyncSession, scope: TenantScope, reference: str) -> Model | None:
+    try:
+        return await repository.get(session=session, scope=scope, model_id=uuid.UUID(reference))
+    except ValueError:
+        pass
+    name, _, version = reference.partition("@")
+    if version:
+        return await repository.get_version(session=session, scope=scope, name=name, version=version)
+    return await repository.get_latest_by_name(session=session, scope=scope, name=name)

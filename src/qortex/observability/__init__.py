@@ -1,0 +1,1 @@
+"""Health checks (and, later, metrics, traces and logs)."""

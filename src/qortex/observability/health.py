@@ -1,0 +1,60 @@
+"""Liveness and readiness: unauthenticated, cheap, and honest about what is down."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+MIN_FREE_DISK_BYTES = 100 * 1024 * 1024
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/live")
+async def live() -> dict[str, str]:
+    """The process is up and its event loop answers."""
+    return {"status": "ok"}
+
+
+async def _timed(check: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_SECONDS)
+        status = "ok"
+    except Exception as error:
+        detail, status = f"{type(error).__name__}: {error}"[:200], "failing"
+    return {"status": status, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Database, engine, and disk are usable; 503 names the failing dependency."""
+    services = request.app.state.services
+
+    async def database() -> str:
+        await services.db.ping()
+        return "reachable"
+
+    async def engine() -> str:
+        if not services.batcher.running:
+            raise RuntimeError("engine batcher is not running")
+        services.runtime.builtin_default()
+        return f"queue depth {services.batcher.queue_depth}"
+
+    async def disk() -> str:
+        free = shutil.disk_usage(services.settings.data_dir).free
+        if free < MIN_FREE_DISK_BYTES:
+            raise RuntimeError(f"only {free} bytes free in the data directory")
+        return f"{free // (1024 * 1024)} MiB free"
+
+    checks = {name: await _timed(check) for name, check in (("database", database), ("engine", engine), ("disk", disk))}
+    healthy = all(c["status"] == "ok" for c in checks.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "failing", "checks": checks}, status_code=200 if healthy else 503
+    )

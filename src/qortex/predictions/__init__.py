@@ -1,0 +1,1 @@
+"""Predictions: inputs, the engine's answers, and their history."""

@@ -1,0 +1,95 @@
+"""HTTP routes of predictions: parse, authorise, call the service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from qortex.core.idempotency import IdempotentRequest
+from qortex.core.pagination import decode_cursor
+from qortex.predictions import service
+from qortex.predictions.repository import PredictionFilter
+from qortex.predictions.schemas import (
+    PredictionBatchCreate,
+    PredictionBatchOut,
+    PredictionCreate,
+    PredictionOut,
+    PredictionPage,
+)
+from qortex.security.principal import Principal
+from qortex.security.rbac import Permission
+from qortex.web.dependencies import Services, require
+from qortex.web.idempotency import idempotency_key
+from qortex.web.routing import StrictJSONRoute
+
+router = APIRouter(prefix="/v1/predictions", tags=["predictions"], route_class=StrictJSONRoute)
+
+CanCreate = Annotated[Principal, Depends(require(Permission.PREDICTIONS_CREATE))]
+CanRead = Annotated[Principal, Depends(require(Permission.PREDICTIONS_READ))]
+IdempotencyKey = Annotated[IdempotentRequest | None, Depends(idempotency_key)]
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+@router.post("", status_code=201, response_model=PredictionOut)
+async def create_prediction(
+    body: PredictionCreate, principal: CanCreate, services: Services, key: IdempotencyKey, response: Response
+) -> dict[str, object]:
+    """Predicts the direction of one series and stores the prediction."""
+    answer = await service.create(services=services.predictions, scope=principal.scope, request=body, key=key)
+    if answer.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return answer.body
+
+
+@router.post("/batch", status_code=200, response_model=PredictionBatchOut)
+async def create_prediction_batch(
+    body: PredictionBatchCreate,
+    principal: CanCreate,
+    services: Services,
+    key: IdempotencyKey,
+    response: Response,
+) -> dict[str, object]:
+    """Predicts many series at once; each item answers 201 or its own problem."""
+    answer = await service.create_batch(
+        services=services.predictions,
+        scope=principal.scope,
+        items=body.items,
+        max_items=services.settings.batch_max_items,
+        key=key,
+    )
+    if answer.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return answer.body
+
+
+@router.get("/{prediction_id}", response_model=PredictionOut)
+async def get_prediction(prediction_id: uuid.UUID, principal: CanRead, services: Services) -> PredictionOut:
+    return await service.get(db=services.db, scope=principal.scope, prediction_id=prediction_id)
+
+
+@router.get("", response_model=PredictionPage)
+async def list_predictions(
+    principal: CanRead,
+    services: Services,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    source: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    direction: Literal["up", "down", "neutral"] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> PredictionPage:
+    """Newest first, `limit` per page; pass `next_cursor` back as `cursor` for the next page."""
+    page = await service.list_predictions(
+        db=services.db,
+        scope=principal.scope,
+        where=PredictionFilter(
+            source=source, direction=direction, created_after=created_after, created_before=created_before
+        ),
+        limit=limit,
+        before=decode_cursor(cursor),
+    )
+    return PredictionPage(items=list(page.items), next_cursor=page.next_cursor)

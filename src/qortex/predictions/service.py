@@ -1,0 +1,259 @@
+"""Making predictions: validate, run the engine through the batcher, store durably, answer."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from qortex.core import idempotency
+from qortex.core.clock import utcnow
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import InvalidInput, NotFound, QortexError
+from qortex.core.idempotency import Answer, IdempotentRequest
+from qortex.core.ids import new_id
+from qortex.core.pagination import Page, page_of
+from qortex.core.payload import PayloadContext, payload_codec
+from qortex.engine import InvalidSeriesError, PredictionResult
+from qortex.models import service as model_service
+from qortex.models.models import Model
+from qortex.models.runtime import ModelRuntime
+from qortex.predictions import repository
+from qortex.predictions.models import Prediction, PredictionInput
+from qortex.predictions.repository import PredictionFilter
+from qortex.predictions.schemas import (
+    BatchItemOut,
+    PredictionBatchOut,
+    PredictionCreate,
+    PredictionOut,
+    ProblemOut,
+)
+from qortex.resilience.batching import EngineBatcher
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionServices:
+    """What making a prediction needs besides the request: storage, loaded models, the engine queue."""
+
+    db: Database
+    runtime: ModelRuntime
+    batcher: EngineBatcher
+
+
+@dataclass(slots=True)
+class _Planned:
+    index: int
+    request: PredictionCreate
+    model: Model
+    result: PredictionResult | None = None
+
+
+def _check_horizon(model: Model, horizon: int) -> None:
+    if horizon != model.horizon:
+        raise InvalidInput(
+            f"model {model.name}@{model.version} predicts {model.horizon} step(s) ahead, not {horizon}",
+            errors=[{"loc": ["body", "horizon"], "msg": f"must be {model.horizon} for this model"}],
+        )
+
+
+def _details_context(scope: TenantScope, prediction_id: uuid.UUID) -> PayloadContext:
+    return PayloadContext(scope.tenant_id, "predictions", prediction_id, "details_payload")
+
+
+def _to_out(row: Prediction, details: dict[str, Any]) -> PredictionOut:
+    return PredictionOut.model_validate(
+        {
+            "id": row.id,
+            "input_id": row.input_id,
+            "source": row.source,
+            "subject_ref": row.subject_ref,
+            "horizon": row.horizon,
+            "direction": row.direction,
+            "confidence": row.confidence,
+            "probability_up": row.probability_up,
+            "factors": details["factors"],
+            "patterns": details["patterns"],
+            "quantum": details["quantum"],
+            "model": {"id": row.model_id, "name": details["model_name"], "version": row.model_version},
+            "timings_ms": details["timings_ms"],
+            "created_at": row.created_at,
+        }
+    )
+
+
+def _build_rows(scope: TenantScope, planned: _Planned) -> tuple[PredictionInput, Prediction, PredictionOut]:
+    request, model, result = planned.request, planned.model, planned.result
+    if result is None:
+        raise RuntimeError("a prediction is stored only after the engine answered it")
+    codec = payload_codec()
+    values = [float(v) for v in request.values]
+    input_id, prediction_id = new_id(), new_id()
+    source_row = PredictionInput(
+        id=input_id,
+        tenant_id=scope.tenant_id,
+        source=request.source,
+        subject_ref=request.subject_ref,
+        n_values=len(values),
+        values_sha256=hashlib.sha256(np.asarray(values, dtype=np.float64).tobytes()).hexdigest(),
+        values_payload=codec.encode(
+            values, PayloadContext(scope.tenant_id, "prediction_inputs", input_id, "values_payload")
+        ),
+        created_at=utcnow(),
+    )
+    answer = result.to_dict()
+    details = {
+        "factors": answer["factors"],
+        "patterns": answer["patterns"],
+        "quantum": answer["quantum"],
+        "timings_ms": answer["timings_ms"],
+        "model_name": model.name,
+    }
+    row = Prediction(
+        id=prediction_id,
+        tenant_id=scope.tenant_id,
+        input_id=input_id,
+        model_id=model.id,
+        model_version=model.version,
+        source=request.source,
+        subject_ref=request.subject_ref,
+        horizon=request.horizon,
+        direction=result.direction,
+        confidence=float(result.confidence),
+        probability_up=float(result.probability_up),
+        details_payload=codec.encode(details, _details_context(scope, prediction_id)),
+        created_at=utcnow(),
+    )
+    return source_row, row, _to_out(row, details)
+
+
+async def _run_engine(services: PredictionServices, planned: Sequence[_Planned]) -> None:
+    """Runs each group of items that share a model and horizon as one engine batch."""
+    groups: dict[tuple[uuid.UUID, int], list[_Planned]] = {}
+    for item in planned:
+        groups.setdefault((item.model.id, item.request.horizon), []).append(item)
+    for (_, horizon), items in groups.items():
+        predictor = services.runtime.load(items[0].model.artifact)
+        series = [np.asarray(item.request.values, dtype=np.float64) for item in items]
+        try:
+            results = await services.batcher.predict(predictor, series, horizon)
+        except InvalidSeriesError as error:
+            raise InvalidInput(str(error)) from error
+        for item, result in zip(items, results, strict=True):
+            item.result = result
+
+
+async def create(
+    *,
+    services: PredictionServices,
+    scope: TenantScope,
+    request: PredictionCreate,
+    key: IdempotentRequest | None,
+) -> Answer:
+    """Predicts one series and stores it; the 201 is sent only after the commit."""
+    earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
+    if earlier is not None:
+        return earlier
+    model = await model_service.resolve(db=services.db, scope=scope, reference=request.model)
+    _check_horizon(model, request.horizon)
+    planned = _Planned(index=0, request=request, model=model)
+    await _run_engine(services, [planned])
+    source_row, row, out = _build_rows(scope, planned)
+    body = out.model_dump(mode="json")
+    earlier = await idempotency.commit_once(
+        db=services.db, scope=scope, request=key, groups=[[source_row], [row]], stored_body=body
+    )
+    return earlier or Answer(body, replayed=False)
+
+
+def _problem(error: QortexError) -> ProblemOut:
+    return ProblemOut(type=error.type, title=error.title, status=error.status, detail=error.detail, errors=error.errors)
+
+
+def _validation_problem(error: ValidationError) -> ProblemOut:
+    errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    fields = ", ".join(".".join(map(str, e["loc"])) or "item" for e in error.errors())
+    return _problem(InvalidInput(f"invalid fields: {fields}", errors=errors))
+
+
+async def create_batch(
+    *,
+    services: PredictionServices,
+    scope: TenantScope,
+    items: list[dict[str, Any]],
+    max_items: int,
+    key: IdempotentRequest | None,
+) -> Answer:
+    """Predicts many series; a bad item gets its own problem and does not fail the others."""
+    if len(items) > max_items:
+        raise InvalidInput(
+            f"a batch holds at most {max_items} items, got {len(items)}",
+            errors=[{"loc": ["body", "items"], "msg": f"at most {max_items} items"}],
+        )
+    earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
+    if earlier is not None:
+        return earlier
+    outcomes: dict[int, BatchItemOut] = {}
+    planned: list[_Planned] = []
+    models: dict[str | None, Model | QortexError] = {}
+    for index, raw in enumerate(items):
+        try:
+            request = PredictionCreate.model_validate(raw)
+        except ValidationError as error:
+            outcomes[index] = BatchItemOut(index=index, status=422, problem=_validation_problem(error))
+            continue
+        try:
+            if request.model not in models:
+                models[request.model] = await model_service.resolve(
+                    db=services.db, scope=scope, reference=request.model
+                )
+            model = models[request.model]
+            if isinstance(model, QortexError):
+                raise model
+            _check_horizon(model, request.horizon)
+        except QortexError as error:
+            models.setdefault(request.model, error)
+            outcomes[index] = BatchItemOut(index=index, status=error.status, problem=_problem(error))
+            continue
+        planned.append(_Planned(index=index, request=request, model=model))
+    await _run_engine(services, planned)
+    inputs: list[PredictionInput] = []
+    predictions: list[Prediction] = []
+    for item in planned:
+        source_row, row, out = _build_rows(scope, item)
+        inputs.append(source_row)
+        predictions.append(row)
+        outcomes[item.index] = BatchItemOut(index=item.index, status=201, prediction=out)
+    ordered = [outcomes[i] for i in range(len(items))]
+    body = PredictionBatchOut(succeeded=len(planned), failed=len(items) - len(planned), items=ordered).model_dump(
+        mode="json"
+    )
+    earlier = await idempotency.commit_once(
+        db=services.db, scope=scope, request=key, groups=[inputs, predictions], stored_body=body
+    )
+    return earlier or Answer(body, replayed=False)
+
+
+async def get(*, db: Database, scope: TenantScope, prediction_id: uuid.UUID) -> PredictionOut:
+    async with db.tenant_session(scope) as session:
+        row = await repository.get(session=session, scope=scope, prediction_id=prediction_id)
+    if row is None:
+        raise NotFound(f"prediction {prediction_id} not found")
+    return _to_out(row, payload_codec().decode(row.details_payload, _details_context(scope, row.id)))
+
+
+async def list_predictions(
+    *, db: Database, scope: TenantScope, where: PredictionFilter, limit: int, before: uuid.UUID | None
+) -> Page[PredictionOut]:
+    async with db.tenant_session(scope) as session:
+        rows = await repository.list_predictions(
+            session=session, scope=scope, where=where, limit=limit + 1, before=before
+        )
+    page = page_of(rows, limit=limit)
+    codec = payload_codec()
+    items = [_to_out(row, codec.decode(row.details_payload, _details_context(scope, row.id))) for row in page.items]
+    return Page(items=items, next_cursor=page.next_cursor)

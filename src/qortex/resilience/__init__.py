@@ -1,0 +1,1 @@
+"""Keeping the service responsive under load: batching, back-pressure."""

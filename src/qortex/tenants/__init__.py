@@ -1,0 +1,1 @@
+"""Tenants: the isolation boundary every other row belongs to."""

@@ -1,0 +1,69 @@
+"""FastAPI dependencies: the app's services, the authenticated principal, the permission a route needs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from qortex.core.config import Settings
+from qortex.core.database import Database
+from qortex.core.errors import Forbidden, Unauthenticated
+from qortex.identity import service as identity_service
+from qortex.identity.service import ApiKeyCache
+from qortex.models.runtime import ModelRuntime
+from qortex.predictions.service import PredictionServices
+from qortex.resilience.batching import EngineBatcher
+from qortex.security.principal import Principal
+from qortex.security.rbac import Permission
+
+PERMISSION_ATTRIBUTE = "qortex_permission"
+
+
+@dataclass(slots=True)
+class AppServices:
+    """Everything a request may need, built once in the app's lifespan."""
+
+    settings: Settings
+    db: Database
+    runtime: ModelRuntime
+    batcher: EngineBatcher
+    key_cache: ApiKeyCache
+
+    @property
+    def predictions(self) -> PredictionServices:
+        return PredictionServices(db=self.db, runtime=self.runtime, batcher=self.batcher)
+
+
+def get_services(request: Request) -> AppServices:
+    services: AppServices = request.app.state.services
+    return services
+
+
+Services = Annotated[AppServices, Depends(get_services)]
+
+
+async def authenticate(request: Request, services: Services) -> Principal:
+    header = request.headers.get("authorization")
+    if header is None:
+        raise Unauthenticated()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("use 'Authorization: Bearer <credential>'")
+    principal = await identity_service.authenticate(db=services.db, cache=services.key_cache, token=token.strip())
+    request.state.principal = principal
+    return principal
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the caller and checks one permission; routes declare it."""
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.can(permission):
+            raise Forbidden(f"role {principal.role.value!r} lacks permission {permission.value!r}")
+        return principal
+
+    setattr(check, PERMISSION_ATTRIBUTE, permission)
+    return check

@@ -1,0 +1,132 @@
+"""Maps every error that leaves the process to an RFC 9457 `application/problem+json` response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from qortex.core.errors import PROBLEM_BASE, QortexError, problem_body
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("qortex.web")
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("invalid-input", "Invalid input"),
+    429: ("rate-limited", "Too many requests"),
+}
+
+
+def request_id_of(scope_or_request: Request | dict[str, Any]) -> str | None:
+    scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
+    value = scope.get("state", {}).get("request_id")
+    return str(value) if value is not None else None
+
+
+def problem_response(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    request_id: str | None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = problem_body(
+        type_=PROBLEM_BASE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request_id,
+        errors=errors,
+    )
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in error.errors()
+    ]
+
+
+async def _on_qortex_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, QortexError)
+    return problem_response(
+        status=error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        request_id=request_id_of(request),
+        errors=error.errors,
+        headers=error.headers,
+    )
+
+
+async def _on_validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    errors = _field_errors(error)
+    if any(e["type"] == "json_invalid" for e in errors):
+        detail = "the body is not valid JSON (NaN and Infinity are not JSON numbers)"
+        return problem_response(
+            status=400,
+            slug="malformed-body",
+            title="Malformed request body",
+            detail=detail,
+            request_id=request_id_of(request),
+            errors=errors,
+        )
+    fields = ", ".join(".".join(e["loc"]) for e in errors)
+    return problem_response(
+        status=422,
+        slug="invalid-input",
+        title="Invalid input",
+        detail=f"invalid fields: {fields}",
+        request_id=request_id_of(request),
+        errors=errors,
+    )
+
+
+async def _on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    slug, title = _HTTP_SLUGS.get(error.status_code, ("http-error", "HTTP error"))
+    return problem_response(
+        status=error.status_code,
+        slug=slug,
+        title=title,
+        detail=str(error.detail),
+        request_id=request_id_of(request),
+        headers=dict(error.headers or {}),
+    )
+
+
+async def _on_unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unhandled_error", request_id=request_id_of(request), error_type=type(error).__name__)
+    return problem_response(
+        status=500,
+        slug="internal-error",
+        title="Internal server error",
+        detail="the server failed to answer this request; it has been logged",
+        request_id=request_id_of(request),
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(QortexError, _on_qortex_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)

@@ -1,0 +1,102 @@
+"""`qortex keys create|list|revoke`: API keys of one tenant."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qortex.cli._common import console, one_line_errors, open_database, resolve_tenant, run
+from qortex.core.clock import utcnow
+from qortex.identity import service as identity_service
+from qortex.security.rbac import Role
+
+app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+
+TenantOption = Annotated[str | None, typer.Option(help="Tenant name; optional when there is only one")]
+
+
+@app.command("create")
+@one_line_errors
+def create(
+    name: Annotated[str, typer.Option(help="What the key is for")] = "cli key",
+    role: Annotated[Role, typer.Option(help="Role the key acts with")] = Role.OWNER,
+    tenant: TenantOption = None,
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days")] = None,
+) -> None:
+    """Creates a key and prints it once; only its hash is stored."""
+
+    async def _create() -> str:
+        async with open_database() as db:
+            owner = await resolve_tenant(db, tenant)
+            expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+            answer = await identity_service.create_key(
+                db=db, scope=owner.scope, name=name, role=role, expires_at=expires
+            )
+            return str(answer.body["key"])
+
+    key = run(_create())
+    console.print("New API key (shown only this once):")
+    console.print(f"\n    {key}\n", highlight=False, soft_wrap=True)
+
+
+@app.command("list")
+@one_line_errors
+def list_keys(
+    tenant: TenantOption = None,
+    include_revoked: Annotated[bool, typer.Option(help="Show revoked keys too")] = False,
+) -> None:
+    """Lists a tenant's keys (never their secrets)."""
+
+    async def _list() -> list[tuple[str, ...]]:
+        async with open_database() as db:
+            owner = await resolve_tenant(db, tenant)
+            rows: list[tuple[str, ...]] = []
+            after = None
+            while True:
+                page = await identity_service.list_keys(
+                    db=db, scope=owner.scope, include_revoked=include_revoked, limit=500, after=after
+                )
+                rows += [
+                    (
+                        str(k.id),
+                        k.name,
+                        k.role,
+                        k.created_at.isoformat(timespec="seconds"),
+                        k.expires_at.isoformat(timespec="seconds") if k.expires_at else "-",
+                        "revoked" if k.revoked_at else "active",
+                    )
+                    for k in page.items
+                ]
+                if page.next_cursor is None:
+                    return rows
+                after = page.items[-1].id
+
+    table = Table("id", "name", "role", "created", "expires", "state")
+    for row in run(_list()):
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("revoke")
+@one_line_errors
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `qortex keys list`)")],
+    tenant: TenantOption = None,
+) -> None:
+    """Revokes a key; every server refuses it within 5 seconds."""
+    try:
+        parsed = uuid.UUID(key_id)
+    except ValueError:
+        raise ValueError(f"{key_id!r} is not a key id") from None
+
+    async def _revoke() -> None:
+        async with open_database() as db:
+            owner = await resolve_tenant(db, tenant)
+            await identity_service.revoke_key(db=db, scope=owner.scope, key_id=parsed, cache=None)
+
+    run(_revoke())
+    console.print(f"Revoked {parsed}.")

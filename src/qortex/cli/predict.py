@@ -1,0 +1,127 @@
+"""`qortex predict FILE`: runs the engine locally over a CSV or JSON file of series."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+import typer
+from rich.progress import Progress
+
+from qortex.cli._common import console, fail, one_line_errors
+from qortex.engine import InvalidSeriesError, PredictionResult, Predictor
+
+CHUNK = 256
+CSV_COLUMNS = ("source", "direction", "confidence", "probability_up", "top_factors", "patterns")
+
+
+def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
+    data = orjson.loads(text)
+    if isinstance(data, dict):
+        return [(str(name), np.asarray(values, dtype=np.float64)) for name, values in data.items()]
+    if isinstance(data, list):
+        series = []
+        for index, item in enumerate(data):
+            if isinstance(item, dict):
+                series.append(
+                    (str(item.get("source", f"series-{index}")), np.asarray(item["values"], dtype=np.float64))
+                )
+            else:
+                series.append((f"series-{index}", np.asarray(item, dtype=np.float64)))
+        return series
+    raise ValueError("a JSON file holds a list of series, a list of {source, values}, or {name: values}")
+
+
+def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
+    """Each column is one series, oldest value first; empty cells at a column's end are allowed."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if len(rows) < 2:
+        raise ValueError("a CSV file needs a header row naming each series, then one row per time step")
+    names, body = rows[0], rows[1:]
+    series = []
+    for column, name in enumerate(names):
+        cells = [row[column].strip() if column < len(row) else "" for row in body]
+        while cells and not cells[-1]:
+            cells.pop()
+        values = []
+        for line, cell in enumerate(cells, start=2):
+            try:
+                values.append(float(cell))
+            except ValueError:
+                raise ValueError(f"column {name!r}, line {line}: {cell!r} is not a number") from None
+        series.append((name or f"series-{column}", np.asarray(values, dtype=np.float64)))
+    return series
+
+
+def read_series(path: Path) -> list[tuple[str, np.ndarray]]:
+    text = path.read_text()
+    try:
+        return _from_json(text) if path.suffix.lower() == ".json" else _from_csv(text)
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a file of series ({error})") from None
+
+
+def _row(source: str, result: PredictionResult) -> dict[str, Any]:
+    return {"source": source, **result.to_dict()}
+
+
+def _write(rows: list[dict[str, Any]], output: Path | None, as_csv: bool) -> None:
+    if not as_csv:
+        data = orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode()
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            factors = "; ".join(f"{f['name']} {f['weight']:+.3f}" for f in row["factors"][:3])
+            patterns = "; ".join(f"{p['type']} {p['strength']:.2f}" for p in row["patterns"])
+            writer.writerow(
+                [
+                    row["source"],
+                    row["direction"],
+                    f"{row['confidence']:.4f}",
+                    f"{row['probability_up']:.4f}",
+                    factors,
+                    patterns,
+                ]
+            )
+        data = buffer.getvalue()
+    if output is None:
+        typer.echo(data)
+    else:
+        output.write_text(data)
+        console.print(f"Wrote {len(rows)} predictions to {output}.")
+
+
+@one_line_errors
+def predict(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV (a column per series) or JSON")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (.csv or .json); stdout if unset")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="A model artifact (.npz); the shipped default if unset")] = None,
+    horizon: Annotated[int, typer.Option(min=1, help="Steps ahead; must match the model")] = 1,
+) -> None:
+    """Predicts every series in FILE with the engine, locally (no server needed)."""
+    series = read_series(file)
+    if not series:
+        raise fail(f"{file} holds no series")
+    predictor = Predictor.load(model) if model else Predictor.load_default()
+    if horizon != predictor.metadata["horizon"]:
+        raise fail(f"the model predicts {predictor.metadata['horizon']} step(s) ahead, not {horizon}")
+    rows: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True, disable=len(series) <= CHUNK) as progress:
+        task = progress.add_task("Predicting", total=len(series))
+        for start in range(0, len(series), CHUNK):
+            chunk = series[start : start + CHUNK]
+            try:
+                results = predictor.predict_batch([values for _, values in chunk], horizon=horizon)
+            except InvalidSeriesError as error:
+                raise fail(f"{error} (series numbered from {start} in this chunk of {file})") from None
+            rows += [_row(name, result) for (name, _), result in zip(chunk, results, strict=True)]
+            progress.advance(task, len(chunk))
+    _write(rows, output, as_csv=(output is not None and output.suffix.lower() == ".csv"))

@@ -1,0 +1,70 @@
+"""`qortex serve`, `qortex migrate`, `qortex init`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from qortex.cli._common import console, fail, one_line_errors, open_database, run
+from qortex.core.config import get_settings
+from qortex.core.migrate import current_revision, upgrade_to_head
+from qortex.tenants import service as tenant_service
+
+NEW_KEY_HINT = "Lost the key? Create another with: qortex keys create --name NAME --role owner"
+
+
+async def _initialise() -> None:
+    async with open_database() as db:
+        created = await tenant_service.ensure_first_tenant(db=db)
+    if created is None:
+        console.print(f"Qortex is initialised. {NEW_KEY_HINT}", highlight=False)
+        return
+    tenant, key = created
+    console.print(f"Created tenant [bold]{tenant.name}[/] and its owner API key (shown only this once):")
+    console.print(f"\n    {key}\n", highlight=False, soft_wrap=True)
+    console.print("Store it now: only its hash is kept.")
+
+
+@one_line_errors
+def init() -> None:
+    """Creates the data directory and database, then the first tenant and an owner key (printed once)."""
+    run(_initialise())
+
+
+@one_line_errors
+def migrate() -> None:
+    """Applies database migrations (production runs this before `serve`)."""
+
+    async def _migrate() -> str | None:
+        async with open_database(migrate=False) as db:
+            await upgrade_to_head(db)
+            return await current_revision(db)
+
+    console.print(f"Database schema at revision {run(_migrate())}.")
+
+
+@one_line_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (QORTEX_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (QORTEX_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (QORTEX_WORKERS)")] = None,
+) -> None:
+    """Serves the API. In embedded mode it migrates and initialises the database first."""
+    settings = get_settings()
+    problems = settings.production_problems()
+    if problems:
+        raise fail("; ".join(problems))
+    if settings.auto_migrate:
+        run(_initialise())
+    uvicorn.run(
+        "qortex.api:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level=settings.log_level,
+        proxy_headers=False,
+        server_header=False,
+    )

@@ -1,0 +1,107 @@
+"""API keys: shown once, stored hashed, role-scoped, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+from sqlalchemy import select
+
+from qortex.core.database import Database
+from qortex.identity.models import ApiKey
+from qortex.security.rbac import Role
+from tests.conftest import TenantCredentials, key_for
+
+VALUES = [float(v) for v in range(1, 33)]
+
+
+async def test_a_created_key_is_shown_once_and_only_its_hash_is_stored(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    created = await client.post("/v1/api-keys", json={"name": "ci", "role": "analyst"}, headers=acme.headers)
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    assert key.startswith("qx_")
+    listed = await client.get("/v1/api-keys", headers=acme.headers)
+    assert key not in listed.text
+    assert "ci" in [item["name"] for item in listed.json()["items"]]
+    async with db.tenant_session(acme.tenant.scope) as session:
+        stored = (await session.scalars(select(ApiKey).where(ApiKey.name == "ci"))).one()
+    secret = key.split("_", 2)[2]
+    assert stored.secret_sha256 == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in repr(stored.__dict__)
+
+    works = await client.post(
+        "/v1/predictions", json={"source": "s", "values": VALUES}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert works.status_code == 201
+
+
+async def test_a_replayed_key_creation_does_not_show_the_secret_again(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    headers = {**acme.headers, "Idempotency-Key": "key-1"}
+    first = await client.post("/v1/api-keys", json={"name": "ci", "role": "viewer"}, headers=headers)
+    again = await client.post("/v1/api-keys", json={"name": "ci", "role": "viewer"}, headers=headers)
+    assert first.json()["key"] and again.json()["key"] is None
+    assert again.json()["id"] == first.json()["id"]
+
+
+async def test_a_revoked_key_is_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    created = (await client.post("/v1/api-keys", json={"name": "tmp", "role": "analyst"}, headers=acme.headers)).json()
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    assert (await client.get("/v1/predictions", headers=headers)).status_code == 200
+    assert (await client.delete(f"/v1/api-keys/{created['id']}", headers=acme.headers)).status_code == 204
+    refused = await client.get("/v1/predictions", headers=headers)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    revoked = await client.get("/v1/api-keys", params={"include_revoked": "true"}, headers=acme.headers)
+    assert any(item["revoked_at"] for item in revoked.json()["items"])
+
+
+async def test_missing_malformed_and_wrong_credentials_are_401(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    tampered = acme.key[:-2] + ("AA" if not acme.key.endswith("AA") else "BB")
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer qx_nothex_secret"},
+        {"Authorization": f"Bearer {tampered}"},
+        {"Authorization": "Bearer qx_" + "0" * 32 + "_secret"},
+    ):
+        response = await client.get("/v1/predictions", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_role_without_the_permission_is_403(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    viewer = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.VIEWER)}"}
+    assert (await client.get("/v1/predictions", headers=viewer)).status_code == 200
+    refused = await client.post("/v1/predictions", json={"source": "s", "values": VALUES}, headers=viewer)
+    assert refused.status_code == 403
+    assert (await client.get("/v1/api-keys", headers=viewer)).status_code == 403
+
+
+async def test_a_key_cannot_create_a_key_more_powerful_than_itself(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    admin = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.ADMIN)}"}
+    refused = await client.post("/v1/api-keys", json={"name": "x", "role": "owner"}, headers=admin)
+    assert refused.status_code == 403
+    allowed = await client.post("/v1/api-keys", json={"name": "x", "role": "analyst"}, headers=admin)
+    assert allowed.status_code == 201
+
+
+async def test_an_expired_key_is_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    created = await client.post(
+        "/v1/api-keys",
+        json={"name": "old", "role": "viewer", "expires_at": "2020-01-01T00:00:00Z"},
+        headers=acme.headers,
+    )
+    assert created.status_code == 201
+    response = await client.get("/v1/predictions", headers={"Authorization": f"Bearer {created.json()['key']}"})
+    assert response.status_code == 401

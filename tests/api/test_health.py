@@ -1,0 +1,41 @@
+"""Health, OpenAPI and request ids."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+from qortex.core.database import Database
+
+
+async def test_liveness_and_readiness_need_no_credential(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) == {"database", "engine", "disk"}
+
+
+async def test_readiness_reports_a_failing_database(client: httpx.AsyncClient, app: FastAPI) -> None:
+    services = app.state.services
+    reachable = services.db
+    services.db = Database("postgresql://nobody@127.0.0.1:1/none")
+    try:
+        ready = await client.get("/health/ready")
+    finally:
+        await services.db.dispose()
+        services.db = reachable
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"]["status"] == "failing"
+
+
+async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "/v1/predictions" in spec["paths"] and "/v1/predictions/batch" in spec["paths"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    echoed = await client.get("/health/live", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/health/live", headers={"X-Request-ID": "bad id with spaces"})
+    assert generated.headers["x-request-id"] != "bad id with spaces" and len(generated.headers["x-request-id"]) == 32

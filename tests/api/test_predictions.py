@@ -1,0 +1,133 @@
+"""The predictions API: create, replay, batch, read, list."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import numpy as np
+
+from tests.conftest import TenantCredentials
+
+
+def series(n: int = 64, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(v) for v in 100 + np.cumsum(rng.normal(size=n))]
+
+
+async def test_a_prediction_is_answered_with_every_field_and_stored(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    body = {"source": "sensor-1", "values": series(), "horizon": 1, "subject_ref": "customer-7"}
+    response = await client.post("/v1/predictions", json=body, headers=acme.headers)
+    assert response.status_code == 201, response.text
+    made = response.json()
+    assert made["direction"] in {"up", "down", "neutral"}
+    assert 0.5 <= made["confidence"] <= 1.0
+    assert 0.0 <= made["probability_up"] <= 1.0
+    assert math.isclose(made["confidence"], max(made["probability_up"], 1 - made["probability_up"]), abs_tol=1e-9)
+    assert made["factors"] and {"name", "group", "value", "weight"} <= set(made["factors"][0])
+    assert len(made["quantum"]["expectations"]) == 8
+    assert {"encoding", "neuromorphic", "quantum", "readout"} <= set(made["timings_ms"])
+    assert made["model"]["name"] == "default"
+    assert made["subject_ref"] == "customer-7"
+    assert response.headers["x-request-id"]
+
+    fetched = await client.get(f"/v1/predictions/{made['id']}", headers=acme.headers)
+    assert fetched.status_code == 200
+    assert fetched.json() == made
+
+
+async def test_an_idempotency_key_replays_the_first_answer(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    headers = {**acme.headers, "Idempotency-Key": "order-42"}
+    body = {"source": "s", "values": series(seed=1)}
+    first = await client.post("/v1/predictions", json=body, headers=headers)
+    second = await client.post("/v1/predictions", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second.headers.get("idempotent-replayed") == "true"
+    listed = await client.get("/v1/predictions", headers=acme.headers)
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_an_idempotency_key_reused_for_another_body_is_refused(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    headers = {**acme.headers, "Idempotency-Key": "order-43"}
+    await client.post("/v1/predictions", json={"source": "s", "values": series(seed=1)}, headers=headers)
+    reused = await client.post("/v1/predictions", json={"source": "s", "values": series(seed=2)}, headers=headers)
+    assert reused.status_code == 422
+    assert reused.json()["type"].endswith("/idempotency-key-reused")
+
+
+async def test_a_batch_answers_each_item_and_a_bad_item_fails_alone(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    items = [
+        {"source": "a", "values": series(seed=3)},
+        {"source": "b", "values": [1, 2, 3]},
+        {"source": "c", "values": series(seed=4), "colour": "red"},
+        {"source": "d", "values": series(seed=5), "model": "no-such-model"},
+        {"source": "e", "values": series(seed=6)},
+    ]
+    response = await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["succeeded"], answer["failed"]) == (2, 3)
+    statuses = [item["status"] for item in answer["items"]]
+    assert statuses == [201, 422, 422, 404, 201]
+    assert answer["items"][1]["problem"]["errors"][0]["loc"] == ["body", "values"]
+    assert answer["items"][2]["problem"]["errors"][0]["loc"] == ["body", "colour"]
+    stored = await client.get(f"/v1/predictions/{answer['items'][4]['prediction']['id']}", headers=acme.headers)
+    assert stored.status_code == 200
+
+
+async def test_a_batch_above_the_limit_is_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    items = [{"source": "x", "values": [1.0] * 8}] * 1001
+    response = await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)
+    assert response.status_code == 422
+    assert "at most 1000" in response.json()["detail"]
+
+
+async def test_listing_pages_newest_first_with_filters(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    ids = []
+    for index in range(5):
+        body = {"source": "even" if index % 2 == 0 else "odd", "values": series(seed=10 + index)}
+        ids.append((await client.post("/v1/predictions", json=body, headers=acme.headers)).json()["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/predictions", params=params, headers=acme.headers)).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    even = (await client.get("/v1/predictions", params={"source": "even"}, headers=acme.headers)).json()
+    assert [item["id"] for item in even["items"]] == [ids[4], ids[2], ids[0]]
+    for direction in ("up", "down", "neutral"):
+        chosen = (await client.get("/v1/predictions", params={"direction": direction}, headers=acme.headers)).json()
+        assert all(item["direction"] == direction for item in chosen["items"])
+
+
+async def test_a_horizon_the_model_was_not_trained_for_is_refused(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    response = await client.post(
+        "/v1/predictions", json={"source": "s", "values": series(), "horizon": 7}, headers=acme.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "horizon"]
+
+
+async def test_models_list_the_shipped_default_with_its_metrics(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    listed = (await client.get("/v1/models", headers=acme.headers)).json()
+    assert len(listed["items"]) == 1
+    model = listed["items"][0]
+    assert model["name"] == "default" and model["is_default"]
+    assert model["metrics"], "the shipped model publishes its evaluation metrics"
+    one = await client.get(f"/v1/models/{model['id']}", headers=acme.headers)
+    assert one.json() == model

@@ -76,19 +76,22 @@ def _delta(z: F32, k: int) -> F32:
     """Send-on-delta code on the cumulative level, with k thresholds 0.5, 1, 2, ... per polarity.
 
     A channel with threshold d fires when the level has moved by at least d since that channel's
-    last event; its reference then moves by whole multiples of d.
+    last event; its reference then moves by whole multiples of d. Tracked in units of d (powers
+    of two, so the division is exact), a step costs three numpy calls whatever the batch size.
     """
     batch, t = z.shape
     deltas = (DELTA_BASE * 2.0 ** np.arange(k)).astype(np.float32)
-    level = np.cumsum(z, axis=1, dtype=np.float32)
-    ref = np.zeros((batch, k), dtype=np.float32)
-    out = np.zeros((batch, t, 2, k), dtype=np.float32)
+    scaled = np.cumsum(z, axis=1, dtype=np.float32)[:, :, None] / deltas  # (batch, T, k)
+    ref = np.zeros((batch, k), dtype=np.float32)  # reference level, in units of each threshold
+    moved = np.empty((batch, k), dtype=np.float32)
+    crossings = np.empty((t, batch, k), dtype=np.float32)
     for step in range(t):
-        moved = (level[:, step, None] - ref) / deltas
-        crossings = np.trunc(moved)
-        out[:, step, 0, :] = crossings >= 1.0
-        out[:, step, 1, :] = crossings <= -1.0
-        ref += crossings * deltas
+        np.subtract(scaled[:, step], ref, out=moved)
+        np.trunc(moved, out=crossings[step])
+        ref += crossings[step]
+    out = np.empty((batch, t, 2, k), dtype=np.float32)
+    np.greater_equal(crossings.transpose(1, 0, 2), 1.0, out=out[:, :, 0, :])
+    np.less_equal(crossings.transpose(1, 0, 2), -1.0, out=out[:, :, 1, :])
     return out.reshape(batch, t, 2 * k)
 
 

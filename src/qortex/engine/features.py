@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qortex.engine.config import EngineConfig
-from qortex.engine.patterns import PATTERN_TYPES
+from qortex.engine.patterns import PATTERN_TYPES, row_mean
 
 __all__ = ["MOMENTUM_COLUMNS", "FeatureLayout", "build_layout", "momentum_features"]
 
@@ -36,17 +36,17 @@ def momentum_features(z: F32) -> F32:
     lags = min(MOMENTUM_LAGS, d)
     out[:, :MOMENTUM_LAGS] = 0.0
     out[:, :lags] = z[:, d - lags :][:, ::-1]
-    out[:, 10] = z[:, -5:].mean(axis=1)
-    out[:, 11] = z[:, -20:].mean(axis=1)
-    out[:, 12] = z.mean(axis=1)
-    recent = np.sqrt(np.mean(z[:, -10:] ** 2, axis=1))
-    overall = np.sqrt(np.mean(z**2, axis=1))
+    out[:, 10] = row_mean(z[:, -5:])
+    out[:, 11] = row_mean(z[:, -20:])
+    out[:, 12] = row_mean(z)
+    recent = np.sqrt(row_mean(z[:, -10:] ** 2))
+    overall = np.sqrt(row_mean(z**2))
     out[:, 13] = np.where(overall > 0, recent / np.maximum(overall, 1e-6), 1.0)
     level = np.cumsum(z, axis=1, dtype=np.float32)
     lo = np.minimum(level.min(axis=1), 0.0)
     hi = np.maximum(level.max(axis=1), 0.0)
     out[:, 14] = np.where(hi > lo, (level[:, -1] - lo) / np.maximum(hi - lo, 1e-6), 0.5)
-    out[:, 15] = (z[:, -10:] > 0).mean(axis=1)
+    out[:, 15] = row_mean(z[:, -10:] > 0)
     return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PATTERN_TYPES", "PatternScan", "detect_patterns", "spatial_signatures"]
+__all__ = ["PATTERN_TYPES", "PatternScan", "detect_patterns", "row_mean", "spatial_signatures"]
 
 PATTERN_TYPES = (
     "trend_up",
@@ -34,6 +34,12 @@ BURST_STEPS = 8
 BREAKOUT_STEPS = 4
 PLATEAU_STEPS = 12
 EPS = np.float32(1e-6)
+
+
+def row_mean(x: npt.NDArray[np.floating] | npt.NDArray[np.bool_], keepdims: bool = False) -> F32:
+    """Row means without np.mean's Python-level overhead, which dominates for a single series."""
+    total = x.sum(axis=1, dtype=np.float32, keepdims=keepdims)
+    return np.asarray(total / np.float32(x.shape[1]), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def detect_patterns(z: F32, valid: I64 | None = None) -> PatternScan:
 
 
 def _std(x: F32) -> F32:
-    return np.asarray(np.sqrt(np.maximum(np.mean(x * x, axis=1) - np.mean(x, axis=1) ** 2, 0.0)), dtype=np.float32)
+    return np.asarray(np.sqrt(np.maximum(row_mean(x * x) - row_mean(x) ** 2, 0.0)), dtype=np.float32)
 
 
 def _trend(z: F32, w: int) -> tuple[F32, F32, I64]:
@@ -93,13 +99,13 @@ def _trend(z: F32, w: int) -> tuple[F32, F32, I64]:
 
 def _drift_t(seg: F32) -> F32:
     k = seg.shape[1]
-    mean = np.mean(seg, axis=1)
+    mean = row_mean(seg)
     return np.asarray(mean * np.sqrt(np.float32(k)) / (_std(seg) + EPS), dtype=np.float32)
 
 
 def _mean_reversion(z: F32) -> F32:
     """Negative lag-1 autocorrelation of the differences: moves tend to undo the previous one."""
-    c = z - np.mean(z, axis=1, keepdims=True)
+    c = z - row_mean(z, keepdims=True)
     var = np.sum(c * c, axis=1)
     ac1 = np.sum(c[:, 1:] * c[:, :-1], axis=1) / np.maximum(var, EPS)
     return np.asarray(np.clip(-2.0 * ac1, 0.0, 1.0), dtype=np.float32)
@@ -108,7 +114,7 @@ def _mean_reversion(z: F32) -> F32:
 def _oscillation(z: F32) -> tuple[F32, F32]:
     """Share of spectral power in the dominant period (2.5 steps to half the window)."""
     batch, d = z.shape
-    c = (z - np.mean(z, axis=1, keepdims=True)) * np.hanning(d).astype(np.float32)
+    c = (z - row_mean(z, keepdims=True)) * np.hanning(d).astype(np.float32)
     power = np.abs(np.fft.rfft(c, axis=1)) ** 2
     freqs = np.fft.rfftfreq(d)
     allowed = (freqs >= 2.0 / d) & (freqs <= 1.0 / 2.5)
@@ -130,7 +136,7 @@ def _volatility_burst(z: F32, valid: I64 | None) -> F32:
     """RMS of the last 8 moves against the RMS of the real moves before them; 4x is full strength."""
     d = z.shape[1]
     k = min(BURST_STEPS, d // 2)
-    recent = np.sqrt(np.mean(z[:, d - k :] ** 2, axis=1))
+    recent = np.sqrt(row_mean(z[:, d - k :] ** 2))
     n_before = np.full(z.shape[0], d - k) if valid is None else np.clip(valid - k, 0, d - k)
     before_sq = np.sum(z[:, : d - k] ** 2, axis=1)  # padding contributes zeros
     before = np.sqrt(before_sq / np.maximum(n_before, 1))
@@ -144,7 +150,7 @@ def _breakout(z: F32, level: F32) -> F32:
     prior = level[:, : w - BREAKOUT_STEPS]
     last = level[:, -1]
     excess = np.maximum(np.maximum(last - prior.max(axis=1), prior.min(axis=1) - last), 0.0)
-    rms = np.sqrt(np.mean(z * z, axis=1))
+    rms = np.sqrt(row_mean(z * z))
     return np.asarray(np.tanh(excess / (2.0 * rms + EPS)), dtype=np.float32)
 
 
@@ -164,7 +170,7 @@ def _acceleration(z: F32, w: int) -> tuple[F32, I64]:
     k = min(32, d) // 2
     first, second = z[:, d - 2 * k : d - k], z[:, d - k :]
     spread = _std(z[:, d - 2 * k :])
-    t = (np.mean(second, axis=1) - np.mean(first, axis=1)) * np.sqrt(np.float32(k / 2)) / (spread + EPS)
+    t = (row_mean(second) - row_mean(first)) * np.sqrt(np.float32(k / 2)) / (spread + EPS)
     start = np.full(z.shape[0], w - 1 - 2 * k, dtype=np.int64)
     return np.tanh(np.abs(t) / 3.0).astype(np.float32), start
 
@@ -172,16 +178,18 @@ def _acceleration(z: F32, w: int) -> tuple[F32, I64]:
 def spatial_signatures(cumulative: F32, spans: I64, top_k: int) -> F32:
     """Returns (batch, 8, top_k): the largest per-neuron spike counts within each span, L2-normalised.
 
-    `cumulative` is (T + 1, batch, N) cumulative spike counts, where reservoir step t consumes the
+    `cumulative` is (T + 1, N, batch) cumulative spike counts, where reservoir step t consumes the
     move into window value t + 1, so window span [a, b] covers cumulative[b] - cumulative[a].
     """
-    steps = cumulative.shape[0] - 1
-    batch = cumulative.shape[1]
-    rows = np.arange(batch)[:, None]
-    end = np.clip(spans[:, :, 1], 0, steps)
-    start = np.clip(spans[:, :, 0], 0, steps)
-    counts = cumulative[end, rows] - cumulative[start, rows]  # (batch, 8, N)
+    steps, n, batch = cumulative.shape[0] - 1, cumulative.shape[1], cumulative.shape[2]
+    rows = np.arange(batch)[:, None, None]
+    neurons = np.arange(n)[None, None, :]
+    end = np.clip(spans[:, :, 1], 0, steps)[:, :, None]
+    start = np.clip(spans[:, :, 0], 0, steps)[:, :, None]
+    counts = cumulative[end, neurons, rows] - cumulative[start, neurons, rows]  # (batch, 8, N)
     k = min(top_k, counts.shape[2])
-    top = -np.sort(-counts, axis=2)[:, :, :k]
+    # Partition first: only the k largest counts of each span need sorting.
+    top = np.partition(counts, counts.shape[2] - k, axis=2)[:, :, counts.shape[2] - k :]
+    top = -np.sort(-top, axis=2)
     norm = np.sqrt(np.sum(top * top, axis=2, keepdims=True))
     return np.where(norm > 0, top / np.maximum(norm, EPS), 0.0).astype(np.float32)

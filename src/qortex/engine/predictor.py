@@ -295,10 +295,15 @@ class Predictor:
         values = fwd.features.astype(np.float64) @ (matrix / matrix.sum(axis=0))
         weights[fwd.constant] = 0.0
         top = np.argsort(-np.abs(weights), axis=1, kind="stable")[:, : cfg.top_factors]
+        t_spatial = time.perf_counter()
         if fwd.run is not None and fwd.run.cumulative is not None:
             spatial = spatial_signatures(fwd.run.cumulative, fwd.scan.spans, cfg.spatial_top_k)
         else:
             spatial = np.zeros((p.shape[0], len(PATTERN_TYPES), 0), dtype=np.float32)
+        # Signatures belong to the pattern stage, not to the readout.
+        spatial_s = time.perf_counter() - t_spatial
+        fwd.timings["patterns"] += spatial_s
+        t0 += spatial_s
         # Window index j maps to series index (length - window) + j; padding maps below 0.
         offsets = lengths - cfg.window
         band = cfg.neutral_band
@@ -312,6 +317,8 @@ class Predictor:
         weights_l = weights.tolist()
         values_l = values.tolist()
         version = self.model_version
+        # The readout stage covers the logit, calibration and factor roll-up, not object building.
+        timings_ms["readout"] = round((fwd.timings["readout"] + time.perf_counter() - t0) * 1000.0, 4)
         results: list[PredictionResult] = []
         for i in range(p.shape[0]):
             prob = float(p[i])
@@ -344,14 +351,11 @@ class Predictor:
                     factors=factors,
                     patterns=found,
                     quantum={"expectations": q_exp[i], "correlations": q_corr[i]},
-                    timings_ms=timings_ms,
+                    timings_ms=dict(timings_ms),
                     model_version=version,
                     horizon=self.horizon_,
                 )
             )
-        # Building result objects is reported with the readout stage.
-        readout_ms = round((fwd.timings["readout"] + time.perf_counter() - t0) * 1000.0, 4)
-        timings_ms["readout"] = readout_ms
         return results
 
     # ------------------------------------------------------------------ metadata and artifacts

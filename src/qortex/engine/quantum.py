@@ -9,6 +9,7 @@ entangles with a CNOT ring, repeats for a few layers with seeded offsets, and re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -52,8 +53,16 @@ def rz(phi: F) -> C:
 
 
 def ry_rz(theta: F, phi: F) -> C:
-    """Returns RZ(phi) @ RY(theta): the encoding gate, RY applied first."""
-    return np.asarray(np.matmul(rz(phi), ry(theta)), dtype=np.complex128)
+    """Returns RZ(phi) @ RY(theta): the encoding gate, RY applied first, shape theta.shape + (2, 2)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    c, s = np.cos(theta / 2), np.sin(theta / 2)
+    e = np.exp(-0.5j * np.asarray(phi, dtype=np.float64))
+    out = np.empty((*theta.shape, 2, 2), dtype=np.complex128)
+    out[..., 0, 0] = e * c
+    out[..., 0, 1] = -e * s
+    out[..., 1, 0] = np.conj(e) * s
+    out[..., 1, 1] = np.conj(e) * c
+    return out
 
 
 def apply_single_qubit_gate(state: C, gate: C, qubit: int) -> C:
@@ -73,11 +82,14 @@ def apply_single_qubit_gate(state: C, gate: C, qubit: int) -> C:
     return out.reshape(batch, dim)
 
 
+@lru_cache(maxsize=256)
 def _cnot_permutation(n_qubits: int, control: int, target: int) -> npt.NDArray[np.intp]:
     idx = np.arange(2**n_qubits)
     cbit = 1 << (n_qubits - 1 - control)
     tbit = 1 << (n_qubits - 1 - target)
-    return np.where(idx & cbit, idx ^ tbit, idx)
+    perm = np.where(idx & cbit, idx ^ tbit, idx)
+    perm.setflags(write=False)  # cached: shared by every caller
+    return perm
 
 
 def apply_cnot(state: C, control: int, target: int) -> C:
@@ -96,21 +108,27 @@ def apply_cz(state: C, a: int, b: int) -> C:
     return state * np.where(both == 1, -1.0, 1.0).astype(state.real.dtype)
 
 
+@lru_cache(maxsize=16)
 def cnot_ring_permutation(n_qubits: int) -> npt.NDArray[np.intp]:
     """Returns one gather index equal to CNOT(0,1), CNOT(1,2), ..., CNOT(n-1,0) in order."""
     perm = np.arange(2**n_qubits)
     for q in range(n_qubits):
         # Applying CNOT after `perm`: new[i] = old[perm[p[i]]] with p the CNOT's own gather.
         perm = perm[_cnot_permutation(n_qubits, q, (q + 1) % n_qubits)]
+    perm.setflags(write=False)  # cached: shared by every caller
     return perm
 
 
+@lru_cache(maxsize=16)
 def _z_signs(n_qubits: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     idx = np.arange(2**n_qubits)
     bits = (idx[:, None] >> (n_qubits - 1 - np.arange(n_qubits))[None, :]) & 1
     z = (1 - 2 * bits).astype(np.float32)  # (2**n, n)
     i, j = np.triu_indices(n_qubits, k=1)
-    return z, z[:, i] * z[:, j]
+    zz = z[:, i] * z[:, j]
+    z.setflags(write=False)  # cached: shared by every caller
+    zz.setflags(write=False)
+    return z, zz
 
 
 def expectations(state: C) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:

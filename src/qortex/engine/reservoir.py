@@ -44,7 +44,7 @@ class ReservoirRun:
     counts_all: F32  # (batch, N)
     trace: F32  # (batch, N) exponentially decayed spike trace at the end
     membrane: F32  # (batch, N) final membrane potential
-    cumulative: F32 | None  # (T + 1, batch, N): spikes up to each step, cumulative[0] = 0
+    cumulative: F32 | None  # (T + 1, N, batch): spikes up to each step, cumulative[0] = 0
 
     def features(self) -> F32:
         """Returns the concatenated feature block (batch, 4 N)."""
@@ -107,6 +107,9 @@ def simulate(spikes: F32, w_in: F32, w_rec: F32, params: ReservoirParams, *, rec
     hist = np.zeros((steps + 1, n, batch), dtype=np.float32)
     free = np.ones((n, batch), dtype=np.float32)  # 0 while refractory
     rec = np.empty((n, batch), dtype=np.float32)
+    # Running totals per step, kept in the loop: a cumsum over the time axis afterwards strides
+    # through memory and costs several times more.
+    cumulative = np.zeros((steps + 1, n, batch), dtype=np.float32) if record else None
     for t in range(steps):
         prev = hist[t]
         if sparse_rec is not None:
@@ -133,6 +136,8 @@ def simulate(spikes: F32, w_in: F32, w_rec: F32, params: ReservoirParams, *, rec
                 free += hist[t + 1 - refractory]
         else:
             v -= (v - reset) * now
+        if cumulative is not None:
+            np.add(cumulative[t], now, out=cumulative[t + 1])
     # Weighted sums over time in one product: total counts, recent counts, decayed trace.
     weights = np.zeros((3, steps + 1), dtype=np.float32)
     weights[0, 1:] = 1.0
@@ -140,7 +145,6 @@ def simulate(spikes: F32, w_in: F32, w_rec: F32, params: ReservoirParams, *, rec
     weights[2, 1:] = np.exp(-np.arange(steps - 1, -1, -1) / params.trace_tau)
     sums = (weights @ hist.reshape(steps + 1, n * batch)).reshape(3, n, batch)
     membrane = np.where(hist[steps] > 0, reset, v)
-    cumulative = np.cumsum(hist, axis=0).transpose(0, 2, 1) if record else None
     return ReservoirRun(
         np.ascontiguousarray(sums[1].T),
         np.ascontiguousarray(sums[0].T),

@@ -104,9 +104,9 @@ def test_strengths_are_in_unit_interval_and_spans_are_ordered(values: list[float
 
 
 def test_spatial_signature_is_the_normalised_top_k_counts_within_the_span() -> None:
-    cumulative = np.zeros((6, 1, 4), dtype=np.float32)  # 5 steps, 4 neurons
+    cumulative = np.zeros((6, 4, 1), dtype=np.float32)  # 5 steps, 4 neurons, 1 series
     per_step = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
-    cumulative[1:, 0] = np.cumsum(per_step, axis=0)
+    cumulative[1:, :, 0] = np.cumsum(per_step, axis=0)
     spans = np.zeros((1, 8, 2), dtype=np.int64)
     spans[0, :, 1] = 5
     spans[0, 0] = [2, 4]  # steps 2 and 3: neuron 1 twice, neuron 2 once

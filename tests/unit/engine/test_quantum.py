@@ -119,6 +119,11 @@ def test_random_circuits_match_the_dense_kron_reference(n: int, ops: list[tuple[
     np.testing.assert_allclose(expectations(state)[0][0], z_ref, atol=1e-5)
 
 
+def test_ry_rz_is_rz_after_ry() -> None:
+    theta, phi = np.array([0.3, -2.0]), np.array([1.1, 0.4])
+    np.testing.assert_allclose(ry_rz(theta, phi), rz(phi) @ ry(theta), atol=1e-12)
+
+
 def test_rz_is_diagonal_and_unitary() -> None:
     gate = rz(np.array(0.7))
     assert gate[0, 1] == 0 and gate[1, 0] == 0

@@ -59,7 +59,7 @@ def test_refractory_period_spaces_spikes_and_counts_add_up() -> None:
     spikes = np.ones((3, 40, 8), dtype=np.float32)
     run = simulate(spikes, w_in, w_rec, PARAMS, record=True)
     assert run.cumulative is not None
-    per_step = np.diff(run.cumulative, axis=0)  # (T, batch, N), 0/1
+    per_step = np.diff(run.cumulative, axis=0).transpose(0, 2, 1)  # (T, batch, N), 0/1
     assert set(np.unique(per_step).tolist()) <= {0.0, 1.0}
     # With a refractory period of 2 a neuron fires at most once in any 3 consecutive steps.
     window_sums = per_step[:-2] + per_step[1:-1] + per_step[2:]
@@ -89,6 +89,6 @@ def test_nonzero_reset_and_no_refractory_path() -> None:
     run = simulate(_spikes(4), w_in, w_rec, params, record=True)
     assert run.counts_all.sum() > 0
     assert run.cumulative is not None
-    fired_last = np.diff(run.cumulative, axis=0)[-1] > 0
+    fired_last = np.diff(run.cumulative, axis=0)[-1].T > 0
     assert fired_last.any()
     np.testing.assert_array_equal(run.membrane[fired_last], -0.5)

@@ -1,0 +1,234 @@
+"""Engine throughput and latency benchmark; writes the "## Engine" section of docs/benchmarks.md.
+
+Run pinned to one core:  taskset -c 0 .venv/bin/python bench/engine_bench.py --write
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread: the numbers are per core, and the platform runs engines in parallel.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import argparse
+import platform
+import resource
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy
+from scipy import sparse
+
+from qortex.engine import ArtifactError, EngineConfig, Predictor
+from qortex.engine.encoding import encode
+from qortex.engine.normalise import last_windows, normalise_windows
+
+BATCHES = (1, 32, 256, 1024)
+LENGTHS = (64, 512)
+STAGES = ("encoding", "neuromorphic", "patterns", "quantum", "readout")
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+COMMAND = "taskset -c 0 .venv/bin/python bench/engine_bench.py --write"
+
+
+def synthetic(n: int, length: int, seed: int) -> list[np.ndarray]:
+    """Random walks with a little drift and some seasonality, like real metrics."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return [
+        np.cumsum(rng.standard_normal(length) + 0.02) + 3 * np.sin(2 * np.pi * t / rng.uniform(8, 40)) + 100
+        for _ in range(n)
+    ]
+
+
+def model() -> tuple[Predictor, str]:
+    """Returns the shipped default model, or one fitted on synthetic data if it is missing."""
+    try:
+        return Predictor.load_default(), "artifacts/default.npz (load_default)"
+    except ArtifactError:
+        return Predictor(EngineConfig()).fit(synthetic(16, 600, 1)), "default config fitted on synthetic walks"
+
+
+def best_rate(fn: Callable[[], object], n_series: int, min_seconds: float) -> float:
+    """Series per second of the best of repeated runs lasting at least min_seconds in total."""
+    fn()
+    best = float("inf")
+    spent = 0.0
+    runs = 0
+    while spent < min_seconds or runs < 3:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        spent += dt
+        runs += 1
+    return n_series / best
+
+
+def latency(fn: Callable[[], object], n: int) -> tuple[float, float, float]:
+    """p50, p99 and max latency in ms over n calls after a warm-up."""
+    for _ in range(50):
+        fn()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(0.99 * (n - 1))], samples[-1]
+
+
+def stage_times(p: Predictor, batch: list[np.ndarray], repeats: int = 5) -> dict[str, float]:
+    """Median per-stage ms for one predict_batch call."""
+    runs = [p.predict_batch(batch)[0].timings_ms for _ in range(repeats)]
+    return {s: statistics.median(r[s] for r in runs) for s in STAGES}
+
+
+def recurrent_backends(p: Predictor, batch: int) -> tuple[float, float]:
+    """µs per recurrent product W^T @ s, dense BLAS vs scipy.sparse CSR, at a realistic firing rate."""
+    cfg = p.config
+    raw, used, _ = last_windows(synthetic(batch, cfg.window, 5), cfg.window)
+    z, _ = normalise_windows(raw, used)
+    spikes = encode(z, cfg.encoder, cfg.encoder_channels, cfg.seed)
+    rate = max(float(spikes.mean()), 0.05)
+    s = (np.random.default_rng(0).random((cfg.n_neurons, batch)) < rate).astype(np.float32)
+    w_t = np.ascontiguousarray(p.w_rec_.T)
+    csr = sparse.csr_matrix(w_t)
+    out = np.empty_like(s)
+
+    def per_call(fn: Callable[[], object]) -> float:
+        fn()
+        n = max(20, int(2000 / batch))
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return per_call(lambda: np.matmul(w_t, s, out=out)), per_call(lambda: csr @ s)
+
+
+def peak_memory(p: Predictor, batch: list[np.ndarray]) -> float:
+    """Peak MiB allocated by numpy/Python during one predict_batch call (tracemalloc)."""
+    tracemalloc.start()
+    p.predict_batch(batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def run(quick: bool) -> str:
+    p, source = model()
+    min_s = 0.3 if quick else 1.5
+    cfg = p.config
+    lines = [
+        "## Engine",
+        "",
+        f"Command: `{COMMAND}` (pins one core; the script sets OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=1).",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}, {os.cpu_count()} logical CPUs visible, "
+        f"affinity {sorted(os.sched_getaffinity(0))}. Model: {source}; window {cfg.window}, "
+        f"encoder {cfg.encoder}, {cfg.n_neurons} neurons, {cfg.n_qubits} qubits x {cfg.n_quantum_layers} "
+        f"layers, {len(p.layout.names)} readout features.",
+        "",
+        "### Throughput (series/s, best of repeated runs)",
+        "",
+        "| series length | batch | predict_proba | predict_batch (full results) |",
+        "|---:|---:|---:|---:|",
+    ]
+    target = 0.0
+    for length in LENGTHS:
+        data = synthetic(max(BATCHES), length, 2)
+        for b in BATCHES:
+            batch = data[:b]
+            proba = best_rate(lambda batch=batch: p.predict_proba(batch), b, min_s)
+            full = best_rate(lambda batch=batch: p.predict_batch(batch), b, min_s)
+            if length == 64 and b == 1024:
+                target = proba
+            lines.append(f"| {length} | {b} | {proba:,.0f} | {full:,.0f} |")
+            print(f"length {length} batch {b}: proba {proba:,.0f}/s  batch {full:,.0f}/s", flush=True)
+    one = synthetic(1, 64, 3)
+    p50, p99, worst = latency(lambda: p.predict_proba(one), 300 if quick else 2000)
+    b50, b99, bworst = latency(lambda: p.predict_batch(one), 300 if quick else 2000)
+    lines += [
+        "",
+        "### Single-series latency (length 64)",
+        "",
+        "| call | p50 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|",
+        f"| predict_proba | {p50:.3f} | {p99:.3f} | {worst:.3f} |",
+        f"| predict_batch | {b50:.3f} | {b99:.3f} | {bworst:.3f} |",
+        "",
+        "### Per-stage time of one predict_batch call (ms, median of 5, length 64)",
+        "",
+        "| batch | " + " | ".join(STAGES) + " |",
+        "|---:|" + "---:|" * len(STAGES),
+    ]
+    data = synthetic(1024, 64, 4)
+    for b in BATCHES:
+        st = stage_times(p, data[:b])
+        lines.append(f"| {b} | " + " | ".join(f"{st[s]:.3f}" for s in STAGES) + " |")
+    lines += [
+        "",
+        "### Recurrent product: dense BLAS vs scipy.sparse CSR (µs per step)",
+        "",
+        "| batch | dense | sparse |",
+        "|---:|---:|---:|",
+    ]
+    for b in BATCHES:
+        dense_us, sparse_us = recurrent_backends(p, b)
+        lines.append(f"| {b} | {dense_us:.1f} | {sparse_us:.1f} |")
+    peak = peak_memory(p, synthetic(1024, 512, 6))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    verdict_t = "met" if target >= 10_000 else "MISSED"
+    verdict_l = "met" if p99 < 2.0 else "MISSED"
+    lines += [
+        "",
+        "The engine uses dense BLAS below batch 64 and CSR from 64 up "
+        "(`qortex.engine.reservoir.SPARSE_MIN_BATCH`); both give bit-identical spikes because the "
+        "weights sit on an exact dyadic grid.",
+        "",
+        f"Peak memory: {peak:.1f} MiB traced by tracemalloc during one predict_batch of 1,024 series of "
+        f"length 512; process max RSS over the whole benchmark {rss:.0f} MiB.",
+        "",
+        f"Targets: >= 10,000 series/s at batch 1,024, length 64 (predict_proba): {target:,.0f}/s, {verdict_t}. "
+        f"Single-series p99 < 2 ms (predict_proba): {p99:.3f} ms, {verdict_l}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(section: str) -> None:
+    """Replaces (or appends) the "## Engine" section of docs/benchmarks.md, keeping the rest."""
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    lines = text.splitlines()
+    try:
+        start = lines.index("## Engine")
+    except ValueError:
+        body = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = "\n".join(lines[end:])
+        body = "\n".join(lines[:start]) + "\n" + section + ("\n" + tail if tail else "")
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(body.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test")
+    args = parser.parse_args()
+    section = run(args.quick)
+    print(section)
+    if args.write:
+        write_section(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qortex.audit import models as audit_models
 from qortex.core import idempotency
 from qortex.core.database import Base
 from qortex.identity import models as identity_models
@@ -10,4 +11,4 @@ from qortex.predictions import models as prediction_models
 from qortex.tenants import models as tenant_models
 
 metadata = Base.metadata
-ORM_MODULES = (idempotency, identity_models, model_models, prediction_models, tenant_models)
+ORM_MODULES = (audit_models, idempotency, identity_models, model_models, prediction_models, tenant_models)

@@ -1,0 +1,168 @@
+"""Appending security events to a tenant's hash chain, and verifying the chain.
+
+Events that describe a change are appended in the change's own transaction (`append`), so both
+commit or neither does. Events with no transaction of their own (a refused login, a denied
+permission, a rate limit) go through `AuditWriter`, which commits them in groups before the
+response that reports them is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qortex.audit import repository
+from qortex.audit.chain import GENESIS, event_hash
+from qortex.audit.models import AuditEvent
+from qortex.core.clock import utcnow
+from qortex.core.database import Database, TenantScope
+from qortex.core.ids import new_id
+from qortex.core.pagination import Page, page_of
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What happened, who did it (pseudonymous id), to what, and how it ended."""
+
+    action: str
+    outcome: str = "success"
+    actor_kind: str = "system"
+    actor_id: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    request_id: str | None = None
+    client_ip: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+async def append(*, session: AsyncSession, scope: TenantScope, records: Sequence[AuditRecord]) -> None:
+    """Appends records to the tenant's chain inside the caller's (write) transaction."""
+    if not records:
+        return
+    head = await repository.lock_head(session=session, scope=scope)
+    events = []
+    for record in records:
+        event = AuditEvent(
+            id=new_id(),
+            tenant_id=scope.tenant_id,
+            seq=head.seq + 1,
+            occurred_at=utcnow(),
+            action=record.action,
+            outcome=record.outcome,
+            actor_kind=record.actor_kind,
+            actor_id=record.actor_id,
+            target_type=record.target_type,
+            target_id=record.target_id,
+            request_id=record.request_id,
+            client_ip=record.client_ip,
+            details=dict(record.details),
+            prev_hash=head.hash,
+        )
+        event.hash = event_hash(event)
+        head.seq, head.hash = event.seq, event.hash
+        events.append(event)
+    repository.add(session=session, scope=scope, rows=events)
+
+
+@dataclass(slots=True)
+class _Pending:
+    scope: TenantScope
+    record: AuditRecord
+    done: asyncio.Future[None]
+
+
+class AuditWriter:
+    """Group commit for standalone events: callers wait until their event is durable."""
+
+    def __init__(self, db: Database, *, max_batch: int = 500) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="qortex-audit-writer")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        pending = []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        if pending:
+            await self._commit(pending)
+
+    async def write(self, scope: TenantScope, record: AuditRecord) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(scope, record, done))
+        await done
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self._max_batch and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            await self._commit(group)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        by_tenant: dict[TenantScope, list[_Pending]] = {}
+        for pending in group:
+            by_tenant.setdefault(pending.scope, []).append(pending)
+        for scope, items in by_tenant.items():
+            try:
+                async with self._db.tenant_session(scope, write=True) as session:
+                    await append(session=session, scope=scope, records=[item.record for item in items])
+            except Exception as error:  # each waiting request learns its event was not stored
+                for item in items:
+                    if not item.done.done():
+                        item.done.set_exception(error)
+                continue
+            for item in items:
+                if not item.done.done():
+                    item.done.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVerdict:
+    intact: bool
+    events_checked: int
+    first_broken_seq: int | None = None
+    reason: str | None = None
+
+
+async def verify(*, db: Database, scope: TenantScope) -> ChainVerdict:
+    """Recomputes the chain: any edited, deleted, inserted or reordered event breaks it."""
+    checked = 0
+    previous = GENESIS
+    async with db.tenant_session(scope) as session:
+        async for event in repository.iterate(session=session, scope=scope):
+            expected_seq = checked + 1
+            if event.seq != expected_seq:
+                return ChainVerdict(False, checked, expected_seq, f"event {expected_seq} is missing or out of order")
+            if event.prev_hash != previous:
+                return ChainVerdict(False, checked, event.seq, f"event {event.seq} does not follow event {checked}")
+            if event_hash(event) != event.hash:
+                return ChainVerdict(False, checked, event.seq, f"event {event.seq} was altered after it was written")
+            previous = event.hash
+            checked += 1
+        head = await repository.get_head(session=session, scope=scope)
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
+    if (head_seq, head_hash) != (checked, previous):
+        return ChainVerdict(False, checked, checked + 1, f"the chain ends at event {checked}, its head says {head_seq}")
+    return ChainVerdict(True, checked)
+
+
+async def list_events(
+    *, db: Database, scope: TenantScope, limit: int, before: uuid.UUID | None, action: str | None
+) -> Page[AuditEvent]:
+    async with db.tenant_session(scope) as session:
+        rows = await repository.list_events(session=session, scope=scope, limit=limit + 1, before=before, action=action)
+    return page_of(rows, limit=limit)

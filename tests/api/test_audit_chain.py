@@ -1,0 +1,74 @@
+"""The audit chain: appends are ordered and linked; any edit, deletion or reordering is detected."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import delete, select, update
+
+from qortex.audit import service as audit
+from qortex.audit.models import AuditEvent
+from qortex.core.database import Database
+from tests.conftest import TenantCredentials
+
+
+async def write_events(db: Database, who: TenantCredentials, count: int) -> None:
+    async with db.tenant_session(who.tenant.scope, write=True) as session:
+        await audit.append(
+            session=session,
+            scope=who.tenant.scope,
+            records=[audit.AuditRecord(action="test.event", details={"n": n}) for n in range(count)],
+        )
+
+
+async def test_an_untouched_chain_verifies(db: Database, acme: TenantCredentials) -> None:
+    await write_events(db, acme, 5)
+    verdict = await audit.verify(db=db, scope=acme.tenant.scope)
+    assert verdict.intact and verdict.events_checked == 5
+
+
+async def test_an_edited_event_is_detected(db: Database, acme: TenantCredentials) -> None:
+    await write_events(db, acme, 5)
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(outcome="failure"))
+    verdict = await audit.verify(db=db, scope=acme.tenant.scope)
+    assert not verdict.intact and verdict.first_broken_seq == 3
+
+
+async def test_a_deleted_event_is_detected_even_the_last(db: Database, acme: TenantCredentials) -> None:
+    await write_events(db, acme, 5)
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(delete(AuditEvent).where(AuditEvent.seq == 5))
+    assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
+
+
+async def test_reordered_events_are_detected(db: Database, acme: TenantCredentials) -> None:
+    await write_events(db, acme, 5)
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(seq=-2))
+        await session.execute(update(AuditEvent).where(AuditEvent.seq == 4).values(seq=2))
+        await session.execute(update(AuditEvent).where(AuditEvent.seq == -2).values(seq=4))
+    verdict = await audit.verify(db=db, scope=acme.tenant.scope)
+    assert not verdict.intact and verdict.first_broken_seq == 2
+
+
+async def test_concurrent_writers_never_fork_a_chain(
+    db: Database, acme: TenantCredentials, globex: TenantCredentials
+) -> None:
+    writer = audit.AuditWriter(db)
+    writer.start()
+    try:
+        await asyncio.gather(
+            *(writer.write(t.tenant.scope, audit.AuditRecord(action="x")) for t in [acme, globex] * 40),
+            *(write_events(db, acme, 1) for _ in range(10)),
+        )
+    finally:
+        await writer.stop()
+    for who, expected in ((acme, 50), (globex, 40)):
+        verdict = await audit.verify(db=db, scope=who.tenant.scope)
+        assert verdict.intact and verdict.events_checked == expected
+        async with db.tenant_session(who.tenant.scope) as session:
+            tenants = set(
+                await session.scalars(select(AuditEvent.tenant_id).where(AuditEvent.tenant_id == who.tenant.id))
+            )
+        assert tenants == {who.tenant.id}

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qortex import __version__
+from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
 from qortex.core.migrate import upgrade_to_head
@@ -42,11 +43,16 @@ async def start_services(settings: Settings) -> AppServices:
     )
     batcher.start()
     cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds, max_entries=settings.api_key_cache_size)
-    return AppServices(settings=settings, db=db, runtime=runtime, batcher=batcher, key_cache=cache)
+    audit = AuditWriter(db)
+    audit.start()
+    # --- further services are built above this line
+    return AppServices(settings=settings, db=db, runtime=runtime, batcher=batcher, key_cache=cache, audit=audit)
 
 
 async def stop_services(services: AppServices) -> None:
+    # --- further services are stopped above this line
     await services.batcher.stop()
+    await services.audit.stop()
     await services.db.dispose()
 
 
@@ -70,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in (health_router, predictions_router, models_router, api_keys_router):
         app.include_router(router)
-    # Added last runs first: the request id exists before anything can fail.
+    # --- further routers are included above this line
+    # Middleware added last runs first: the request id exists before anything can fail.
+    # --- further middleware is added above this line (it runs after the body limit)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

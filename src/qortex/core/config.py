@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0.0, le=5.0)
     api_key_cache_size: int = Field(default=10_000, ge=1)
 
+    # --- identity: people, passwords, tokens, sessions (insert identity settings above this line)
+
+    # --- rate limits and quotas (insert limit settings above this line)
+
+    # --- request security: headers, CORS, proxies, allow-lists, signing (insert above this line)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

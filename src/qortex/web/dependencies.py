@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import Forbidden, Unauthenticated
@@ -31,6 +32,8 @@ class AppServices:
     runtime: ModelRuntime
     batcher: EngineBatcher
     key_cache: ApiKeyCache
+    audit: AuditWriter
+    # --- further services are added above this line
 
     @property
     def predictions(self) -> PredictionServices:
@@ -54,6 +57,7 @@ async def authenticate(request: Request, services: Services) -> Principal:
         raise Unauthenticated("use 'Authorization: Bearer <credential>'")
     principal = await identity_service.authenticate(db=services.db, cache=services.key_cache, token=token.strip())
     request.state.principal = principal
+    # --- checks that need the principal (allow-lists, signatures, limits) run here, in this order
     return principal
 
 

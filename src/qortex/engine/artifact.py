@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from qortex.engine.errors import ArtifactError
 
-__all__ = ["DEFAULT_NAME", "FORMAT", "content_hash", "read", "read_bytes", "read_default", "write"]
+__all__ = ["DEFAULT_NAME", "FORMAT", "content_hash", "npz_encode", "read", "read_bytes", "read_default", "write"]
 
 FORMAT = "qortex-engine/1"
 DEFAULT_NAME = "default"
@@ -47,12 +47,24 @@ def paths(path: Path) -> tuple[Path, Path]:
     return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
 
 
+def npz_encode(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
+    """Returns the arrays as .npz bytes that depend only on the arrays (sorted, fixed timestamps).
+
+    np.savez stamps each member with the current time; a reproducible artifact should not.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def write(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> Path:
     """Writes the artifact pair and returns the .npz path."""
     npz_path, json_path = paths(path)
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
-    npz_bytes = buffer.getvalue()
+    npz_bytes = npz_encode(arrays)
     meta = dict(meta)
     meta["format"] = FORMAT
     meta["content_hash"] = content_hash(npz_bytes, meta)

@@ -42,6 +42,11 @@ def test_load_accepts_the_base_name_or_either_file(saved: Path) -> None:
         assert Predictor.load(path).horizon_ == 1
 
 
+def test_saving_twice_writes_identical_npz_bytes(small_model: Predictor, saved: Path, tmp_path: Path) -> None:
+    again = small_model.save(tmp_path / "again")
+    assert again.read_bytes() == saved.read_bytes()
+
+
 def test_the_npz_holds_no_pickled_objects(saved: Path) -> None:
     with np.load(saved, allow_pickle=False) as data:
         assert all(data[name].dtype != object for name in data.files)

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qortex.engine import EngineConfig, Factor, Pattern, PredictionResult, Predictor, sliding_windows
+from qortex.engine import (
+    EngineConfig,
+    Factor,
+    InvalidSeriesError,
+    Pattern,
+    PredictionResult,
+    Predictor,
+    sliding_windows,
+)
 
 from .conftest import SMALL_CONFIG, noisy_sine
 
@@ -206,6 +214,8 @@ def test_fit_refuses_unusable_training_data() -> None:
         Predictor(SMALL_CONFIG).fit([np.arange(200.0)])
     with pytest.raises(ValueError, match="shape"):
         Predictor(SMALL_CONFIG).fit_windows(np.zeros((30, 5)), np.zeros(30))
+    with pytest.raises(InvalidSeriesError, match=r"series 1: value at index 3 is NaN"):
+        Predictor(SMALL_CONFIG).fit([noisy_sine(100, 0), np.array([1.0, 2.0, 3.0, np.nan] * 30)])
     with pytest.raises(RuntimeError, match="not fitted"):
         Predictor(SMALL_CONFIG).predict_proba([np.arange(10.0)])
 

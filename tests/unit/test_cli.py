@@ -1,0 +1,221 @@
+"""The `qortex` command line, run in-process against an embedded SQLite data directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from qortex.cli import app
+from qortex.core.config import get_settings
+
+KEY = re.compile(r"\bqx_([0-9a-f]{32})_[A-Za-z0-9_-]+")
+
+
+@pytest.fixture
+def qortex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """A runner whose commands use a fresh data directory; settings are re-read for it."""
+    for name in ("QORTEX_DATABASE_URL", "QORTEX_DATABASE_SCHEMA", "QORTEX_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QORTEX_DATA_DIR", str(tmp_path / "data"))
+    # Wide enough that tables and error lines are never wrapped.
+    monkeypatch.setenv("COLUMNS", "250")
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def invoke(runner: CliRunner, *args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def ok(runner: CliRunner, *args: str) -> Result:
+    result = invoke(runner, *args)
+    assert result.exit_code == 0, f"qortex {' '.join(args)}: {result.output}{result.stderr}"
+    return result
+
+
+def invoke_narrow(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    """Runs a command in a 40-column terminal, where a wrapped error would span several lines."""
+    monkeypatch.setenv("COLUMNS", "40")
+    return invoke(runner, *args)
+
+
+def assert_one_line_error(result: Result, expected: str) -> None:
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert expected in result.stderr
+
+
+def series(n: int, seed: int, drift: float) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(v) for v in 100 + np.cumsum(rng.normal(loc=drift, size=n))]
+
+
+def test_init_prints_an_owner_key_once_and_a_second_init_does_not(qortex: CliRunner) -> None:
+    first = ok(qortex, "init")
+    assert len(KEY.findall(first.stdout)) == 1
+    assert "shown only this once" in first.stdout
+
+    second = ok(qortex, "init")
+    assert KEY.search(second.stdout) is None
+    assert "qortex keys create" in second.stdout
+
+
+def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:
+    created = ok(qortex, "tenants", "create", "acme", "--plan", "gold")
+    assert "Created tenant acme" in created.stdout
+    ok(qortex, "tenants", "create", "globex")
+
+    listed = ok(qortex, "tenants", "list").stdout
+    assert re.search(r"acme\s.*\bgold\b", listed), listed
+    assert re.search(r"globex\s.*\bstandard\b", listed), listed
+
+
+def test_keys_are_created_listed_and_revoked(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    created = ok(qortex, "keys", "create", "--tenant", "acme", "--name", "ci", "--role", "analyst")
+    match = KEY.search(created.stdout)
+    assert match is not None, created.stdout
+    key_id = str(uuid.UUID(match.group(1)))
+
+    listed = ok(qortex, "keys", "list", "--tenant", "acme").stdout
+    assert re.search(rf"{key_id}\s.*\bci\b.*\banalyst\b.*\bactive\b", listed), listed
+    assert match.group(0) not in listed
+
+    assert f"Revoked {key_id}" in ok(qortex, "keys", "revoke", key_id, "--tenant", "acme").stdout
+    assert key_id not in ok(qortex, "keys", "list", "--tenant", "acme").stdout
+    everything = ok(qortex, "keys", "list", "--tenant", "acme", "--include-revoked").stdout
+    assert re.search(rf"{key_id}\s.*\brevoked\b", everything), everything
+
+
+def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
+    ok(qortex, "init")
+    created = ok(qortex, "keys", "create", "--name", "second")
+    assert KEY.search(created.stdout) is not None
+    assert "second" in ok(qortex, "keys", "list").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("keys", "create", "--tenant", "nope"), "no tenant named 'nope'"),
+        (("keys", "list", "--tenant", "nope"), "no tenant named 'nope'"),
+        (("keys", "revoke", "not-a-uuid", "--tenant", "acme"), "'not-a-uuid' is not a key id"),
+        (("keys", "revoke", str(uuid.UUID(int=7)), "--tenant", "acme"), "not found"),
+        (("tenants", "create", "acme"), "tenant 'acme' already exists"),
+        (("tenants", "create", "Bad Name!"), "tenant name must be"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_failing_exit(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
+) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    assert_one_line_error(invoke_narrow(qortex, monkeypatch, *args), expected)
+
+
+def test_several_tenants_need_a_tenant_option(qortex: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    ok(qortex, "tenants", "create", "globex")
+    result = invoke_narrow(qortex, monkeypatch, "keys", "list")
+    assert_one_line_error(result, "several tenants exist; name one with --tenant")
+
+
+def test_predict_reads_a_csv_of_columns_and_writes_csv(qortex: CliRunner, tmp_path: Path) -> None:
+    columns = {"rising": series(80, 1, 0.5), "falling": series(80, 2, -0.5), "short-tail": series(40, 3, 0.0)}
+    source = tmp_path / "series.csv"
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in range(80):
+            writer.writerow([f"{values[row]:.6f}" if row < len(values) else "" for values in columns.values()])
+    output = tmp_path / "out.csv"
+
+    result = ok(qortex, "predict", str(source), "--output", str(output))
+
+    assert "Wrote 3 predictions" in result.stdout
+    rows = list(csv.DictReader(io.StringIO(output.read_text())))
+    assert [r["source"] for r in rows] == list(columns)
+    for row in rows:
+        assert row["direction"] in {"up", "down", "neutral"}
+        assert 0.5 <= float(row["confidence"]) <= 1.0
+        assert 0.0 <= float(row["probability_up"]) <= 1.0
+
+
+def test_predict_reads_json_and_writes_json(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps([{"source": "cpu", "values": series(64, 4, 0.2)}, series(32, 5, -0.2)]))
+    output = tmp_path / "out.json"
+
+    ok(qortex, "predict", str(source), "-o", str(output))
+
+    answers = json.loads(output.read_text())
+    assert [a["source"] for a in answers] == ["cpu", "series-1"]
+    for answer in answers:
+        assert answer["direction"] in {"up", "down", "neutral"}
+        assert answer["confidence"] == pytest.approx(max(answer["probability_up"], 1 - answer["probability_up"]))
+        assert answer["factors"] and answer["timings_ms"]
+
+
+def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({"memory": series(48, 6, 0.1)}))
+    answers = json.loads(ok(qortex, "predict", str(source)).stdout)
+    assert [(a["source"], a["direction"] in {"up", "down", "neutral"}) for a in answers] == [("memory", True)]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "nan.csv",
+            "a,b\n" + "\n".join(f"{i},{'nan' if i == 5 else i}" for i in range(20)),
+            "value at index 5 is NaN; all values must be finite",
+        ),
+        ("short.json", json.dumps({"tiny": [1.0, 2.0, 3.0]}), "has 3 values, at least 8 are required"),
+        ("text.csv", "a\n1\n2\nthree\n", "'three' is not a number"),
+        ("scalar.json", json.dumps({"values": 3}), "must be one-dimensional"),
+        ("text.json", json.dumps("just text"), "a JSON file holds a list of series"),
+        ("broken.json", "[[1, 2,", "not a file of series"),
+    ],
+)
+def test_predict_refuses_a_bad_series_with_one_clear_line(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, content: str, expected: str
+) -> None:
+    source = tmp_path / name
+    source.write_text(content)
+    result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(tmp_path / "out.json"))
+    assert_one_line_error(result, expected)
+    assert not (tmp_path / "out.json").exists()
+
+
+def _command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield prefix
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*prefix, name))
+
+
+COMMANDS = list(_command_paths(typer.main.get_command(app)))
+
+
+def test_every_command_is_covered_by_the_help_test() -> None:
+    expected = {("serve",), ("migrate",), ("init",), ("predict",), ("eval",), ("tenants", "create"), ("keys", "revoke")}
+    assert expected <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "qortex")
+def test_help_works_for_every_command(qortex: CliRunner, path: tuple[str, ...]) -> None:
+    result = ok(qortex, *path, "--help")
+    assert "Usage:" in result.stdout

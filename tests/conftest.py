@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from qortex.api import create_app
 from qortex.core.config import Settings
@@ -23,6 +24,9 @@ from qortex.tenants import service as tenant_service
 from qortex.tenants.models import Tenant
 
 POSTGRES_URL = os.environ.get("QORTEX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The app connects as this role: it owns no tables and has neither superuser nor BYPASSRLS.
+APP_ROLE = "qortex_test_app"
+APP_POSTGRES_URL = make_url(POSTGRES_URL).set(username=APP_ROLE).render_as_string(hide_password=False)
 REQUIRE_SERVICES = os.environ.get("QORTEX_REQUIRE_SERVICES") == "1"
 
 
@@ -38,6 +42,12 @@ async def _postgres_reachable() -> str | None:
     db = Database(POSTGRES_URL)
     try:
         await asyncio.wait_for(db.ping(), timeout=5)
+        async with db.engine.begin() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": APP_ROLE})
+            if not exists:
+                await conn.execute(
+                    text(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+                )
         return None
     except Exception as error:
         return f"{type(error).__name__}: {error}"
@@ -77,7 +87,14 @@ def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
     schema = f"t_{uuid.uuid4().hex[:16]}"
     asyncio.run(_run_sql(f"CREATE SCHEMA {schema}"))
     try:
-        yield Settings(env="test", data_dir=data_dir, database_url=POSTGRES_URL, database_schema=schema)
+        yield Settings(
+            env="test",
+            data_dir=data_dir,
+            database_url=APP_POSTGRES_URL,
+            migration_database_url=POSTGRES_URL,
+            database_app_role=APP_ROLE,
+            database_schema=schema,
+        )
     finally:
         asyncio.run(_run_sql(f"DROP SCHEMA {schema} CASCADE"))
 
@@ -93,6 +110,16 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 def db(app: FastAPI) -> Database:
     database: Database = app.state.services.db
     return database
+
+
+@pytest.fixture
+async def owner_db(settings: Settings) -> AsyncIterator[Database]:
+    """The database as its owner sees it: what someone with direct database access could do."""
+    database = Database(settings.resolved_migration_url, schema=settings.database_schema)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from qortex import __version__
 from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
-from qortex.core.migrate import upgrade_to_head
+from qortex.core.migrate import migrate
 from qortex.identity.router import router as api_keys_router
 from qortex.identity.service import ApiKeyCache
 from qortex.models import service as model_service
@@ -30,7 +30,7 @@ async def start_services(settings: Settings) -> AppServices:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, schema=settings.database_schema)
     if settings.auto_migrate:
-        await upgrade_to_head(db)
+        await migrate(settings)
     runtime = ModelRuntime()
     runtime.builtin_default()  # load and verify the shipped model before the first request needs it
     for tenant in await tenant_service.list_all(db=db):

@@ -27,24 +27,26 @@ async def test_an_untouched_chain_verifies(db: Database, acme: TenantCredentials
     assert verdict.intact and verdict.events_checked == 5
 
 
-async def test_an_edited_event_is_detected(db: Database, acme: TenantCredentials) -> None:
+async def test_an_edited_event_is_detected(db: Database, owner_db: Database, acme: TenantCredentials) -> None:
     await write_events(db, acme, 5)
-    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
         await session.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(outcome="failure"))
     verdict = await audit.verify(db=db, scope=acme.tenant.scope)
     assert not verdict.intact and verdict.first_broken_seq == 3
 
 
-async def test_a_deleted_event_is_detected_even_the_last(db: Database, acme: TenantCredentials) -> None:
+async def test_a_deleted_event_is_detected_even_the_last(
+    db: Database, owner_db: Database, acme: TenantCredentials
+) -> None:
     await write_events(db, acme, 5)
-    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
         await session.execute(delete(AuditEvent).where(AuditEvent.seq == 5))
     assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
 
 
-async def test_reordered_events_are_detected(db: Database, acme: TenantCredentials) -> None:
+async def test_reordered_events_are_detected(db: Database, owner_db: Database, acme: TenantCredentials) -> None:
     await write_events(db, acme, 5)
-    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
         await session.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(seq=-2))
         await session.execute(update(AuditEvent).where(AuditEvent.seq == 4).values(seq=2))
         await session.execute(update(AuditEvent).where(AuditEvent.seq == -2).values(seq=4))

@@ -14,7 +14,7 @@ from rich.console import Console
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
 from qortex.core.errors import QortexError
-from qortex.core.migrate import upgrade_to_head
+from qortex.core.migrate import migrate as migrate_database
 from qortex.tenants import service as tenant_service
 from qortex.tenants.models import Tenant
 
@@ -55,10 +55,10 @@ def run(coroutine: Coroutine[Any, Any, R]) -> R:
 async def open_database(settings: Settings | None = None, *, migrate: bool = True) -> AsyncIterator[Database]:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate and settings.auto_migrate:
+        await migrate_database(settings)
     db = Database(settings.resolved_database_url, schema=settings.database_schema)
     try:
-        if migrate and settings.auto_migrate:
-            await upgrade_to_head(db)
         yield db
     finally:
         await db.dispose()

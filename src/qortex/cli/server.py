@@ -9,7 +9,8 @@ import uvicorn
 
 from qortex.cli._common import console, fail, one_line_errors, open_database, run
 from qortex.core.config import get_settings
-from qortex.core.migrate import current_revision, upgrade_to_head
+from qortex.core.migrate import current_revision
+from qortex.core.migrate import migrate as migrate_database
 from qortex.tenants import service as tenant_service
 
 NEW_KEY_HINT = "Lost the key? Create another with: qortex keys create --name NAME --role owner"
@@ -38,8 +39,9 @@ def migrate() -> None:
     """Applies database migrations (production runs this before `serve`)."""
 
     async def _migrate() -> str | None:
-        async with open_database(migrate=False) as db:
-            await upgrade_to_head(db)
+        settings = get_settings()
+        await migrate_database(settings)
+        async with open_database(settings, migrate=False) as db:
             return await current_revision(db)
 
     console.print(f"Database schema at revision {run(_migrate())}.")

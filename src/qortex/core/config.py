@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_schema: str | None = None
     redis_url: str | None = None
     host: str = "127.0.0.1"
+    # PostgreSQL: the app connects as a role that owns no tables; migrations run as the owner.
+    migration_database_url: str | None = None
+    database_app_role: str | None = None
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -68,3 +71,7 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+    @property
+    def resolved_migration_url(self) -> str:
+        return self.migration_database_url or self.resolved_database_url
+

@@ -85,6 +85,19 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+async def allow_lookup(session: AsyncSession, name: str, value: str) -> None:
+    """Lets this transaction read the rows a pre-tenant lookup names (PostgreSQL row-level security).
+
+    Only the SELECT policies keyed on `qortex.lookup_<name>` honour it, and only for rows matching
+    `value`; it ends with the transaction. SQLite has no row-level security, so there it does nothing.
+    """
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT set_config(:setting, :value, true)"), {"setting": f"qortex.lookup_{name}", "value": value}
+        )
+
+
 class Database:
     """The process's connection pool and the only way to open a transaction."""
 

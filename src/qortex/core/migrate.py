@@ -6,8 +6,10 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from qortex.core.config import Settings
 from qortex.core.database import Database
 
 
@@ -18,12 +20,25 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade_to_head(database: Database) -> None:
+async def upgrade_to_head(database: Database, *, app_role: str | None = None) -> None:
+    """Migrates to the newest revision; on PostgreSQL, grants the app role what it needs and no more."""
+
     def _upgrade(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), "head")
 
     async with database.engine.begin() as connection:
         await connection.run_sync(_upgrade)
+        if app_role and not database.is_sqlite:
+            role = connection.dialect.identifier_preparer.quote(app_role)
+            schema_name = (await connection.execute(text("SELECT current_schema()"))).scalar_one()
+            schema = connection.dialect.identifier_preparer.quote(schema_name)
+            for statement in (
+                f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+                # The audit log is append-only for the application.
+                f"REVOKE UPDATE, DELETE, TRUNCATE ON {schema}.audit_events FROM {role}",
+            ):
+                await connection.execute(text(statement))
 
 
 async def current_revision(database: Database) -> str | None:
@@ -34,3 +49,12 @@ async def current_revision(database: Database) -> str | None:
 
     async with database.engine.connect() as connection:
         return await connection.run_sync(_current)
+
+
+async def migrate(settings: Settings) -> None:
+    """Migrates through the owner's connection (the app's own role may not alter tables)."""
+    owner = Database(settings.resolved_migration_url, schema=settings.database_schema)
+    try:
+        await upgrade_to_head(owner, app_role=settings.database_app_role)
+    finally:
+        await owner.dispose()

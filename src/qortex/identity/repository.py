@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qortex.core.database import TenantScope
+from qortex.core.database import TenantScope, allow_lookup
 from qortex.identity.models import ApiKey
 
 
@@ -18,7 +18,8 @@ async def find_for_authentication(*, session: AsyncSession, key_id: uuid.UUID) -
 
     Its caller verifies the secret before the row's tenant is used for anything.
     """
-    return await session.get(ApiKey, key_id)
+    await allow_lookup(session, "api_key", str(key_id))
+    return await session.scalar(select(ApiKey).where(ApiKey.id == key_id))
 
 
 async def get(*, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID) -> ApiKey | None:

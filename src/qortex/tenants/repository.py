@@ -1,23 +1,37 @@
-"""Queries on the tenants table. Tenants are the scope itself, so these run in system sessions."""
+"""Queries on the tenants table.
+
+Reading the directory of tenants (by name, or all of them) is an operator's act that precedes any
+tenant scope; on PostgreSQL it is allowed only where a transaction asks for it explicitly.
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qortex.core.database import TenantScope, allow_lookup
 from qortex.tenants.models import Tenant
 
 
 async def get_by_name(*, session: AsyncSession, name: str) -> Tenant | None:
+    await allow_lookup(session, "tenant_directory", "on")
     return await session.scalar(select(Tenant).where(Tenant.name == name))
 
 
-async def get_by_id(*, session: AsyncSession, tenant_id: uuid.UUID) -> Tenant | None:
-    return await session.get(Tenant, tenant_id)
-
-
 async def list_all(*, session: AsyncSession) -> Sequence[Tenant]:
+    await allow_lookup(session, "tenant_directory", "on")
     return (await session.scalars(select(Tenant).order_by(Tenant.created_at))).all()
+
+
+def add(*, session: AsyncSession, scope: TenantScope, tenant: Tenant) -> None:
+    if tenant.id != scope.tenant_id:
+        raise ValueError("a tenant row is written only inside its own scope")
+    session.add(tenant)
+
+
+async def get_in_scope(*, session: AsyncSession, scope: TenantScope, for_update: bool = False) -> Tenant | None:
+    """The scope's own tenant row; `for_update` locks it until the transaction ends (PostgreSQL)."""
+    query = select(Tenant).where(Tenant.id == scope.tenant_id)
+    return await session.scalar(query.with_for_update() if for_update else query)

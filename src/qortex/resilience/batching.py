@@ -26,6 +26,12 @@ class _Job:
     future: asyncio.Future[list[PredictionResult]] = field(repr=False)
 
 
+def _fail_shutting_down(jobs: Sequence[_Job]) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(Overloaded("the server is shutting down", retry_after_seconds=1))
+
+
 class EngineBatcher:
     def __init__(self, *, max_batch: int, max_wait_s: float, queue_size: int, retry_after_seconds: int) -> None:
         self.max_batch = max_batch
@@ -53,9 +59,7 @@ class EngineBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
         while not self._queue.empty():
-            job = self._queue.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(Overloaded("the server is shutting down", retry_after_seconds=1))
+            _fail_shutting_down([self._queue.get_nowait()])
         self._executor.shutdown(wait=True)
 
     async def predict(self, predictor: Predictor, series: Sequence[np.ndarray], horizon: int) -> list[PredictionResult]:
@@ -71,14 +75,19 @@ class EngineBatcher:
     async def _run(self) -> None:
         while True:
             jobs = [await self._queue.get()]
-            size = len(jobs[0].series)
-            if size < self.max_batch and self.max_wait_s > 0:
-                await asyncio.sleep(self.max_wait_s)
-            while size < self.max_batch and not self._queue.empty():
-                job = self._queue.get_nowait()
-                jobs.append(job)
-                size += len(job.series)
-            await self._execute(jobs)
+            try:
+                size = len(jobs[0].series)
+                if size < self.max_batch and self.max_wait_s > 0:
+                    await asyncio.sleep(self.max_wait_s)
+                while size < self.max_batch and not self._queue.empty():
+                    job = self._queue.get_nowait()
+                    jobs.append(job)
+                    size += len(job.series)
+                await self._execute(jobs)
+            except asyncio.CancelledError:
+                # Jobs already taken off the queue would otherwise wait forever once stop() cancels us.
+                _fail_shutting_down(jobs)
+                raise
 
     async def _execute(self, jobs: list[_Job]) -> None:
         groups: dict[tuple[int, int], list[_Job]] = {}

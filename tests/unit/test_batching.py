@@ -67,17 +67,13 @@ def walk(seed: int, n: int = 48, drift: float = 0.0) -> npt.NDArray[np.float64]:
     return 100 + np.cumsum(rng.normal(loc=drift, size=n))
 
 
-async def test_concurrent_requests_share_one_engine_call(
-    batcher: EngineBatcher, predictor: CountingPredictor
-) -> None:
+async def test_concurrent_requests_share_one_engine_call(batcher: EngineBatcher, predictor: CountingPredictor) -> None:
     answers = await asyncio.gather(*(batcher.predict(predictor, [walk(i)], 1) for i in range(10)))
     assert predictor.calls == [10]
     assert [len(a) for a in answers] == [1] * 10
 
 
-async def test_each_request_gets_its_own_results_in_order(
-    batcher: EngineBatcher, predictor: CountingPredictor
-) -> None:
+async def test_each_request_gets_its_own_results_in_order(batcher: EngineBatcher, predictor: CountingPredictor) -> None:
     requests = [[walk(1, drift=0.8), walk(2, drift=-0.8), walk(3)], [walk(4, drift=-0.3)], [walk(5), walk(6, drift=1)]]
     expected = [[predictor.predict_batch([s], 1)[0].probability_up for s in series] for series in requests]
     flat = [p for probabilities in expected for p in probabilities]

@@ -60,17 +60,22 @@ def eval_command(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Also write the report as JSON to this path.")
     ] = None,
+    engine_set: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an EngineConfig field, e.g. --set encoder=rate (repeatable)."),
+    ] = None,
 ) -> None:
     """Score the engine, its ablations and the baselines by walk-forward evaluation on real series."""
-    from qortex.engine import EngineError
+    from qortex.engine import EngineConfig, EngineError
     from qortex.engine.datasets import DatasetUnavailableError, load_collection
-    from qortex.engine.evaluation import DEFAULT_METHODS, EvalConfig, evaluate
+    from qortex.engine.evaluation import DEFAULT_METHODS, EvalConfig, evaluate, override_config
 
     console = Console()
     errors = Console(stderr=True)
     try:
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_METHODS
-        config = EvalConfig(folds=folds, horizon=horizon, window=window, methods=chosen)
+        engine = override_config(EngineConfig(window=window), engine_set or [])
+        config = EvalConfig(folds=folds, horizon=horizon, window=window, methods=chosen, engine=engine)
         loaded = load_collection(datasets)
         with Progress(
             TextColumn("[progress.description]{task.description}"),

@@ -145,6 +145,28 @@ class EvalConfig:
         return replace(self.engine, window=self.window)
 
 
+def override_config(base: EngineConfig, assignments: Sequence[str]) -> EngineConfig:
+    """Apply ``field=value`` overrides to an engine configuration, converting to each field's type."""
+    current = base.to_dict()
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or key not in current:
+            raise ValueError(f"bad override {item!r}: expected field=value with a field of EngineConfig")
+        kind = type(current[key])
+        try:
+            if kind is bool:
+                if raw.lower() not in {"true", "false", "1", "0"}:
+                    raise ValueError(raw)
+                changes[key] = raw.lower() in {"true", "1"}
+            else:
+                changes[key] = kind(raw)
+        except ValueError:
+            raise ValueError(f"bad override {item!r}: {key} takes a {kind.__name__}") from None
+    return replace(base, **changes)
+
+
 @dataclass(frozen=True)
 class Fold:
     """One series' part in one fold: train on ``series[:train_end]``, forecast at ``test_origins``."""

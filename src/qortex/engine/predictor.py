@@ -28,11 +28,12 @@ from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, Predic
 from qortex.engine.validation import validate_batch, validate_series
 from qortex.engine.windows import sliding_windows
 
-__all__ = ["Predictor"]
+__all__ = ["STAGES", "Predictor"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
+# Keys of PredictionResult.timings_ms, in pipeline order.
 STAGES = ("encoding", "neuromorphic", "patterns", "quantum", "readout")
 MIN_TRAINING_WINDOWS = 20
 # Rows per forward pass: the spike history is (window, n_neurons, CHUNK) float32.

@@ -1,4 +1,17 @@
-"""The predictor: configuration in the constructor, learning in `fit`, learned state in `*_`."""
+"""The predictor: configuration in the constructor, learning in `fit`, learned state in `*_`.
+
+Pipeline per batch (every stage vectorised over the batch, float32, seeded):
+normalise (robustly scaled differences of the last `window` values) -> spike encoder ->
+LIF reservoir -> pattern detectors and momentum statistics -> circuit feature map on the
+reservoir features -> standardised logistic readout -> calibration.
+
+Choices worth knowing:
+- A series shorter than `window` is left-padded with "no movement" (zero normalised moves).
+- A series without any movement answers exactly 0.5 ("neutral", confidence 0.5).
+- Calibration is fitted on the last `calibration_fraction` of the training windows (per series,
+  in time order) using a readout fitted without them; the readout is then refitted on all
+  windows and the calibration map kept.
+"""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from qortex.web.dependencies import AppServices
 from qortex.web.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from qortex.web.problems import install_problem_handlers
 
+from qortex.observability.logging import configure_logging
 
 async def start_services(settings: Settings) -> AppServices:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,3 +83,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+    configure_logging(settings.log_level)

@@ -21,7 +21,7 @@ from tests.integration.conftest import ServerFactory
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(120)]
 
-CLIENTS = 16
+CLIENTS = 8
 KILL_AFTER_CONFIRMED = 150
 MAX_SECONDS_OF_TRAFFIC = 30.0
 
@@ -46,6 +46,10 @@ async def _client(http: httpx.AsyncClient, number: int, traffic: Traffic) -> Non
             return
         finally:
             traffic.in_flight -= 1
+        if response.status_code in (429, 503):
+            # Back-pressure (a plan's limits, a full engine queue) is an answer, not a failure: retry as told.
+            await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+            continue
         assert response.status_code == 201, response.text
         body = response.json()
         traffic.confirmed[body["id"]] = body
@@ -72,8 +76,19 @@ async def _traffic_until_killed(base_url: str, headers: dict[str, str], kill: Ca
 
 
 async def _fetch_all(base_url: str, headers: dict[str, str], ids: list[str]) -> dict[str, httpx.Response]:
+    """Reads every id back with CLIENTS concurrent readers, retrying when told to back off."""
+    gate = asyncio.Semaphore(CLIENTS)
+
+    async def fetch(http: httpx.AsyncClient, prediction_id: str) -> httpx.Response:
+        async with gate:
+            while True:
+                response = await http.get(f"/v1/predictions/{prediction_id}")
+                if response.status_code not in (429, 503):
+                    return response
+                await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
-        responses = await asyncio.gather(*(http.get(f"/v1/predictions/{i}") for i in ids))
+        responses = await asyncio.wait_for(asyncio.gather(*(fetch(http, i) for i in ids)), timeout=60)
     return dict(zip(ids, responses, strict=True))
 
 
@@ -95,6 +110,6 @@ async def test_every_confirmed_prediction_survives_a_sigkill_mid_stream(
     assert after.first_key is None, after.output
     fetched = await _fetch_all(after.base_url, headers, list(confirmed))
     lost = {i: r.status_code for i, r in fetched.items() if r.status_code != 200}
-    assert not lost, f"{len(lost)} of {len(confirmed)} confirmed predictions are gone: {lost}"
+    assert not lost, f"{len(lost)} of {len(confirmed)} confirmed predictions are gone, e.g. {list(lost.items())[:3]}"
     changed = [i for i, r in fetched.items() if r.json() != confirmed[i]]
     assert not changed, f"{len(changed)} predictions read back differently, e.g. {changed[:3]}"

@@ -74,6 +74,21 @@ def test_init_prints_an_owner_key_once_and_a_second_init_does_not(qortex: CliRun
     assert "qortex keys create" in second.stdout
 
 
+def test_migrate_on_a_fresh_data_dir_creates_the_database(qortex: CliRunner, tmp_path: Path) -> None:
+    result = ok(qortex, "migrate")
+    assert re.search(r"Database schema at revision \w+\.", result.stdout), result.stdout
+    assert (tmp_path / "data" / "qortex.db").is_file()
+    assert "at revision" in ok(qortex, "migrate").stdout
+
+
+def test_serve_refuses_production_without_an_explicit_database(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QORTEX_ENV", "production")
+    get_settings.cache_clear()
+    assert_one_line_error(invoke(qortex, "serve"), "QORTEX_DATABASE_URL must be set explicitly in production")
+
+
 def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:
     created = ok(qortex, "tenants", "create", "acme", "--plan", "gold")
     assert "Created tenant acme" in created.stdout

@@ -40,6 +40,7 @@ def migrate() -> None:
 
     async def _migrate() -> str | None:
         settings = get_settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         await migrate_database(settings)
         async with open_database(settings, migrate=False) as db:
             return await current_revision(db)

@@ -299,7 +299,8 @@ def render(runs: list[Run], *, seconds: float, load_before: float, load_after: f
         f"each batch request posts {BATCH_ITEMS} items. The floor is a bare FastAPI app answering a constant "
         "to the same POST body, served by the same uvicorn (uvloop, httptools, log level info) on the same core.",
         "",
-        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}. "
+        f"Code: {code_version()}. Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, "
+        f"Python {platform.python_version()}. "
         f"1-minute load average {load_before:.1f} before and {load_after:.1f} after "
         "(other work shares this machine when it is above ~1, and then every number below is pessimistic).",
         "",
@@ -336,6 +337,18 @@ def render(runs: list[Run], *, seconds: float, load_before: float, load_after: f
         f"Run at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
     ]
     return "\n".join(lines)
+
+
+def code_version() -> str:
+    """The commit measured, and whether src/ differed from it (uncommitted work is measured too)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    commit = head.stdout.strip() or "unknown"
+    return f"commit {commit}" + (" plus uncommitted changes in src/" if dirty.stdout.strip() else "")
 
 
 def wrk_version() -> str:

@@ -14,10 +14,15 @@ from qortex.core.database import Database
 from qortex.core.migrate import migrate
 from qortex.identity.router import router as api_keys_router
 from qortex.identity.service import ApiKeyCache
+from qortex.limits.middleware import RateLimitMiddleware
+from qortex.limits.router import router as usage_router
+from qortex.limits.service import RateLimits
+from qortex.limits.storage import open_storage
 from qortex.models import service as model_service
 from qortex.models.router import router as models_router
 from qortex.models.runtime import ModelRuntime
 from qortex.observability.health import router as health_router
+from qortex.observability.logging import configure_logging
 from qortex.predictions.router import router as predictions_router
 from qortex.resilience.batching import EngineBatcher
 from qortex.tenants import service as tenant_service
@@ -25,7 +30,6 @@ from qortex.web.dependencies import AppServices
 from qortex.web.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from qortex.web.problems import install_problem_handlers
 
-from qortex.observability.logging import configure_logging
 
 async def start_services(settings: Settings) -> AppServices:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -46,11 +50,15 @@ async def start_services(settings: Settings) -> AppServices:
     cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds, max_entries=settings.api_key_cache_size)
     audit = AuditWriter(db)
     audit.start()
+    limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))
     # --- further services are built above this line
-    return AppServices(settings=settings, db=db, runtime=runtime, batcher=batcher, key_cache=cache, audit=audit)
+    return AppServices(
+        settings=settings, db=db, runtime=runtime, batcher=batcher, key_cache=cache, audit=audit, limits=limits
+    )
 
 
 async def stop_services(services: AppServices) -> None:
+    await services.limits.close()
     # --- further services are stopped above this line
     await services.batcher.stop()
     await services.audit.stop()
@@ -77,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in (health_router, predictions_router, models_router, api_keys_router):
         app.include_router(router)
+    app.include_router(usage_router)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
+    app.add_middleware(RateLimitMiddleware)
     # --- further middleware is added above this line (it runs after the body limit)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

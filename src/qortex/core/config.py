@@ -46,6 +46,16 @@ class Settings(BaseSettings):
 
     # --- identity: people, passwords, tokens, sessions (insert identity settings above this line)
 
+    # Per-tenant rate limits and quotas (plans in qortex.limits.plans); false turns enforcement off.
+    limits_enabled: bool = True
+    # A tenant's effective limits and stored-bytes total are cached this long in each process.
+    limits_cache_seconds: float = Field(default=15.0, ge=0.0, le=300.0)
+    # A concurrency slot a dead process never released frees itself after this long.
+    limits_concurrency_lease_seconds: float = Field(default=300.0, ge=1.0)
+    # Redis calls for limits give up after this long; the request is then served unlimited (fail open).
+    limits_redis_timeout_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
+    # At most one `rate_limited` audit event per credential and limit in this interval; it counts the rest.
+    limits_audit_interval_seconds: float = Field(default=10.0, ge=0.0)
     # --- rate limits and quotas (insert limit settings above this line)
 
     # --- request security: headers, CORS, proxies, allow-lists, signing (insert above this line)
@@ -55,6 +65,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'qortex.db').resolve()}"
+
+    @property
+    def resolved_migration_url(self) -> str:
+        return self.migration_database_url or self.resolved_database_url
 
     @property
     def is_sqlite(self) -> bool:
@@ -71,7 +85,3 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
-    @property
-    def resolved_migration_url(self) -> str:
-        return self.migration_database_url or self.resolved_database_url
-

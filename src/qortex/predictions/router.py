@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from qortex.core.idempotency import IdempotentRequest
 from qortex.core.pagination import decode_cursor
@@ -36,9 +36,15 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 @router.post("", status_code=201, response_model=PredictionOut)
 async def create_prediction(
-    body: PredictionCreate, principal: CanCreate, services: Services, key: IdempotencyKey, response: Response
+    body: PredictionCreate,
+    principal: CanCreate,
+    services: Services,
+    key: IdempotencyKey,
+    request: Request,
+    response: Response,
 ) -> dict[str, object]:
     """Predicts the direction of one series and stores the prediction."""
+    await services.limits.admit_predictions(request, principal, count=1, batch=False)
     answer = await service.create(services=services.predictions, scope=principal.scope, request=body, key=key)
     if answer.replayed:
         response.headers[REPLAYED_HEADER] = "true"
@@ -51,9 +57,11 @@ async def create_prediction_batch(
     principal: CanCreate,
     services: Services,
     key: IdempotencyKey,
+    request: Request,
     response: Response,
 ) -> dict[str, object]:
     """Predicts many series at once; each item answers 201 or its own problem."""
+    await services.limits.admit_predictions(request, principal, count=len(body.items), batch=True)
     answer = await service.create_batch(
         services=services.predictions,
         scope=principal.scope,

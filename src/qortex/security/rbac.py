@@ -23,6 +23,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     COMPLIANCE_MANAGE = "compliance:manage"
     TENANT_CONFIGURE = "tenant:configure"
+    USAGE_READ = "usage:read"
 
 
 _READ = {Permission.PREDICTIONS_READ, Permission.MODELS_READ}
@@ -31,11 +32,11 @@ _ADMIN = _ANALYST | {Permission.KEYS_MANAGE, Permission.USERS_MANAGE, Permission
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: frozenset(Permission),
-    Role.ADMIN: frozenset(_ADMIN | {Permission.COMPLIANCE_MANAGE}),
+    Role.ADMIN: frozenset(_ADMIN | {Permission.COMPLIANCE_MANAGE, Permission.USAGE_READ}),
     Role.ANALYST: frozenset(_ANALYST),
     Role.VIEWER: frozenset(_READ),
     Role.SERVICE: frozenset(_ANALYST),
-    Role.AUDITOR: frozenset(_READ | {Permission.AUDIT_READ}),
+    Role.AUDITOR: frozenset(_READ | {Permission.AUDIT_READ, Permission.USAGE_READ}),
 }
 
 

@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from qortex.audit.service import AuditWriter
+from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import Forbidden, Unauthenticated
 from qortex.identity import service as identity_service
 from qortex.identity.service import ApiKeyCache
+from qortex.limits.service import RateLimits
 from qortex.models.runtime import ModelRuntime
 from qortex.predictions.service import PredictionServices
 from qortex.resilience.batching import EngineBatcher
@@ -33,6 +34,7 @@ class AppServices:
     batcher: EngineBatcher
     key_cache: ApiKeyCache
     audit: AuditWriter
+    limits: RateLimits
     # --- further services are added above this line
 
     @property
@@ -58,14 +60,29 @@ async def authenticate(request: Request, services: Services) -> Principal:
     principal = await identity_service.authenticate(db=services.db, cache=services.key_cache, token=token.strip())
     request.state.principal = principal
     # --- checks that need the principal (allow-lists, signatures, limits) run here, in this order
+    await services.limits.admit(request, principal)
     return principal
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller and checks one permission; routes declare it."""
 
-    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(
+        principal: Annotated[Principal, Depends(authenticate)], request: Request, services: Services
+    ) -> Principal:
         if not principal.can(permission):
+            denied = AuditRecord(
+                action="permission_denied",
+                outcome="denied",
+                actor_kind=principal.credential_kind,
+                actor_id=str(principal.credential_id),
+                target_type="permission",
+                target_id=permission.value,
+                request_id=getattr(request.state, "request_id", None),
+                client_ip=request.client.host if request.client else None,
+                details={"role": principal.role.value, "method": request.method, "path": request.url.path},
+            )
+            await services.audit.write(principal.scope, denied)
             raise Forbidden(f"role {principal.role.value!r} lacks permission {permission.value!r}")
         return principal
 

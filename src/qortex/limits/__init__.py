@@ -1,0 +1,1 @@
+"""Per-tenant rate limits and quotas: plans, their enforcement, and the usage a tenant can read."""

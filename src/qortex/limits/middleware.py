@@ -1,0 +1,39 @@
+"""Puts a request's RateLimit-* headers on its response, and frees its concurrency slot when it is done."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qortex.limits.service import STATE_KEY, Admission
+
+
+def _admission(scope: Scope) -> Admission | None:
+    admission = scope.get("state", {}).get(STATE_KEY)
+    return admission if isinstance(admission, Admission) else None
+
+
+class RateLimitMiddleware:
+    """Authentication admits the request (`RateLimits.admit`); this finishes it, whatever the outcome."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                admission = _admission(scope)
+                if admission is not None and admission.headers:
+                    extra = [(k.lower().encode(), v.encode()) for k, v in admission.headers.items()]
+                    message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            admission = _admission(scope)
+            if admission is not None:
+                await admission.finish()

@@ -1,0 +1,327 @@
+"""Enforcing a tenant's limits on each authenticated request, and reporting its usage.
+
+Request rates (per minute, per hour) use the `limits` moving window: exact, one entry per request
+in the window. Predictions per day use its sliding-window counter: two counters per tenant however
+large the quota, at the price of an approximation once a day has passed (the previous day's count is
+weighted by how much of it still overlaps the window). Counters live in Redis when it is configured,
+so every replica enforces one shared limit, and in memory otherwise.
+
+A request refused by the per-minute limit does not count towards the hour; a request refused by
+the hour has used a per-minute entry. If the counter store fails, requests are served unlimited
+for a few seconds (fail open) and the failure is logged: limits protect capacity, they must not
+become the outage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from fastapi import Request
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from limits.util import WindowStats
+from redis.exceptions import RedisError
+
+from qortex.audit.service import AuditRecord, AuditWriter
+from qortex.core.config import Settings
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import InvalidInput
+from qortex.limits import repository
+from qortex.limits.errors import RateLimited, StorageQuotaExceeded
+from qortex.limits.plans import FALLBACK_PLAN, PlanLimits, effective_limits
+from qortex.limits.schemas import LimitUsage, TenantUsage
+from qortex.limits.storage import LimitStorage
+from qortex.security.principal import Principal
+from qortex.tenants import repository as tenant_repository
+
+log = structlog.get_logger("qortex.limits")
+
+# Where a request's admission lives in the ASGI scope's state, for the middleware that finishes it.
+STATE_KEY = "rate_limit"
+# After the counter store fails, it is left alone this long (requests are served unlimited meanwhile).
+STORE_RETRY_SECONDS = 5.0
+_STORE_ERRORS = (StorageError, RedisError, OSError)
+_MAX_AUDIT_MARKS = 10_000
+
+
+@dataclass(slots=True)
+class Admission:
+    """One admitted (or refused) request: the RateLimit-* headers it answers with, and its concurrency slot."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    release: Callable[[], Awaitable[None]] | None = None
+
+    async def finish(self) -> None:
+        """Gives the concurrency slot back; safe to call more than once."""
+        release, self.release = self.release, None
+        if release is not None:
+            await release()
+
+
+@dataclass(slots=True)
+class _AuditMark:
+    written_at: float
+    suppressed: int = 0
+
+
+def _seconds_until(moment: float, now: float) -> int:
+    return max(0, math.ceil(moment - now))
+
+
+def _headers(limit: int, stats: WindowStats, window_seconds: int, now: float) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(max(0, stats.remaining)),
+        "RateLimit-Reset": str(_seconds_until(stats.reset_time, now)),
+        "RateLimit-Policy": f"{limit};w={window_seconds}",
+    }
+
+
+def _usage(limit: int, stats: WindowStats, window_seconds: int) -> LimitUsage:
+    remaining = max(0, stats.remaining)
+    used = limit - remaining
+    resets_at = datetime.fromtimestamp(stats.reset_time, UTC) if used else None
+    return LimitUsage(limit=limit, used=used, remaining=remaining, window_seconds=window_seconds, resets_at=resets_at)
+
+
+class RateLimits:
+    """The process's limit enforcement: effective limits cached per tenant, counters in the chosen storage."""
+
+    def __init__(self, *, settings: Settings, db: Database, audit: AuditWriter, storage: LimitStorage) -> None:
+        self.enabled = settings.limits_enabled
+        self.storage = storage
+        self._db = db
+        self._audit = audit
+        self._global_batch_max = settings.batch_max_items
+        self._cache_seconds = settings.limits_cache_seconds
+        self._audit_interval = settings.limits_audit_interval_seconds
+        self._moving = MovingWindowRateLimiter(storage.counters)
+        self._sliding = SlidingWindowCounterRateLimiter(storage.counters)
+        self._limits: dict[uuid.UUID, tuple[float, str, PlanLimits]] = {}
+        self._stored: dict[uuid.UUID, tuple[float, int]] = {}
+        self._audit_marks: dict[tuple[uuid.UUID, str], _AuditMark] = {}
+        self._store_down_until = 0.0
+
+    async def close(self) -> None:
+        await self.storage.close()
+
+    def forget(self, tenant_id: uuid.UUID) -> None:
+        """Drops the cached limits and stored total of a tenant, e.g. after its plan or overrides changed."""
+        self._limits.pop(tenant_id, None)
+        self._stored.pop(tenant_id, None)
+
+    async def limits_for(self, scope: TenantScope) -> tuple[str, PlanLimits]:
+        """The tenant's plan name and effective limits, from the process cache when fresh."""
+        now = time.monotonic()
+        cached = self._limits.get(scope.tenant_id)
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        async with self._db.tenant_session(scope) as session:
+            tenant = await tenant_repository.get_in_scope(session=session, scope=scope)
+        plan, overrides = (tenant.plan, tenant.limits) if tenant is not None else (FALLBACK_PLAN, {})
+        limits = effective_limits(plan=plan, overrides=overrides)
+        self._limits[scope.tenant_id] = (now + self._cache_seconds, plan, limits)
+        return plan, limits
+
+    async def stored_bytes(self, scope: TenantScope, *, fresh: bool = False) -> int:
+        now = time.monotonic()
+        cached = self._stored.get(scope.tenant_id)
+        if cached is not None and cached[0] > now and not fresh:
+            return cached[1]
+        async with self._db.tenant_session(scope) as session:
+            total = await repository.stored_bytes(session=session, scope=scope)
+        self._stored[scope.tenant_id] = (now + self._cache_seconds, total)
+        return total
+
+    @staticmethod
+    def _minute(limits: PlanLimits) -> RateLimitItem:
+        return RateLimitItemPerMinute(limits.requests_per_minute)
+
+    @staticmethod
+    def _hour(limits: PlanLimits) -> RateLimitItem:
+        return RateLimitItemPerHour(limits.requests_per_hour)
+
+    @staticmethod
+    def _day(limits: PlanLimits) -> RateLimitItem:
+        return RateLimitItemPerDay(limits.predictions_per_day)
+
+    def _store_available(self) -> bool:
+        return time.monotonic() >= self._store_down_until
+
+    def _store_failed(self, error: Exception) -> None:
+        self._store_down_until = time.monotonic() + STORE_RETRY_SECONDS
+        log.warning(
+            "limit_store_unavailable",
+            storage=self.storage.kind,
+            error_type=type(error).__name__,
+            retry_in_seconds=STORE_RETRY_SECONDS,
+        )
+
+    async def admit(self, request: Request, principal: Principal) -> None:
+        """Counts one request against the tenant's rates and takes a concurrency slot, or raises RateLimited."""
+        if not self.enabled or getattr(request.state, STATE_KEY, None) is not None:
+            return
+        _, limits = await self.limits_for(principal.scope)
+        if not self._store_available():
+            return
+        tenant = str(principal.tenant_id)
+        admission = Admission()
+        setattr(request.state, STATE_KEY, admission)
+        try:
+            minute = self._minute(limits)
+            if not await self._moving.hit(minute, tenant, "requests"):
+                await self._refuse_window(request, principal, admission, "requests_per_minute", minute, 60)
+            hour = self._hour(limits)
+            if not await self._moving.hit(hour, tenant, "requests"):
+                await self._refuse_window(request, principal, admission, "requests_per_hour", hour, 3600)
+            token = await self.storage.concurrency.acquire(tenant, limits.concurrent_requests)
+            if token is not None:
+                concurrency = self.storage.concurrency
+
+                async def release() -> None:
+                    try:
+                        await concurrency.release(tenant, token)
+                    except _STORE_ERRORS as error:  # the slot's lease frees it later
+                        self._store_failed(error)
+
+                admission.release = release
+            stats = await self._moving.get_window_stats(minute, tenant, "requests")
+            admission.headers = _headers(limits.requests_per_minute, stats, 60, time.time())
+        except _STORE_ERRORS as error:
+            self._store_failed(error)
+            return
+        if token is None:
+            await self._audit_refusal(request, principal, "concurrent_requests", limits.concurrent_requests)
+            raise RateLimited(
+                f"at most {limits.concurrent_requests} requests of this tenant may be in flight at once",
+                limit="concurrent_requests",
+                retry_after_seconds=1,
+            )
+
+    async def _refuse_window(
+        self,
+        request: Request,
+        principal: Principal,
+        admission: Admission,
+        name: str,
+        item: RateLimitItem,
+        window_seconds: int,
+    ) -> None:
+        now = time.time()
+        stats = await self._moving.get_window_stats(item, str(principal.tenant_id), "requests")
+        admission.headers = _headers(item.amount, stats, window_seconds, now)
+        await self._audit_refusal(request, principal, name, item.amount)
+        per = "minute" if window_seconds == 60 else "hour"
+        raise RateLimited(
+            f"the tenant's limit of {item.amount} requests per {per} (limit {name}) is used up",
+            limit=name,
+            retry_after_seconds=max(1, _seconds_until(stats.reset_time, now)),
+        )
+
+    async def admit_predictions(self, request: Request, principal: Principal, *, count: int, batch: bool) -> None:
+        """Checks the batch size and stored-bytes quota, then charges `count` predictions to the daily quota."""
+        if not self.enabled:
+            return
+        _, limits = await self.limits_for(principal.scope)
+        max_items = min(limits.max_batch_items, self._global_batch_max)
+        if batch and count > max_items:
+            raise InvalidInput(
+                f"a batch holds at most {max_items} items for this tenant (limit max_batch_items), got {count}",
+                errors=[{"loc": ["body", "items"], "msg": f"at most {max_items} items (max_batch_items)"}],
+            )
+        stored = await self.stored_bytes(principal.scope)
+        if stored >= limits.stored_bytes:
+            await self._audit_refusal(request, principal, "stored_bytes", limits.stored_bytes)
+            raise StorageQuotaExceeded(
+                f"the tenant stores {stored} bytes of predictions, its quota is {limits.stored_bytes} bytes "
+                "(limit stored_bytes); delete data or raise the quota"
+            )
+        if not self._store_available():
+            return
+        tenant = str(principal.tenant_id)
+        day = self._day(limits)
+        try:
+            if await self._sliding.hit(day, tenant, "predictions", cost=count):
+                return
+            stats = await self._sliding.get_window_stats(day, tenant, "predictions")
+        except _STORE_ERRORS as error:
+            self._store_failed(error)
+            return
+        now = time.time()
+        admission = getattr(request.state, STATE_KEY, None)
+        if isinstance(admission, Admission):
+            admission.headers = _headers(day.amount, stats, 86_400, now)
+        await self._audit_refusal(request, principal, "predictions_per_day", day.amount)
+        raise RateLimited(
+            f"this request needs {count} prediction(s); {max(0, stats.remaining)} of the tenant's "
+            f"{day.amount} predictions per day (limit predictions_per_day) remain",
+            limit="predictions_per_day",
+            retry_after_seconds=max(1, _seconds_until(stats.reset_time, now)),
+        )
+
+    async def _audit_refusal(self, request: Request, principal: Principal, name: str, limit: int) -> None:
+        """Writes a `rate_limited` event, at most one per credential and limit per interval; it counts the others."""
+        now = time.monotonic()
+        key = (principal.credential_id, name)
+        mark = self._audit_marks.get(key)
+        if mark is not None and now - mark.written_at < self._audit_interval:
+            mark.suppressed += 1
+            return
+        suppressed = mark.suppressed if mark is not None else 0
+        if len(self._audit_marks) >= _MAX_AUDIT_MARKS:
+            cutoff = now - self._audit_interval
+            self._audit_marks = {k: m for k, m in self._audit_marks.items() if m.written_at >= cutoff}
+        self._audit_marks[key] = _AuditMark(written_at=now)
+        record = AuditRecord(
+            action="rate_limited",
+            outcome="denied",
+            actor_kind=principal.credential_kind,
+            actor_id=str(principal.credential_id),
+            target_type="limit",
+            target_id=name,
+            request_id=getattr(request.state, "request_id", None),
+            client_ip=request.client.host if request.client else None,
+            details={
+                "limit": limit,
+                "method": request.method,
+                "path": request.url.path,
+                "refusals_not_logged_since_previous_event": suppressed,
+            },
+        )
+        try:
+            await self._audit.write(principal.scope, record)
+        except Exception as error:  # the refusal stands even if its record could not be stored
+            log.error("rate_limited_audit_failed", error_type=type(error).__name__, limit=name)
+
+    async def usage(self, principal: Principal) -> TenantUsage:
+        """Current use of every limit of the caller's tenant (this request included)."""
+        plan, limits = await self.limits_for(principal.scope)
+        tenant = str(principal.tenant_id)
+        minute, hour, day = self._minute(limits), self._hour(limits), self._day(limits)
+        stored = await self.stored_bytes(principal.scope, fresh=True)
+        minute_stats = await self._moving.get_window_stats(minute, tenant, "requests")
+        hour_stats = await self._moving.get_window_stats(hour, tenant, "requests")
+        day_stats = await self._sliding.get_window_stats(day, tenant, "predictions")
+        in_flight = await self.storage.concurrency.current(tenant)
+        return TenantUsage(
+            plan=plan,
+            requests_per_minute=_usage(limits.requests_per_minute, minute_stats, 60),
+            requests_per_hour=_usage(limits.requests_per_hour, hour_stats, 3600),
+            predictions_per_day=_usage(limits.predictions_per_day, day_stats, 86_400),
+            concurrent_requests=LimitUsage(
+                limit=limits.concurrent_requests,
+                used=in_flight,
+                remaining=max(0, limits.concurrent_requests - in_flight),
+            ),
+            stored_bytes=LimitUsage(
+                limit=limits.stored_bytes, used=stored, remaining=max(0, limits.stored_bytes - stored)
+            ),
+            max_batch_items=min(limits.max_batch_items, self._global_batch_max),
+        )

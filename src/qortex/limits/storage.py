@@ -1,0 +1,61 @@
+"""Where limit counters live: in this process (embedded default) or in Redis when `QORTEX_REDIS_URL` is set.
+
+With Redis, every replica shares one count per tenant; without it, each process counts alone (so N
+worker processes would each allow the full limit; production runs with Redis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from redis.asyncio import ConnectionPool, Redis
+
+from qortex.core.config import Settings
+from qortex.limits.concurrency import ConcurrencyCounter, MemoryConcurrency, RedisConcurrency
+
+KEY_PREFIX = "qortex:limits"
+
+
+@dataclass(slots=True)
+class LimitStorage:
+    """The counters of the `limits` strategies, the concurrency counter, and the Redis pool they share."""
+
+    counters: Storage
+    concurrency: ConcurrencyCounter
+    pool: ConnectionPool | None = None
+
+    @property
+    def kind(self) -> str:
+        return "redis" if self.pool is not None else "memory"
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.disconnect()
+
+
+def _limits_uri(redis_url: str) -> str:
+    """`limits` names its async Redis storages `async+redis://`, `async+rediss://`, `async+redis+unix://`."""
+    if redis_url.startswith("unix://"):
+        return "async+redis+unix://" + redis_url[len("unix://") :]
+    return "async+" + redis_url
+
+
+def open_storage(settings: Settings) -> LimitStorage:
+    """Redis if configured, else memory. Redis calls time out quickly: a slow Redis must not stall every request."""
+    if not settings.redis_url:
+        return LimitStorage(counters=MemoryStorage(), concurrency=MemoryConcurrency())
+    timeout = settings.limits_redis_timeout_seconds
+    pool = ConnectionPool.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    # `limits` types its client options as scalars, but hands a pool through to redis-py untouched.
+    client_options: dict[str, Any] = {"connection_pool": pool}
+    counters = RedisStorage(
+        _limits_uri(settings.redis_url),
+        implementation="redispy",
+        key_prefix=KEY_PREFIX,
+        wrap_exceptions=True,
+        **client_options,
+    )
+    concurrency = RedisConcurrency(Redis(connection_pool=pool), lease_seconds=settings.limits_concurrency_lease_seconds)
+    return LimitStorage(counters=counters, concurrency=concurrency, pool=pool)

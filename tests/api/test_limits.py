@@ -1,0 +1,333 @@
+"""Per-tenant rate limits and quotas: refusals, RateLimit headers, plans and overrides, usage, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from qortex.api import create_app
+from qortex.audit.models import AuditEvent
+from qortex.core.config import Settings
+from qortex.core.database import Database
+from qortex.limits import repository as limits_repository
+from qortex.limits.plans import PLANS
+from qortex.security.rbac import Role
+from qortex.tenants import repository as tenant_repository
+from tests.conftest import TenantCredentials, key_for, make_tenant
+
+MODELS = "/v1/models"
+
+
+def series(seed: int = 0, n: int = 32) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(v) for v in 100 + np.cumsum(rng.normal(size=n))]
+
+
+def batch(count: int, seed: int = 0) -> dict[str, Any]:
+    return {"items": [{"source": "s", "values": series(seed + i)} for i in range(count)]}
+
+
+async def configure(app: FastAPI, who: TenantCredentials, *, plan: str | None = None, **limits: int) -> None:
+    """Sets a tenant's plan and overrides as the tenant configuration would, and drops the process cache."""
+    db: Database = app.state.services.db
+    async with db.tenant_session(who.tenant.scope, write=True) as session:
+        tenant = await tenant_repository.get_in_scope(session=session, scope=who.tenant.scope, for_update=True)
+        assert tenant is not None
+        tenant.limits = dict(limits)
+        if plan is not None:
+            tenant.plan = plan
+    app.state.services.limits.forget(who.tenant.id)
+
+
+async def audit_events(db: Database, who: TenantCredentials, action: str) -> list[AuditEvent]:
+    async with db.tenant_session(who.tenant.scope) as session:
+        rows = await session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.tenant_id == who.tenant.id, AuditEvent.action == action)
+            .order_by(AuditEvent.seq)
+        )
+        return list(rows)
+
+
+def rate_headers(response: httpx.Response) -> tuple[int, int, int]:
+    h = response.headers
+    return int(h["ratelimit-limit"]), int(h["ratelimit-remaining"]), int(h["ratelimit-reset"])
+
+
+async def test_requests_over_the_per_minute_limit_are_refused_with_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, requests_per_minute=3)
+    remaining = []
+    for _ in range(3):
+        response = await client.get(MODELS, headers=acme.headers)
+        assert response.status_code == 200, response.text
+        remaining.append(rate_headers(response)[1])
+    assert remaining == [2, 1, 0]
+
+    refused = await client.get(MODELS, headers=acme.headers)
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert problem["type"].endswith("/rate-limited")
+    assert "requests_per_minute" in problem["detail"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    limit, left, reset = rate_headers(refused)
+    assert (limit, left) == (3, 0)
+    assert 0 <= reset <= 60
+    assert refused.headers["ratelimit-policy"] == "3;w=60"
+
+
+async def test_every_authenticated_response_carries_decreasing_rate_headers(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    viewer = {"Authorization": f"Bearer {await key_for(app.state.services.db, acme.tenant, Role.VIEWER)}"}
+    standard = PLANS["standard"].requests_per_minute
+    answers = [
+        await client.get(MODELS, headers=acme.headers),
+        await client.get(f"/v1/predictions/{uuid.uuid4()}", headers=acme.headers),
+        await client.post("/v1/predictions", json={"source": "s", "values": [1.0]}, headers=acme.headers),
+        await client.get("/v1/api-keys", headers=viewer),
+        await client.get(MODELS, headers=acme.headers),
+    ]
+    assert [a.status_code for a in answers] == [200, 404, 422, 403, 200]
+    limits = [rate_headers(a)[0] for a in answers]
+    remaining = [rate_headers(a)[1] for a in answers]
+    assert limits == [standard] * 5
+    # The viewer key belongs to the same tenant: one count per tenant, whichever credential.
+    assert remaining == [standard - n for n in range(1, 6)]
+    assert all(0 <= rate_headers(a)[2] <= 60 for a in answers)
+
+    for unauthenticated in (
+        await client.get("/health/live"),
+        await client.get(MODELS),
+        await client.get(MODELS, headers={"Authorization": "Bearer qx_nope"}),
+    ):
+        assert "ratelimit-limit" not in unauthenticated.headers
+
+
+async def test_the_hourly_limit_refuses_even_when_the_minute_has_room(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, requests_per_minute=100, requests_per_hour=2)
+    assert [(await client.get(MODELS, headers=acme.headers)).status_code for _ in range(2)] == [200, 200]
+    refused = await client.get(MODELS, headers=acme.headers)
+    assert refused.status_code == 429
+    assert "requests_per_hour" in refused.json()["detail"]
+    assert rate_headers(refused)[:2] == (2, 0)
+    assert refused.headers["ratelimit-policy"] == "2;w=3600"
+    assert 60 < int(refused.headers["retry-after"]) <= 3600
+
+
+async def test_the_daily_prediction_quota_counts_every_batch_item(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, predictions_per_day=5)
+    first = await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
+    assert first.status_code == 200 and first.json()["succeeded"] == 3
+
+    too_many = await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)
+    assert too_many.status_code == 429
+    assert too_many.json()["type"].endswith("/rate-limited")
+    assert "predictions_per_day" in too_many.json()["detail"]
+    assert int(too_many.headers["retry-after"]) >= 1
+    assert rate_headers(too_many)[:2] == (5, 2)
+
+    for seed in (20, 21):
+        made = await client.post("/v1/predictions", json={"source": "s", "values": series(seed)}, headers=acme.headers)
+        assert made.status_code == 201
+    over = await client.post("/v1/predictions", json={"source": "s", "values": series(22)}, headers=acme.headers)
+    assert over.status_code == 429
+    listed = await client.get("/v1/predictions", headers=acme.headers)
+    assert len(listed.json()["items"]) == 5
+
+
+async def test_a_batch_above_the_tenant_maximum_is_refused_naming_the_limit(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, max_batch_items=2)
+    refused = await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
+    assert refused.status_code == 422
+    assert "max_batch_items" in refused.json()["detail"] and "at most 2" in refused.json()["detail"]
+    accepted = await client.post("/v1/predictions/batch", json=batch(2), headers=acme.headers)
+    assert accepted.status_code == 200
+    usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
+    # The refused batch was not charged to the daily quota.
+    assert usage["predictions_per_day"]["used"] == 2
+    assert usage["max_batch_items"] == 2
+
+
+async def test_a_tenant_over_its_stored_bytes_quota_cannot_add_predictions(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, stored_bytes=1)
+    first = await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    assert first.status_code == 201
+    app.state.services.limits.forget(acme.tenant.id)  # as if the cached total had expired
+    refused = await client.post("/v1/predictions", json={"source": "s", "values": series(2)}, headers=acme.headers)
+    assert refused.status_code == 507
+    assert refused.json()["type"].endswith("/storage-quota-exceeded")
+    assert "stored_bytes" in refused.json()["detail"]
+    assert (await client.get(f"/v1/predictions/{first.json()['id']}", headers=acme.headers)).status_code == 200
+
+
+async def test_a_plan_picks_the_limits_and_an_unknown_plan_gets_the_smallest(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, plan="enterprise")
+    assert rate_headers(await client.get(MODELS, headers=acme.headers))[0] == PLANS["enterprise"].requests_per_minute
+    await configure(app, acme, plan="platinum-typo")
+    assert rate_headers(await client.get(MODELS, headers=acme.headers))[0] == PLANS["free"].requests_per_minute
+    await configure(app, acme, plan="free", requests_per_minute=7, concurrent_requests=0)
+    usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["plan"] == "free"
+    assert usage["requests_per_minute"]["limit"] == 7
+    # An invalid stored override is ignored, not applied.
+    assert usage["concurrent_requests"]["limit"] == PLANS["free"].concurrent_requests
+
+
+async def test_one_tenants_usage_never_affects_another(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, globex: TenantCredentials
+) -> None:
+    await configure(app, acme, requests_per_minute=2, predictions_per_day=1)
+    await configure(app, globex, requests_per_minute=2, predictions_per_day=1)
+    assert (
+        await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    ).status_code == 201
+    assert (await client.get(MODELS, headers=acme.headers)).status_code == 200
+    assert (await client.get(MODELS, headers=acme.headers)).status_code == 429
+
+    made = await client.post("/v1/predictions", json={"source": "s", "values": series(2)}, headers=globex.headers)
+    assert made.status_code == 201
+    assert rate_headers(made)[:2] == (2, 1)
+    assert (await client.get(MODELS, headers=globex.headers)).status_code == 200
+
+
+async def test_usage_reports_every_limit_with_its_use_and_reset(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await client.get(MODELS, headers=acme.headers)
+    made = await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
+    assert made.status_code == 200
+    before = time.time()
+    response = await client.get("/v1/tenant/usage", headers=acme.headers)
+    assert response.status_code == 200
+    usage = response.json()
+    standard = PLANS["standard"]
+    assert usage["plan"] == "standard"
+    assert usage["requests_per_minute"]["limit"] == standard.requests_per_minute
+    assert usage["requests_per_minute"]["used"] == 3  # this request included
+    assert usage["requests_per_minute"]["remaining"] == standard.requests_per_minute - 3
+    assert usage["requests_per_minute"]["window_seconds"] == 60
+    assert usage["requests_per_hour"]["used"] == 3
+    assert usage["predictions_per_day"] == {
+        "limit": standard.predictions_per_day,
+        "used": 3,
+        "remaining": standard.predictions_per_day - 3,
+        "window_seconds": 86_400,
+        "resets_at": usage["predictions_per_day"]["resets_at"],
+    }
+    assert usage["concurrent_requests"]["used"] == 1  # this request holds a slot
+    resets = np.datetime64(usage["requests_per_minute"]["resets_at"].replace("Z", "")).astype("datetime64[ms]")
+    assert before < resets.astype(float) / 1000 <= before + 60
+
+    db: Database = app.state.services.db
+    async with db.tenant_session(acme.tenant.scope) as session:
+        stored = await limits_repository.stored_bytes(session=session, scope=acme.tenant.scope)
+    assert stored > 0
+    assert usage["stored_bytes"] == {
+        "limit": standard.stored_bytes,
+        "used": stored,
+        "remaining": standard.stored_bytes - stored,
+        "window_seconds": None,
+        "resets_at": None,
+    }
+
+
+@pytest.mark.parametrize(("role", "status"), [(Role.ADMIN, 200), (Role.AUDITOR, 200), (Role.ANALYST, 403)])
+async def test_usage_is_visible_to_owners_admins_and_auditors(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, role: Role, status: int
+) -> None:
+    key = await key_for(app.state.services.db, acme.tenant, role)
+    response = await client.get("/v1/tenant/usage", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == status
+
+
+async def test_refusals_are_audited_once_per_interval_with_the_rest_counted(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, requests_per_minute=1)
+    statuses = [(await client.get(MODELS, headers=acme.headers)).status_code for _ in range(6)]
+    assert statuses == [200] + [429] * 5
+    events = await audit_events(app.state.services.db, acme, "rate_limited")
+    assert len(events) == 1
+    event = events[0]
+    assert event.outcome == "denied"
+    assert event.target_id == "requests_per_minute"
+    # The actor is the credential's id (pseudonymous), never its secret.
+    assert event.actor_kind == "api_key"
+    assert event.actor_id is not None and uuid.UUID(event.actor_id).hex == acme.key.split("_")[1]
+    assert acme.key.split("_", 2)[2] not in str(event.details)
+    assert event.details["limit"] == 1 and event.details["path"] == MODELS
+
+
+async def test_a_denied_permission_is_audited(app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    db: Database = app.state.services.db
+    viewer = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.VIEWER)}"}
+    assert (await client.get("/v1/api-keys", headers=viewer)).status_code == 403
+    events = await audit_events(db, acme, "permission_denied")
+    assert len(events) == 1
+    assert events[0].target_id == "keys:manage" and events[0].details["role"] == "viewer"
+
+
+@pytest.fixture
+async def slow_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app whose engine batcher waits a full second before running, so requests stay in flight."""
+    application = create_app(settings.model_copy(update={"engine_max_wait_ms": 1000.0}))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def wait_for_in_flight(app: FastAPI, who: TenantCredentials, count: int) -> None:
+    concurrency = app.state.services.limits.storage.concurrency
+    for _ in range(1000):
+        if await concurrency.current(str(who.tenant.id)) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} requests never got in flight")
+
+
+async def test_requests_beyond_the_concurrency_limit_are_refused_while_others_are_in_flight(
+    slow_app: FastAPI,
+) -> None:
+    acme = await make_tenant(slow_app.state.services.db, "acme")
+    globex = await make_tenant(slow_app.state.services.db, "globex")
+    await configure(slow_app, acme, concurrent_requests=2)
+    transport = httpx.ASGITransport(app=slow_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
+        held = [
+            asyncio.create_task(
+                client.post("/v1/predictions", json={"source": "s", "values": series(i)}, headers=acme.headers)
+            )
+            for i in range(2)
+        ]
+        await wait_for_in_flight(slow_app, acme, 2)
+        refused = await client.get(MODELS, headers=acme.headers)
+        assert refused.status_code == 429
+        assert "at most 2 requests" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "1"
+        assert (await client.get(MODELS, headers=globex.headers)).status_code == 200
+
+        assert [r.status_code for r in await asyncio.gather(*held)] == [201, 201]
+        # Every slot was given back when its response was sent.
+        assert await slow_app.state.services.limits.storage.concurrency.current(str(acme.tenant.id)) == 0
+        assert (await client.get(MODELS, headers=acme.headers)).status_code == 200

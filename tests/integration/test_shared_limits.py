@@ -1,0 +1,133 @@
+"""Two app instances on one Redis and one database enforce one limit per tenant, not one each."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from qortex.api import create_app
+from qortex.core.config import Settings
+from tests.api.test_limits import MODELS, batch, configure, series, wait_for_in_flight
+from tests.conftest import TenantCredentials, make_tenant, require_service
+
+REDIS_URL = os.environ.get("QORTEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+pytestmark = pytest.mark.redis
+
+
+async def _redis_problem() -> str | None:
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await client.ping()
+        return None
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    problem = await _redis_problem()
+    if problem is not None:
+        require_service("Redis", problem)
+    return REDIS_URL
+
+
+class Pair:
+    """Two apps sharing Redis and the database, each with its own HTTP client."""
+
+    def __init__(self, apps: list[FastAPI], clients: list[httpx.AsyncClient]) -> None:
+        self.apps = apps
+        self.clients = clients
+
+
+async def _pair(settings: Settings) -> AsyncIterator[Pair]:
+    async with AsyncExitStack() as stack:
+        apps, clients = [], []
+        for _ in range(2):
+            app = create_app(settings)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            clients.append(
+                await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://qortex.test"))
+            )
+            apps.append(app)
+        assert all(app.state.services.limits.storage.kind == "redis" for app in apps)
+        yield Pair(apps, clients)
+
+
+@pytest.fixture
+async def pair(settings: Settings, redis_url: str) -> AsyncIterator[Pair]:
+    async for made in _pair(settings.model_copy(update={"redis_url": redis_url})):
+        yield made
+
+
+@pytest.fixture
+async def slow_pair(settings: Settings, redis_url: str) -> AsyncIterator[Pair]:
+    async for made in _pair(settings.model_copy(update={"redis_url": redis_url, "engine_max_wait_ms": 1000.0})):
+        yield made
+
+
+async def tenant_on(pair: Pair, name: str, **limits: int) -> TenantCredentials:
+    who = await make_tenant(pair.apps[0].state.services.db, name)
+    for app in pair.apps:
+        await configure(app, who, **limits)
+    return who
+
+
+async def test_requests_alternating_between_two_apps_trip_one_shared_limit(pair: Pair) -> None:
+    acme = await tenant_on(pair, "acme", requests_per_minute=4)
+    answers = [await pair.clients[n % 2].get(MODELS, headers=acme.headers) for n in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
+    assert [int(a.headers["ratelimit-remaining"]) for a in answers] == [3, 2, 1, 0, 0]
+    assert int(answers[-1].headers["retry-after"]) >= 1
+    # The first app is refused too: the count is the tenant's, not the process's.
+    assert (await pair.clients[0].get(MODELS, headers=acme.headers)).status_code == 429
+
+
+async def test_the_daily_prediction_quota_is_shared_by_both_apps(pair: Pair) -> None:
+    acme = await tenant_on(pair, "acme", predictions_per_day=3)
+    assert (await pair.clients[0].post("/v1/predictions/batch", json=batch(2), headers=acme.headers)).status_code == 200
+    refused = await pair.clients[1].post("/v1/predictions/batch", json=batch(2, seed=5), headers=acme.headers)
+    assert refused.status_code == 429
+    assert "predictions_per_day" in refused.json()["detail"]
+    made = await pair.clients[1].post(
+        "/v1/predictions", json={"source": "s", "values": series(9)}, headers=acme.headers
+    )
+    assert made.status_code == 201
+    usage = (await pair.clients[0].get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["used"] == 3
+
+
+async def test_a_request_in_flight_on_one_app_counts_on_the_other(slow_pair: Pair) -> None:
+    acme = await tenant_on(slow_pair, "acme", concurrent_requests=1)
+    held = asyncio.create_task(
+        slow_pair.clients[0].post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    )
+    await wait_for_in_flight(slow_pair.apps[1], acme, 1)
+    refused = await slow_pair.clients[1].get(MODELS, headers=acme.headers)
+    assert refused.status_code == 429
+    assert "in flight" in refused.json()["detail"]
+    assert (await held).status_code == 201
+    assert (await slow_pair.clients[1].get(MODELS, headers=acme.headers)).status_code == 200
+
+
+async def test_an_unreachable_redis_serves_requests_unlimited_instead_of_failing(settings: Settings) -> None:
+    # Port 1 on loopback refuses connections at once.
+    app = create_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    async with app.router.lifespan_context(app):
+        acme = await make_tenant(app.state.services.db, "acme")
+        await configure(app, acme, requests_per_minute=1)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
+            answers = [await client.get(MODELS, headers=acme.headers) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all("ratelimit-limit" not in a.headers for a in answers)

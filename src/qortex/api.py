@@ -25,10 +25,16 @@ from qortex.observability.health import router as health_router
 from qortex.observability.logging import configure_logging
 from qortex.predictions.router import router as predictions_router
 from qortex.resilience.batching import EngineBatcher
+from qortex.security.signing import nonce_store
 from qortex.tenants import service as tenant_service
+from qortex.tenants.policy import TenantPolicyCache
+from qortex.tenants.router import router as tenant_router
+from qortex.web.client_ip import ClientIpMiddleware
 from qortex.web.dependencies import AppServices
 from qortex.web.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from qortex.web.problems import install_problem_handlers
+from qortex.web.request_policy import RequestPolicy
+from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
 
 
 async def start_services(settings: Settings) -> AppServices:
@@ -51,14 +57,27 @@ async def start_services(settings: Settings) -> AppServices:
     audit = AuditWriter(db)
     audit.start()
     limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))
+    request_policy = RequestPolicy(
+        policies=TenantPolicyCache(db=db, ttl_seconds=settings.tenant_policy_cache_seconds),
+        nonces=nonce_store(settings.redis_url),
+        audit=audit,
+    )
     # --- further services are built above this line
     return AppServices(
-        settings=settings, db=db, runtime=runtime, batcher=batcher, key_cache=cache, audit=audit, limits=limits
+        settings=settings,
+        db=db,
+        runtime=runtime,
+        batcher=batcher,
+        key_cache=cache,
+        audit=audit,
+        request_policy=request_policy,
+        limits=limits,
     )
 
 
 async def stop_services(services: AppServices) -> None:
     await services.limits.close()
+    await services.request_policy.close()
     # --- further services are stopped above this line
     await services.batcher.stop()
     await services.audit.stop()
@@ -86,11 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health_router, predictions_router, models_router, api_keys_router):
         app.include_router(router)
     app.include_router(usage_router)
+    app.include_router(tenant_router)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(ClientIpMiddleware, trusted_proxies=settings.trusted_proxies)
+    add_cors(app, settings.cors_origins)
     # --- further middleware is added above this line (it runs after the body limit)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost, so the body limit's 413 and every other early answer carry the security headers too.
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
     configure_logging(settings.log_level)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qortex.core.netsettings import CidrList, OriginList
+
 MIB = 1024 * 1024
 
 
@@ -58,6 +60,13 @@ class Settings(BaseSettings):
     limits_audit_interval_seconds: float = Field(default=10.0, ge=0.0)
     # --- rate limits and quotas (insert limit settings above this line)
 
+    # Browser origins allowed to call the API (CORS), comma-separated or JSON; empty sends no CORS headers.
+    cors_origins: OriginList = Field(default_factory=list)
+    # CIDRs of the proxies whose X-Forwarded-For is believed; empty: the TCP peer is the client.
+    trusted_proxies: CidrList = Field(default_factory=list)
+    # Tenants' allow-lists and signing settings are cached per process this long: a change takes
+    # effect at once on the replica that made it, and within this delay on every other one.
+    tenant_policy_cache_seconds: float = Field(default=5.0, ge=0.0, le=10.0)
     # --- request security: headers, CORS, proxies, allow-lists, signing (insert above this line)
 
     @property

@@ -1,17 +1,29 @@
-"""Creating and listing tenants (an operator's task: the CLI, never a tenant's credential)."""
+"""Creating and listing tenants (an operator's task: the CLI), and a tenant's own security settings."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from qortex.core.database import Database
-from qortex.core.errors import Conflict, InvalidInput
+from sqlalchemy.exc import IntegrityError
+
+from qortex.audit import service as audit_service
+from qortex.audit.service import AuditRecord
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import Conflict, InvalidInput, NotFound
+from qortex.core.ids import new_id
+from qortex.core.payload import payload_codec
 from qortex.identity import service as identity_service
 from qortex.models import service as model_service
+from qortex.security import signing
+from qortex.security.allowlist import contains, parse_networks
 from qortex.security.rbac import Role
 from qortex.tenants import repository
 from qortex.tenants.models import Tenant
+from qortex.tenants.policy import TenantPolicyCache, signing_secret_context
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -22,11 +34,12 @@ async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
         raise InvalidInput(
             "tenant name must be 1 to 63 lowercase letters, digits or hyphens, starting with a letter or digit"
         )
-    async with db.system_session(write=True) as session:
-        if await repository.get_by_name(session=session, name=name) is not None:
-            raise Conflict(f"tenant {name!r} already exists")
-        tenant = Tenant(name=name, plan=plan)
-        session.add(tenant)
+    tenant = Tenant(id=new_id(), name=name, plan=plan)
+    try:
+        async with db.tenant_session(tenant.scope, write=True) as session:
+            repository.add(session=session, scope=tenant.scope, tenant=tenant)
+    except IntegrityError:
+        raise Conflict(f"tenant {name!r} already exists") from None
     await model_service.register_builtin_models(db=db, scope=tenant.scope)
     return tenant
 
@@ -48,3 +61,96 @@ async def ensure_first_tenant(*, db: Database, name: str = "default") -> tuple[T
     tenant = await create(db=db, name=name)
     answer = await identity_service.create_key(db=db, scope=tenant.scope, name="first owner key", role=Role.OWNER)
     return tenant, str(answer.body["key"])
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks for a change, as the audit chain records it (a pseudonymous credential id)."""
+
+    actor_kind: str
+    actor_id: str
+    request_id: str | None
+    client_ip: str | None
+
+    def record(self, action: str, tenant_id: uuid.UUID, details: dict[str, Any]) -> AuditRecord:
+        return AuditRecord(
+            action=action,
+            actor_kind=self.actor_kind,
+            actor_id=self.actor_id,
+            target_type="tenant",
+            target_id=str(tenant_id),
+            request_id=self.request_id,
+            client_ip=self.client_ip,
+            details=details,
+        )
+
+
+async def get_configuration(*, db: Database, scope: TenantScope) -> Tenant:
+    """Returns the scope's tenant with its security settings."""
+    async with db.tenant_session(scope) as session:
+        tenant = await repository.get_in_scope(session=session, scope=scope)
+    if tenant is None:
+        raise NotFound("tenant not found")
+    return tenant
+
+
+async def update_security(
+    *,
+    db: Database,
+    scope: TenantScope,
+    caller: Caller,
+    policies: TenantPolicyCache,
+    ip_allowlist: list[str] | None = None,
+    require_signed_requests: bool | None = None,
+    confirm_lockout: bool = False,
+) -> Tenant:
+    """Changes the allow-list and signing requirement (None leaves one as is), audited in the same transaction.
+
+    An allow-list that leaves out the caller's own address is refused unless `confirm_lockout` is set,
+    so nobody locks themselves out by a typo.
+    """
+    if ip_allowlist and not confirm_lockout and not contains(parse_networks(ip_allowlist), caller.client_ip):
+        raise InvalidInput(
+            f"the allow-list does not contain your current address ({caller.client_ip or 'unknown'}), so this"
+            ' credential would be refused from here on; add it, or send "confirm_lockout": true'
+        )
+    async with db.tenant_session(scope, write=True) as session:
+        tenant = await repository.get_in_scope(session=session, scope=scope, for_update=True)
+        if tenant is None:
+            raise NotFound("tenant not found")
+        changes: dict[str, Any] = {}
+        if ip_allowlist is not None and ip_allowlist != list(tenant.ip_allowlist or []):
+            changes["ip_allowlist"] = {"from": list(tenant.ip_allowlist or []), "to": ip_allowlist}
+            tenant.ip_allowlist = ip_allowlist
+        if require_signed_requests is not None and require_signed_requests != tenant.require_signed_requests:
+            if require_signed_requests and tenant.signing_secret_payload is None:
+                raise InvalidInput(
+                    "signed requests cannot be required before a signing secret exists;"
+                    " create one with POST /v1/tenant/signing-secret first"
+                )
+            changes["require_signed_requests"] = {"from": tenant.require_signed_requests, "to": require_signed_requests}
+            tenant.require_signed_requests = require_signed_requests
+        if changes:
+            if "ip_allowlist" in changes:
+                changes["confirm_lockout"] = confirm_lockout
+            record = caller.record("tenant.security_changed", tenant.id, changes)
+            await audit_service.append(session=session, scope=scope, records=[record])
+    policies.forget(scope.tenant_id)
+    return tenant
+
+
+async def rotate_signing_secret(
+    *, db: Database, scope: TenantScope, caller: Caller, policies: TenantPolicyCache
+) -> str:
+    """Replaces the tenant's signing secret and returns the new one (the only time it is shown)."""
+    secret = signing.generate_secret()
+    async with db.tenant_session(scope, write=True) as session:
+        tenant = await repository.get_in_scope(session=session, scope=scope, for_update=True)
+        if tenant is None:
+            raise NotFound("tenant not found")
+        replaced = tenant.signing_secret_payload is not None
+        tenant.signing_secret_payload = payload_codec().encode(secret, signing_secret_context(tenant.id))
+        record = caller.record("tenant.signing_secret_rotated", tenant.id, {"replaced_previous": replaced})
+        await audit_service.append(session=session, scope=scope, records=[record])
+    policies.forget(scope.tenant_id)
+    return secret

@@ -20,6 +20,7 @@ from qortex.predictions.service import PredictionServices
 from qortex.resilience.batching import EngineBatcher
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
+from qortex.web.request_policy import RequestPolicy
 
 PERMISSION_ATTRIBUTE = "qortex_permission"
 
@@ -35,6 +36,7 @@ class AppServices:
     key_cache: ApiKeyCache
     audit: AuditWriter
     limits: RateLimits
+    request_policy: RequestPolicy
     # --- further services are added above this line
 
     @property
@@ -60,6 +62,7 @@ async def authenticate(request: Request, services: Services) -> Principal:
     principal = await identity_service.authenticate(db=services.db, cache=services.key_cache, token=token.strip())
     request.state.principal = principal
     # --- checks that need the principal (allow-lists, signatures, limits) run here, in this order
+    await services.request_policy.enforce(request, principal)
     await services.limits.admit(request, principal)
     return principal
 

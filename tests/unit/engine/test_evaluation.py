@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from qortex.cli.eval import eval_command
 from qortex.engine import EngineConfig
 from qortex.engine.baselines import MajorityClass, Scope
 from qortex.engine.datasets import Dataset
@@ -167,3 +172,29 @@ def test_majority_baseline_matches_a_direct_computation() -> None:
 def test_unknown_methods_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown methods"):
         EvalConfig(methods=("engine", "oracle"))
+
+
+def test_eval_command_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(eval_command)
+    out = tmp_path / "report.json"
+    args = ["--datasets", "nile", "--window", "16", "--folds", "2", "--methods", "majority,persistence"]
+    result = CliRunner().invoke(app, [*args, "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "persistence" in result.output
+    report = json.loads(out.read_text())
+    assert {r["method"] for r in report["rows"]} == {"majority", "persistence"}
+    assert report["config"]["window"] == 16
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--datasets", "nope"], ["--methods", "oracle"], ["--set", "l2=abc"], ["--set", "nonsense=1"]],
+)
+def test_eval_command_errors_are_one_line_with_a_non_zero_exit(args: list[str]) -> None:
+    app = typer.Typer()
+    app.command()(eval_command)
+    result = CliRunner().invoke(app, ["--datasets", "nile", "--window", "16", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error: ") and len(result.output.strip().splitlines()) == 1

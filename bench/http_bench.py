@@ -38,6 +38,7 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 CONCURRENCIES = (8, 32, 128)
 BATCH_ITEMS = 1000
 BATCH_CONCURRENCY = 2
+BATCH_MIN_SECONDS = 30.0
 SERIES_LENGTH = 64
 FIRST_KEY = re.compile(r"\bqx_[0-9a-f]{32}_[A-Za-z0-9_-]+")
 READY_TIMEOUT_SECONDS = 60.0
@@ -230,7 +231,7 @@ def wrk(url: str, *, body: str, key: str | None, concurrency: int, seconds: floa
         f"-c{concurrency}",
         f"-d{seconds:g}s",
         "--timeout",
-        "10s",
+        "30s",
     ]
     output = subprocess.run(
         [*command, "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60, check=True
@@ -295,7 +296,8 @@ def render(runs: list[Run], *, seconds: float, load_before: float, load_after: f
         "limits would otherwise answer 429 long before capacity), embedded SQLite in a fresh temporary data "
         f"directory (WAL, synchronous=FULL), log level info, pinned with `taskset -c {SERVER_CPU}`; load from "
         f"`wrk` {wrk_version()} (one thread, closed loop, keep-alive) pinned with `taskset -c {CLIENT_CPU}`; "
-        f"{seconds:g} s per point after a warm-up. Each single request posts one series of {SERIES_LENGTH} values; "
+        f"{seconds:g} s per point ({max(seconds, BATCH_MIN_SECONDS):g} s for batches) after a warm-up. "
+        f"Each single request posts one series of {SERIES_LENGTH} values; "
         f"each batch request posts {BATCH_ITEMS} items. The floor is a bare FastAPI app answering a constant "
         "to the same POST body, served by the same uvicorn (uvloop, httptools, log level info) on the same core.",
         "",
@@ -434,7 +436,8 @@ def main() -> None:
                     key=key,
                     concurrency=BATCH_CONCURRENCY,
                     items=BATCH_ITEMS,
-                    seconds=args.seconds,
+                    # One batch takes seconds on a busy machine: measure long enough to see several.
+                    seconds=max(args.seconds, BATCH_MIN_SECONDS),
                     workdir=workdir,
                 )
             )

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qortex.engine.normalise import CLIP, last_windows, normalise_windows
@@ -14,6 +14,7 @@ from qortex.engine.normalise import CLIP, last_windows, normalise_windows
 series_st = st.lists(st.integers(-1000, 1000), min_size=8, max_size=80).map(lambda v: np.asarray(v, dtype=float))
 
 
+@settings(max_examples=60, deadline=None)
 @given(series_st, st.floats(0.01, 1000.0), st.floats(-1e4, 1e4))
 def test_positive_scale_and_shift_leave_the_normalised_window_unchanged(
     series: np.ndarray, scale: float, shift: float

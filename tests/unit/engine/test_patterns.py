@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qortex.engine.normalise import last_windows, normalise_windows
@@ -95,6 +95,7 @@ def test_recent_standstill_is_a_plateau_with_a_trailing_span() -> None:
     assert end == W - 1 and start <= W - 21
 
 
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(-1e3, 1e3), min_size=8, max_size=100))
 def test_strengths_are_in_unit_interval_and_spans_are_ordered(values: list[float]) -> None:
     scan = _scan(np.asarray(values))

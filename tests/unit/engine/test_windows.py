@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qortex.engine import sliding_windows
@@ -20,6 +20,7 @@ def test_labels_compare_target_with_last_value_of_the_window() -> None:
     assert x.dtype == np.float64 and y.dtype == np.int8
 
 
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(-5, 5), min_size=8, max_size=60),
     st.integers(2, 10),

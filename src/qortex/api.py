@@ -12,8 +12,11 @@ from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
 from qortex.core.migrate import migrate
+from qortex.identity.auth_router import router as auth_router
+from qortex.identity.auth_service import AuthServices
 from qortex.identity.router import router as api_keys_router
 from qortex.identity.service import ApiKeyCache
+from qortex.identity.users_router import router as users_router
 from qortex.limits.middleware import RateLimitMiddleware
 from qortex.limits.router import router as usage_router
 from qortex.limits.service import RateLimits
@@ -62,6 +65,7 @@ async def start_services(settings: Settings) -> AppServices:
         nonces=nonce_store(settings.redis_url),
         audit=audit,
     )
+    auth = await AuthServices.start(settings, db, audit)
     # --- further services are built above this line
     return AppServices(
         settings=settings,
@@ -70,6 +74,7 @@ async def start_services(settings: Settings) -> AppServices:
         batcher=batcher,
         key_cache=cache,
         audit=audit,
+        auth=auth,
         request_policy=request_policy,
         limits=limits,
     )
@@ -78,6 +83,7 @@ async def start_services(settings: Settings) -> AppServices:
 async def stop_services(services: AppServices) -> None:
     await services.limits.close()
     await services.request_policy.close()
+    await services.auth.stop()
     # --- further services are stopped above this line
     await services.batcher.stop()
     await services.audit.stop()
@@ -106,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(usage_router)
     app.include_router(tenant_router)
+    app.include_router(auth_router)
+    app.include_router(users_router)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(RateLimitMiddleware)

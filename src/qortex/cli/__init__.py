@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from qortex.cli import keys, tenants
+from qortex.cli import keys, tenants, users
 from qortex.cli.eval import eval_command
 from qortex.cli.predict import predict
 from qortex.cli.server import init, migrate, serve
@@ -24,3 +24,4 @@ app.command("predict")(predict)
 app.command("eval")(eval_command)
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(keys.app, name="keys")
+app.add_typer(users.app, name="users")

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qortex.core.netsettings import CidrList, OriginList
@@ -46,6 +46,23 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0.0, le=5.0)
     api_key_cache_size: int = Field(default=10_000, ge=1)
 
+    # argon2id cost; a stored hash made with other parameters is rehashed at the next successful login.
+    password_time_cost: int = Field(default=3, ge=1, le=20)
+    password_memory_kib: int = Field(default=64 * 1024, ge=8, le=4 * 1024 * 1024)
+    password_parallelism: int = Field(default=4, ge=1, le=64)
+    # `kid:secret` pairs separated by commas; the first signs, all verify (keep an old kid until its tokens expire).
+    # Unset in embedded mode: a random key is generated into <data_dir>/jwt-signing-key (mode 0600).
+    jwt_signing_keys: SecretStr | None = None
+    jwt_issuer: str = "qortex"
+    jwt_audience: str = "qortex-api"
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    # Without Redis each process polls for ended sessions this often (the promise is "refused within 5 s").
+    session_poll_seconds: float = Field(default=2.0, gt=0.0, le=4.0)
+    # Login throttling: failures allowed before backoff starts (1 s, doubling per failure, capped).
+    login_free_failures_per_account: int = Field(default=5, ge=1)
+    login_free_failures_per_ip: int = Field(default=20, ge=1)
+    login_max_backoff_seconds: int = Field(default=900, ge=1)
     # --- identity: people, passwords, tokens, sessions (insert identity settings above this line)
 
     # Per-tenant rate limits and quotas (plans in qortex.limits.plans); false turns enforcement off.
@@ -88,6 +105,8 @@ class Settings(BaseSettings):
         problems = []
         if self.env == "production" and not self.database_url:
             problems.append("QORTEX_DATABASE_URL must be set explicitly in production")
+        if self.env == "production" and not self.jwt_signing_keys:
+            problems.append("QORTEX_JWT_SIGNING_KEYS must be set in production (a generated key is for embedded mode)")
         return problems
 
 

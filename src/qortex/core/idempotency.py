@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -122,8 +122,12 @@ async def commit_once(
     request: IdempotentRequest | None,
     groups: Sequence[Sequence[Base]],
     stored_body: dict[str, Any],
+    in_transaction: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Answer | None:
-    """Commits the row groups and the answer together; returns the earlier answer when a twin request won the race."""
+    """Commits the row groups and the answer together; returns the earlier answer when a twin request won the race.
+
+    `in_transaction` runs after the rows are flushed, in the same transaction (an audit append, say).
+    """
     try:
         async with db.tenant_session(scope, write=True) as session:
             # Groups are flushed in order so that a row may reference rows of an earlier group.
@@ -133,6 +137,8 @@ async def commit_once(
                         raise ValueError(f"a {type(row).__name__} can only be stored in its own tenant")
                 session.add_all(rows)
                 await session.flush()
+            if in_transaction is not None:
+                await in_transaction(session)
             if request is not None:
                 remember(session=session, scope=scope, request=request, status_code=201, body=stored_body)
     except IntegrityError:

@@ -41,6 +41,7 @@ async def create_api_key(
         role=body.role,
         expires_at=body.expires_at,
         request=key,
+        actor=principal,
     )
     if answer.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -73,5 +74,7 @@ async def get_api_key(key_id: uuid.UUID, principal: CanManage, services: Service
 @router.delete("/{key_id}", status_code=204)
 async def revoke_api_key(key_id: uuid.UUID, principal: CanManage, services: Services) -> Response:
     """Revokes a key: refused at once here, and by every other process within 5 seconds."""
-    await service.revoke_key(db=services.db, scope=principal.scope, key_id=key_id, cache=services.key_cache)
+    await service.revoke_key(
+        db=services.db, scope=principal.scope, key_id=key_id, cache=services.key_cache, actor=principal
+    )
     return Response(status_code=204)

@@ -1,12 +1,25 @@
-"""Request and response bodies of the API keys API."""
+"""Request and response bodies of the identity API: API keys, users, sessions."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    StrictStr,
+    StringConstraints,
+)
 
+from qortex.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_problem
 from qortex.security.rbac import Role
 
 
@@ -38,3 +51,123 @@ class ApiKeyCreated(ApiKeyOut):
 class ApiKeyPage(BaseModel):
     items: list[ApiKeyOut]
     next_cursor: str | None
+
+
+# --- people and sessions ---------------------------------------------------------------------------------
+
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,63}$"
+
+
+def _lowercase(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _password_policy(value: SecretStr) -> SecretStr:
+    problem = policy_problem(value.get_secret_value())
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Username = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=USERNAME_PATTERN)]
+Email = Annotated[EmailStr, AfterValidator(_lowercase), Field(max_length=254)]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+NewPassword = Annotated[SecretStr, AfterValidator(_password_policy)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username = Field(description="3 to 64 of a-z 0-9 . _ -; unique across all tenants; stored lowercase")
+    email: Email = Field(description="Unique across all tenants; stored lowercase")
+    display_name: DisplayName
+    password: NewPassword = Field(description=f"{MIN_LENGTH} to {MAX_LENGTH} characters; stored as argon2id")
+    role: Role = Field(description="At most the creator's own permissions")
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email | None = None
+    display_name: DisplayName | None = None
+    role: Role | None = Field(default=None, description="Changing it ends the user's sessions")
+    password: NewPassword | None = Field(default=None, description="An administrator's reset; ends the sessions")
+    active: bool | None = Field(default=None, description="false deactivates (ends the sessions), true reactivates")
+
+
+class UserOut(BaseModel):
+    """What owners and admins see of the users of their tenant (never the password hash)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    email: str
+    display_name: str
+    role: Role
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    password_changed_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: StrictStr = Field(min_length=1, max_length=254, description="Username or email")
+    password: SecretStr = Field(max_length=MAX_LENGTH)
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: SecretStr = Field(min_length=1, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type name, not a secret
+    expires_in: int = Field(description="Seconds the access token is valid")
+    refresh_token: str = Field(
+        description="Single use: each refresh answers a new one; reusing a used one ends the session"
+    )
+    refresh_token_expires_at: datetime
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: SecretStr = Field(max_length=MAX_LENGTH)
+    new_password: NewPassword
+
+
+class MeUser(BaseModel):
+    """A person's view of themselves."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    email: str
+    display_name: str
+    password_changed_at: datetime
+
+
+class MeTenant(BaseModel):
+    id: uuid.UUID
+    name: str
+
+
+class Me(BaseModel):
+    kind: str = Field(description='"user" for a person\'s session, "api_key" for a key')
+    tenant: MeTenant
+    role: Role
+    permissions: list[str]
+    session_id: uuid.UUID | None = None
+    user: MeUser | None = None
+    api_key: ApiKeyOut | None = None

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qortex.audit import service as audit
+from qortex.audit.service import AuditRecord
 from qortex.core import idempotency
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
@@ -70,6 +74,20 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
     }
 
 
+def _key_audit(
+    action: str, key_id: uuid.UUID, actor: Principal | None, details: dict[str, Any] | None = None
+) -> AuditRecord:
+    # Without a principal the act is an operator's at the command line.
+    return AuditRecord(
+        action=action,
+        actor_kind=actor.actor_kind if actor else "operator",
+        actor_id=actor.actor_id if actor else None,
+        target_type="api_key",
+        target_id=str(key_id),
+        details=details or {},
+    )
+
+
 async def create_key(
     *,
     db: Database,
@@ -78,6 +96,7 @@ async def create_key(
     role: Role,
     expires_at: datetime | None = None,
     request: IdempotentRequest | None = None,
+    actor: Principal | None = None,
 ) -> Answer:
     """Creates a key; the answer's `key` is its plaintext, never stored and never shown again.
 
@@ -97,7 +116,14 @@ async def create_key(
         created_at=utcnow(),
     )
     stored = {**_public_fields(key), "key": None}
-    earlier = await idempotency.commit_once(db=db, scope=scope, request=request, groups=[[key]], stored_body=stored)
+    record = _key_audit("api_key.create", key.id, actor, details={"role": role.value})
+
+    async def record_creation(session: AsyncSession) -> None:
+        await audit.append(session=session, scope=scope, records=[record])
+
+    earlier = await idempotency.commit_once(
+        db=db, scope=scope, request=request, groups=[[key]], stored_body=stored, in_transaction=record_creation
+    )
     return earlier or Answer({**stored, "key": api_keys.format_key(key.id, secret)}, replayed=False)
 
 
@@ -119,9 +145,13 @@ async def get_key(*, db: Database, scope: TenantScope, key_id: uuid.UUID) -> Api
     return key
 
 
-async def revoke_key(*, db: Database, scope: TenantScope, key_id: uuid.UUID, cache: ApiKeyCache | None) -> None:
+async def revoke_key(
+    *, db: Database, scope: TenantScope, key_id: uuid.UUID, cache: ApiKeyCache | None, actor: Principal | None = None
+) -> None:
     async with db.tenant_session(scope, write=True) as session:
         found = await repository.mark_revoked(session=session, scope=scope, key_id=key_id, at=utcnow())
+        if found:
+            await audit.append(session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor)])
     if not found:
         raise NotFound(f"API key {key_id} not found")
     if cache is not None:

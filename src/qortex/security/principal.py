@@ -15,10 +15,22 @@ class Principal:
     role: Role
     credential_id: uuid.UUID
     credential_kind: str
+    # The person behind a session credential; None for API keys.
+    user_id: uuid.UUID | None = None
 
     @property
     def scope(self) -> TenantScope:
         return TenantScope(self.tenant_id)
+
+    @property
+    def actor_kind(self) -> str:
+        """How audit records name this principal: "user" or "api_key"."""
+        return "user" if self.user_id is not None else self.credential_kind
+
+    @property
+    def actor_id(self) -> str:
+        """A pseudonymous id for audit records: the user's id or the key's id, never a name."""
+        return str(self.user_id or self.credential_id)
 
     def can(self, permission: Permission) -> bool:
         return grants(self.role, permission)

@@ -13,11 +13,13 @@ from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import Forbidden, Unauthenticated
 from qortex.identity import service as identity_service
+from qortex.identity.auth_service import AuthServices
 from qortex.identity.service import ApiKeyCache
 from qortex.limits.service import RateLimits
 from qortex.models.runtime import ModelRuntime
 from qortex.predictions.service import PredictionServices
 from qortex.resilience.batching import EngineBatcher
+from qortex.security.api_keys import PREFIX as API_KEY_PREFIX
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.request_policy import RequestPolicy
@@ -37,6 +39,7 @@ class AppServices:
     audit: AuditWriter
     limits: RateLimits
     request_policy: RequestPolicy
+    auth: AuthServices
     # --- further services are added above this line
 
     @property
@@ -59,7 +62,12 @@ async def authenticate(request: Request, services: Services) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("use 'Authorization: Bearer <credential>'")
-    principal = await identity_service.authenticate(db=services.db, cache=services.key_cache, token=token.strip())
+    token = token.strip()
+    if token.startswith(API_KEY_PREFIX):
+        principal = await identity_service.authenticate(db=services.db, cache=services.key_cache, token=token)
+    else:
+        # Anything else must be a person's access token: verified in memory, no database round trip.
+        principal = services.auth.authenticate(token)
     request.state.principal = principal
     # --- checks that need the principal (allow-lists, signatures, limits) run here, in this order
     await services.request_policy.enforce(request, principal)

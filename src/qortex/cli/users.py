@@ -1,0 +1,168 @@
+"""`qortex users create|list|set-role|deactivate`: the people of one tenant, as its operator."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from qortex.cli._common import console, one_line_errors, open_database, resolve_tenant, run
+from qortex.core.config import get_settings
+from qortex.core.database import Database
+from qortex.identity import users as user_service
+from qortex.identity.schemas import UserCreate
+from qortex.security.passwords import Passwords
+from qortex.security.rbac import Role
+from qortex.security.revocation import SessionRevocations
+
+app = typer.Typer(no_args_is_help=True, help="Create, list, change and deactivate the people of a tenant.")
+
+TenantOption = Annotated[str | None, typer.Option(help="Tenant name; optional when there is only one")]
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line; a trailing newline from `echo` or a file is not part of the password.
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def _revocations(db: Database) -> SessionRevocations | None:
+    """Announces ended sessions over Redis when configured; without it, servers find them by polling."""
+    settings = get_settings()
+    if not settings.redis_url:
+        return None
+    return SessionRevocations(
+        db=db,
+        token_lifetime=timedelta(minutes=settings.access_token_minutes),
+        poll_seconds=settings.session_poll_seconds,
+        redis_url=settings.redis_url,
+    )
+
+
+@app.command("create")
+@one_line_errors
+def create(
+    username: Annotated[str, typer.Argument(help="Login name: 3 to 64 of a-z 0-9 . _ -")],
+    email: Annotated[str, typer.Option(help="Email address (unique across tenants)")],
+    display_name: Annotated[str | None, typer.Option(help="Name shown to people; the username if unset")] = None,
+    role: Annotated[Role, typer.Option(help="Role the person acts with")] = Role.ANALYST,
+    tenant: TenantOption = None,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input")] = False,
+) -> None:
+    """Creates a person; the password is prompted for (hidden) or read from standard input."""
+    password = _read_password(password_stdin)
+    # The same validation as the API: username shape, email syntax, password length.
+    try:
+        body = UserCreate.model_validate(
+            {
+                "username": username,
+                "email": email,
+                "display_name": display_name or username,
+                "password": password,
+                "role": role,
+            }
+        )
+    except ValidationError as error:
+        # Field names and reasons only: the input (a password, perhaps) is never echoed.
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ValueError(reasons) from None
+
+    async def _create() -> str:
+        async with open_database() as db:
+            owner = await resolve_tenant(db, tenant)
+            answer = await user_service.create_user(
+                db=db,
+                passwords=Passwords.from_settings(get_settings()),
+                scope=owner.scope,
+                username=body.username,
+                email=body.email,
+                display_name=body.display_name,
+                password=body.password.get_secret_value(),
+                role=body.role,
+            )
+            return str(answer.body["id"])
+
+    user_id = run(_create())
+    console.print(f"Created {body.username} ({role.value}) with id {user_id}.", highlight=False)
+
+
+@app.command("list")
+@one_line_errors
+def list_users(
+    tenant: TenantOption = None,
+    include_inactive: Annotated[bool, typer.Option(help="Show deactivated people too")] = False,
+) -> None:
+    """Lists a tenant's people (never their password hashes)."""
+
+    async def _list() -> list[tuple[str, ...]]:
+        async with open_database() as db:
+            owner = await resolve_tenant(db, tenant)
+            rows: list[tuple[str, ...]] = []
+            after = None
+            while True:
+                page = await user_service.list_users(
+                    db=db, scope=owner.scope, include_inactive=include_inactive, limit=500, after=after
+                )
+                rows += [
+                    (str(u.id), u.username, u.email, u.role, "active" if u.active else "deactivated")
+                    for u in page.items
+                ]
+                if page.next_cursor is None:
+                    return rows
+                after = page.items[-1].id
+
+    table = Table("id", "username", "email", "role", "state")
+    for row in run(_list()):
+        table.add_row(*row)
+    console.print(table)
+
+
+def _change(username: str, tenant: str | None, changes: user_service.UserChanges) -> None:
+    async def _apply() -> None:
+        async with open_database() as db:
+            owner = await resolve_tenant(db, tenant)
+            user = await user_service.find_by_username(db=db, scope=owner.scope, username=username)
+            revocations = _revocations(db)
+            try:
+                await user_service.update_user(
+                    db=db,
+                    revocations=revocations,
+                    passwords=Passwords.from_settings(get_settings()),
+                    scope=owner.scope,
+                    user_id=user.id,
+                    changes=changes,
+                )
+            finally:
+                if revocations is not None:
+                    await revocations.stop()
+
+    run(_apply())
+
+
+@app.command("set-role")
+@one_line_errors
+def set_role(
+    username: Annotated[str, typer.Argument(help="The person's username")],
+    role: Annotated[Role, typer.Argument(help="The new role")],
+    tenant: TenantOption = None,
+) -> None:
+    """Changes a person's role; their sessions end, so the new role applies at their next login."""
+    _change(username, tenant, user_service.UserChanges(role=role))
+    console.print(f"{username} is now {role.value}; their sessions have ended.", highlight=False)
+
+
+@app.command("deactivate")
+@one_line_errors
+def deactivate(
+    username: Annotated[str, typer.Argument(help="The person's username")],
+    tenant: TenantOption = None,
+) -> None:
+    """Deactivates a person: they can no longer log in, and their sessions end."""
+    _change(username, tenant, user_service.UserChanges(active=False))
+    console.print(f"Deactivated {username}; their sessions have ended.", highlight=False)

@@ -1,0 +1,338 @@
+"""People's sessions: login, refresh-token rotation with reuse detection, logout, password change.
+
+A login creates an `AuthSession` (the refresh token family) and answers a short-lived access JWT and
+an opaque, single-use refresh token, stored as SHA-256. A refresh marks its token used and issues the
+next one; presenting a used token again means it was copied, so the whole family ends ("refresh_reuse").
+Ending a session is committed to the database and announced to `SessionRevocations`, which every
+process consults, in memory, for every access token it accepts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from redis.asyncio import Redis
+
+from qortex.audit import service as audit
+from qortex.audit.service import AuditRecord, AuditWriter
+from qortex.core.clock import utcnow
+from qortex.core.config import Settings
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import InvalidInput, Unauthenticated
+from qortex.core.ids import new_id
+from qortex.identity import user_repository as repo
+from qortex.identity.models import AuthSession, RefreshToken, User
+from qortex.security import tokens
+from qortex.security.passwords import Passwords
+from qortex.security.principal import Principal
+from qortex.security.rbac import Role
+from qortex.security.revocation import SessionRevocations
+from qortex.security.throttle import FailureStore, LoginThrottle, MemoryFailureStore, RedisFailureStore
+from qortex.security.tokens import AccessTokens, InvalidToken
+from qortex.tenants import repository as tenant_repository
+from qortex.tenants.models import Tenant
+
+log = structlog.get_logger("qortex.identity.auth")
+
+# One answer for an unknown account, a wrong password and an inactive account, so none can be told apart.
+LOGIN_REFUSED = "invalid username or password"
+REFRESH_REFUSED = "the refresh token is not valid"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request came from, for the audit log."""
+
+    request_id: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(slots=True)
+class AuthServices:
+    """The process's password hasher, token keyring, ended-session set and login throttle."""
+
+    passwords: Passwords
+    tokens: AccessTokens
+    revocations: SessionRevocations
+    throttle: LoginThrottle
+    refresh_lifetime: timedelta
+    audit_writer: AuditWriter
+    redis: Redis | None
+
+    @classmethod
+    async def start(cls, settings: Settings, db: Database, audit_writer: AuditWriter) -> AuthServices:
+        access = AccessTokens.from_settings(settings)
+        revocations = SessionRevocations(
+            db=db,
+            token_lifetime=access.lifetime,
+            poll_seconds=settings.session_poll_seconds,
+            redis_url=settings.redis_url,
+        )
+        await revocations.start()
+        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0) if settings.redis_url else None
+        store: FailureStore = RedisFailureStore(redis) if redis is not None else MemoryFailureStore()
+        throttle = LoginThrottle(
+            store,
+            account_free=settings.login_free_failures_per_account,
+            ip_free=settings.login_free_failures_per_ip,
+            max_backoff_seconds=settings.login_max_backoff_seconds,
+        )
+        return cls(
+            passwords=Passwords.from_settings(settings),
+            tokens=access,
+            revocations=revocations,
+            throttle=throttle,
+            refresh_lifetime=timedelta(days=settings.refresh_token_days),
+            audit_writer=audit_writer,
+            redis=redis,
+        )
+
+    async def stop(self) -> None:
+        await self.revocations.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    def authenticate(self, token: str) -> Principal:
+        """Verifies an access token in memory: signature, claims, and that its session has not ended."""
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidToken:
+            raise Unauthenticated() from None
+        if self.revocations.is_ended(claims.session_id):
+            raise Unauthenticated("the session has ended; log in again")
+        return Principal(
+            tenant_id=claims.tenant_id,
+            role=claims.role,
+            credential_id=claims.session_id,
+            credential_kind="session",
+            user_id=claims.user_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_token_expires_at: datetime
+
+
+def _record(
+    action: str, *, user_id: uuid.UUID, origin: Origin, outcome: str = "success", **details: str
+) -> AuditRecord:
+    return AuditRecord(
+        action=action,
+        outcome=outcome,
+        actor_kind="user",
+        actor_id=str(user_id),
+        target_type="user",
+        target_id=str(user_id),
+        request_id=origin.request_id,
+        client_ip=origin.client_ip,
+        details=dict(details),
+    )
+
+
+def _new_refresh(scope: TenantScope, session_id: uuid.UUID, expires_at: datetime) -> tuple[str, RefreshToken]:
+    plaintext = tokens.new_refresh_token()
+    row = RefreshToken(
+        id=new_id(),
+        tenant_id=scope.tenant_id,
+        session_id=session_id,
+        token_sha256=tokens.refresh_token_sha256(plaintext),
+        created_at=utcnow(),
+        expires_at=expires_at,
+    )
+    return plaintext, row
+
+
+def _issue(auth: AuthServices, user: User, session_id: uuid.UUID, refresh: str, refresh_expires: datetime) -> Tokens:
+    access = auth.tokens.issue(user_id=user.id, tenant_id=user.tenant_id, role=Role(user.role), session_id=session_id)
+    return Tokens(
+        access_token=access.token,
+        expires_in=int(auth.tokens.lifetime.total_seconds()),
+        refresh_token=refresh,
+        refresh_token_expires_at=refresh_expires,
+    )
+
+
+async def login(*, db: Database, auth: AuthServices, login_name: str, password: str, origin: Origin) -> Tokens:
+    """Checks a username-or-email and password; answers a new session's tokens or the one refusal."""
+    name = login_name.strip().lower()
+    await auth.throttle.check(identifier=name, client_ip=origin.client_ip)
+    async with db.system_session() as session:
+        user = await repo.find_for_login(session=session, login=name)
+    # The password is verified even for an unknown or inactive account, so every refusal costs the same.
+    matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
+    if user is None or not matches or not user.active:
+        await auth.throttle.failed(identifier=name, client_ip=origin.client_ip)
+        if user is None:
+            # No tenant to record it in; the attempted name is personal data and is not logged.
+            log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
+        else:
+            reason = "wrong_password" if not matches else "inactive_account"
+            await auth.audit_writer.write(
+                TenantScope(user.tenant_id),
+                _record("auth.login", user_id=user.id, origin=origin, outcome="failure", reason=reason),
+            )
+        raise Unauthenticated(LOGIN_REFUSED)
+    await auth.throttle.succeeded(identifier=name)
+    new_hash = await auth.passwords.hash_async(password) if auth.passwords.needs_rehash(user.password_hash) else None
+
+    scope = TenantScope(user.tenant_id)
+    now = utcnow()
+    refresh_expires = now + auth.refresh_lifetime
+    auth_session = AuthSession(
+        id=new_id(), tenant_id=scope.tenant_id, user_id=user.id, created_at=now, expires_at=refresh_expires
+    )
+    refresh, refresh_row = _new_refresh(scope, auth_session.id, refresh_expires)
+    async with db.tenant_session(scope, write=True) as session:
+        current = await repo.get_user(session=session, scope=scope, user_id=user.id, for_update=True)
+        if current is None or not current.active:
+            raise Unauthenticated(LOGIN_REFUSED)
+        if new_hash is not None:
+            current.password_hash = new_hash
+        session.add(auth_session)
+        await session.flush()
+        session.add(refresh_row)
+        await audit.append(
+            session=session,
+            scope=scope,
+            records=[_record("auth.login", user_id=user.id, origin=origin, session_id=str(auth_session.id))],
+        )
+        user = current
+    return _issue(auth, user, auth_session.id, refresh, refresh_expires)
+
+
+async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origin: Origin) -> Tokens:
+    """Rotates a refresh token; a used one presented again ends its whole session."""
+    digest = tokens.refresh_token_sha256(refresh_token)
+    async with db.system_session() as session:
+        found = await repo.find_refresh_token(session=session, token_sha256=digest)
+    if found is None:
+        raise Unauthenticated(REFRESH_REFUSED)
+    scope = TenantScope(found.tenant_id)
+    now = utcnow()
+    reused_session: uuid.UUID | None = None
+    issued: Tokens | None = None
+    async with db.tenant_session(scope, write=True) as session:
+        token = await repo.get_refresh_token(session=session, scope=scope, token_id=found.id, for_update=True)
+        auth_session = await repo.get_session(
+            session=session, scope=scope, session_id=found.session_id, for_update=True
+        )
+        if token is None or auth_session is None:
+            raise Unauthenticated(REFRESH_REFUSED)
+        user = await repo.get_user(session=session, scope=scope, user_id=auth_session.user_id)
+        if token.used_at is not None:
+            # A used token again: a copy exists somewhere. End the family, whoever holds the newest token.
+            await repo.end_sessions(
+                session=session, scope=scope, at=now, reason="refresh_reuse", session_id=auth_session.id
+            )
+            await audit.append(
+                session=session,
+                scope=scope,
+                records=[
+                    _record(
+                        "auth.refresh_reuse",
+                        user_id=auth_session.user_id,
+                        origin=origin,
+                        outcome="failure",
+                        session_id=str(auth_session.id),
+                    )
+                ],
+            )
+            reused_session = auth_session.id
+        elif (
+            auth_session.ended_at is None
+            and token.expires_at > now
+            and auth_session.expires_at > now
+            and user is not None
+            and user.active
+        ):
+            token.used_at = now
+            plaintext, row = _new_refresh(scope, auth_session.id, auth_session.expires_at)
+            session.add(row)
+            await audit.append(
+                session=session,
+                scope=scope,
+                records=[_record("auth.refresh", user_id=user.id, origin=origin, session_id=str(auth_session.id))],
+            )
+            issued = _issue(auth, user, auth_session.id, plaintext, auth_session.expires_at)
+    if reused_session is not None:
+        await auth.revocations.end([reused_session])
+    if issued is None:
+        raise Unauthenticated(REFRESH_REFUSED)
+    return issued
+
+
+async def tenant_of(*, db: Database, scope: TenantScope) -> Tenant:
+    async with db.tenant_session(scope) as session:
+        tenant = await tenant_repository.get_in_scope(session=session, scope=scope)
+    if tenant is None:
+        raise Unauthenticated()
+    return tenant
+
+
+async def logout(*, db: Database, auth: AuthServices, principal: Principal, origin: Origin) -> None:
+    """Ends the caller's session: its refresh token stops working and its access tokens are refused."""
+    if principal.credential_kind != "session" or principal.user_id is None:
+        raise InvalidInput("logout ends a person's session; an API key is revoked instead")
+    scope = principal.scope
+    async with db.tenant_session(scope, write=True) as session:
+        ended = await repo.end_sessions(
+            session=session, scope=scope, at=utcnow(), reason="logout", session_id=principal.credential_id
+        )
+        if ended:
+            await audit.append(
+                session=session,
+                scope=scope,
+                records=[
+                    _record(
+                        "auth.logout", user_id=principal.user_id, origin=origin, session_id=str(principal.credential_id)
+                    )
+                ],
+            )
+    await auth.revocations.end([principal.credential_id])
+
+
+async def change_own_password(
+    *, db: Database, auth: AuthServices, principal: Principal, current: str, new: str, origin: Origin
+) -> None:
+    """A person changes their own password, proving the current one; every session of theirs ends."""
+    if principal.user_id is None:
+        raise InvalidInput("only a person's session can change its password")
+    scope = principal.scope
+    async with db.tenant_session(scope) as session:
+        user = await repo.get_user(session=session, scope=scope, user_id=principal.user_id)
+    if user is None or not user.active:
+        raise Unauthenticated()
+    await auth.throttle.check(identifier=user.username, client_ip=origin.client_ip)
+    if not await auth.passwords.verify_async(user.password_hash, current):
+        await auth.throttle.failed(identifier=user.username, client_ip=origin.client_ip)
+        await auth.audit_writer.write(
+            scope,
+            _record("user.password_change", user_id=user.id, origin=origin, outcome="failure", reason="wrong_password"),
+        )
+        raise InvalidInput(
+            "the current password is wrong",
+            errors=[{"loc": ["body", "current_password"], "msg": "wrong password"}],
+        )
+    new_hash = await auth.passwords.hash_async(new)
+    now = utcnow()
+    async with db.tenant_session(scope, write=True) as session:
+        row = await repo.get_user(session=session, scope=scope, user_id=user.id, for_update=True)
+        if row is None:
+            raise Unauthenticated()
+        row.password_hash = new_hash
+        row.password_changed_at = now
+        row.updated_at = now
+        ended = await repo.end_sessions(session=session, scope=scope, at=now, reason="password_change", user_id=row.id)
+        await audit.append(
+            session=session,
+            scope=scope,
+            records=[_record("user.password_change", user_id=row.id, origin=origin, sessions_ended=str(len(ended)))],
+        )
+    await auth.revocations.end(ended)

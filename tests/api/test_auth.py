@@ -1,0 +1,287 @@
+"""People's sessions: login, refresh rotation and reuse detection, logout, tampered tokens, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from qortex.api import create_app
+from qortex.audit.models import AuditEvent
+from qortex.core.config import Settings
+from qortex.core.database import Database
+from qortex.identity import users
+from qortex.identity.models import User
+from qortex.security.passwords import Passwords
+from qortex.tenants.models import Tenant
+from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
+from tests.conftest import TenantCredentials
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap_argon2(monkeypatch)
+
+
+def without_instance(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "instance"}
+
+
+async def events(db: Database, tenant: Tenant, action: str) -> list[AuditEvent]:
+    async with db.tenant_session(tenant.scope) as session:
+        rows = await session.scalars(
+            select(AuditEvent).where(AuditEvent.tenant_id == tenant.id, AuditEvent.action == action)
+        )
+        return list(rows)
+
+
+async def test_login_by_username_or_email_answers_tokens_that_work(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    user_id = await add_user(app, acme.tenant, "alice")
+    by_name = await login(client, "alice")
+    assert by_name.status_code == 200, by_name.text
+    assert by_name.headers["cache-control"] == "no-store"
+    pair = by_name.json()
+    assert pair["token_type"] == "bearer" and pair["expires_in"] == 15 * 60
+    by_email = await login(client, "  ALICE@Example.com ")
+    assert by_email.status_code == 200, by_email.text
+
+    claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == str(user_id) and claims["tenant"] == str(acme.tenant.id)
+    assert claims["roles"] == ["analyst"] and claims["exp"] - claims["iat"] == 15 * 60
+    assert jwt.get_unverified_header(pair["access_token"])["alg"] == "HS256"
+
+    me = await client.get("/v1/auth/me", headers=bearer(pair["access_token"]))
+    assert me.status_code == 200, me.text
+    body = me.json()
+    assert body["kind"] == "user" and body["role"] == "analyst"
+    assert body["user"]["username"] == "alice" and body["tenant"]["name"] == "acme"
+    assert "predictions:create" in body["permissions"] and "users:manage" not in body["permissions"]
+    assert "password_hash" not in me.text and "$argon2" not in me.text
+    assert (await client.get("/v1/predictions", headers=bearer(pair["access_token"]))).status_code == 200
+    assert (await client.get("/v1/users", headers=bearer(pair["access_token"]))).status_code == 403
+
+    key_me = (await client.get("/v1/auth/me", headers=acme.headers)).json()
+    assert key_me["kind"] == "api_key" and key_me["role"] == "owner" and key_me["user"] is None
+
+    logins = await events(db, acme.tenant, "auth.login")
+    assert len(logins) == 2 and all(e.actor_id == str(user_id) and e.outcome == "success" for e in logins)
+
+
+async def test_wrong_password_unknown_user_and_inactive_user_get_the_same_401(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    user_id = await add_user(app, acme.tenant, "bob")
+    await add_user(app, acme.tenant, "gone")
+    await users.update_user(
+        db=db,
+        revocations=None,
+        passwords=app.state.services.auth.passwords,
+        scope=acme.tenant.scope,
+        user_id=(await users.find_by_username(db=db, scope=acme.tenant.scope, username="gone")).id,
+        changes=users.UserChanges(active=False),
+    )
+    wrong = await login(client, "bob", "not the password at all")
+    unknown = await login(client, "nobody-here", "not the password at all")
+    inactive = await login(client, "gone")
+    assert wrong.status_code == unknown.status_code == inactive.status_code == 401
+    assert without_instance(wrong.json()) == without_instance(unknown.json()) == without_instance(inactive.json())
+    assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"]
+
+    failures = await events(db, acme.tenant, "auth.login")
+    assert {(e.actor_id, e.outcome, e.details["reason"]) for e in failures} >= {
+        (str(user_id), "failure", "wrong_password")
+    }
+    assert all("bob" not in json.dumps(e.details) and "example.com" not in json.dumps(e.details) for e in failures)
+
+
+async def test_refresh_rotates_and_reusing_a_used_token_ends_the_whole_session(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    await add_user(app, acme.tenant, "carol")
+    first = (await login(client, "carol")).json()
+    second = await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200, second.text
+    rotated = second.json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    assert (await client.get("/v1/auth/me", headers=bearer(rotated["access_token"]))).status_code == 200
+
+    # The first token was used: presenting it again means someone copied it.
+    reuse = await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401
+    newest = await client.post("/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert newest.status_code == 401
+    for access in (first["access_token"], rotated["access_token"]):
+        assert (await client.get("/v1/auth/me", headers=bearer(access))).status_code == 401
+    [reuse_event] = await events(db, acme.tenant, "auth.refresh_reuse")
+    assert reuse_event.outcome == "failure"
+    assert len(await events(db, acme.tenant, "auth.refresh")) == 1
+
+    unknown = await client.post("/v1/auth/refresh", json={"refresh_token": "qxr_not-a-token"})
+    assert unknown.status_code == 401
+
+
+async def test_logout_ends_the_session_and_its_refresh_token(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    await add_user(app, acme.tenant, "dave")
+    pair = (await login(client, "dave")).json()
+    other = (await login(client, "dave")).json()
+    assert (await client.post("/v1/auth/logout")).status_code == 401
+    assert (await client.post("/v1/auth/logout", headers=bearer(pair["access_token"]))).status_code == 204
+    assert (await client.get("/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
+    refused = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refused.status_code == 401
+    # Another login of the same person is another session, untouched.
+    assert (await client.get("/v1/auth/me", headers=bearer(other["access_token"]))).status_code == 200
+    assert (await client.post("/v1/auth/logout", headers=acme.headers)).status_code == 422
+    assert len(await events(db, acme.tenant, "auth.logout")) == 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _hand_signed(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
+    """A JWT assembled by hand (PyJWT refuses to write some of the headers an attacker would)."""
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_tampered_expired_and_foreign_tokens_are_refused(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "erin")
+    genuine = (await login(client, "erin")).json()["access_token"]
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(genuine)["kid"]
+    key = app.state.services.auth.tokens.keyring.get(kid).secret
+    now = datetime.now(UTC)
+
+    def signed(changes: dict[str, Any], *, drop: str | None = None, algorithm: str = "HS256", **kw: Any) -> str:
+        body = {**claims, **changes}
+        if drop:
+            body.pop(drop)
+        return jwt.encode(body, kw.get("secret", key), algorithm=algorithm, headers={"kid": kw.get("kid", kid)})
+
+    assert (await client.get("/v1/auth/me", headers=bearer(signed({})))).status_code == 200
+    forged = {
+        "expired": signed({"exp": now - timedelta(minutes=1), "iat": now - timedelta(minutes=16)}),
+        "not yet valid": signed({"nbf": now + timedelta(minutes=5)}),
+        "wrongly signed": signed({}, secret=b"x" * 32),
+        "unknown kid": signed({}, kid="nope"),
+        "wrong audience": signed({"aud": "someone-else"}),
+        "wrong issuer": signed({"iss": "https://evil.example"}),
+        "HS512": signed({}, algorithm="HS512"),
+        "RS256 header, HMAC signature": _hand_signed({"alg": "RS256", "typ": "JWT", "kid": kid}, claims, key),
+        "alg none": f"{_b64(json.dumps({'alg': 'none', 'kid': kid}).encode())}.{_b64(json.dumps(claims).encode())}.",
+        "two roles": signed({"roles": ["analyst", "owner"]}),
+        "unknown role": signed({"roles": ["root"]}),
+        "garbage": "not.a.jwt",
+        **{f"without {claim}": signed({}, drop=claim) for claim in ("iss", "aud", "exp", "nbf", "iat", "jti")},
+        **{f"without {claim}": signed({}, drop=claim) for claim in ("sub", "tenant", "roles", "sid")},
+    }
+    for name, token in forged.items():
+        response = await client.get("/v1/auth/me", headers=bearer(token))
+        assert response.status_code == 401, name
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_token_signed_with_an_old_kid_verifies_after_rotation(
+    settings: Settings, acme: TenantCredentials, app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await add_user(app, acme.tenant, "frank")
+    old, new = "old:" + "o" * 40, "new:" + "n" * 40
+    tokens: dict[str, str] = {}
+    for keys in (old, f"{new},{old}", new):
+        rotated = create_app(settings.model_copy(update={"jwt_signing_keys": SecretStr(keys)}))
+        async with rotated.router.lifespan_context(rotated):
+            transport = httpx.ASGITransport(app=rotated)
+            async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as http:
+                if keys == old:
+                    tokens["old"] = (await login(http, "frank")).json()["access_token"]
+                    continue
+                answer = await http.get("/v1/auth/me", headers=bearer(tokens["old"]))
+                if keys == new:
+                    assert answer.status_code == 401  # the old kid was retired
+                    continue
+                assert answer.status_code == 200, answer.text
+                fresh = (await login(http, "frank")).json()["access_token"]
+                assert jwt.get_unverified_header(fresh)["kid"] == "new"
+
+
+async def test_repeated_failures_are_throttled_with_429_and_retry_after(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "grace")
+    for _ in range(5):
+        assert (await login(client, "grace", "wrong password guess")).status_code == 401
+    throttled = await login(client, "grace")  # even the right password waits out the backoff
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert throttled.json()["status"] == 429
+    # Unknown accounts are throttled the same way, so throttling reveals nothing either.
+    for _ in range(5):
+        await login(client, "no-such-user", "wrong password guess")
+    assert (await login(client, "no-such-user", "wrong password guess")).status_code == 429
+    await asyncio.sleep(1.1)
+    assert (await login(client, "grace")).status_code == 200
+
+
+async def test_own_password_change_needs_the_current_one_and_ends_every_session(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    await add_user(app, acme.tenant, "heidi")
+    first, second = (await login(client, "heidi")).json(), (await login(client, "heidi")).json()
+    headers = bearer(first["access_token"])
+    new = "a brand new passphrase"
+    wrong = await client.post(
+        "/v1/auth/password", json={"current_password": "not it at all", "new_password": new}, headers=headers
+    )
+    assert wrong.status_code == 422
+    short = await client.post(
+        "/v1/auth/password", json={"current_password": PASSWORD, "new_password": "short"}, headers=headers
+    )
+    assert short.status_code == 422
+    changed = await client.post(
+        "/v1/auth/password", json={"current_password": PASSWORD, "new_password": new}, headers=headers
+    )
+    assert changed.status_code == 204, changed.text
+    for pair in (first, second):
+        assert (await client.get("/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
+        assert (await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})).status_code == 401
+    assert (await login(client, "heidi")).status_code == 401
+    assert (await login(client, "heidi", new)).status_code == 200
+    outcomes = sorted(e.outcome for e in await events(db, acme.tenant, "user.password_change"))
+    assert outcomes == ["failure", "success"]
+
+
+async def test_a_hash_made_with_old_parameters_is_upgraded_at_login(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    user_id = await add_user(app, acme.tenant, "ivan")
+    stronger = Passwords(time_cost=2, memory_kib=128, parallelism=1)
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        user.password_hash = stronger.hash(PASSWORD)
+    assert (await login(client, "ivan")).status_code == 200
+    async with db.tenant_session(acme.tenant.scope) as session:
+        stored = (await session.scalars(select(User.password_hash).where(User.id == user_id))).one()
+    assert stored.startswith("$argon2id$") and "m=64,t=1,p=1" in stored
+    assert app.state.services.auth.passwords.verify(stored, PASSWORD)

@@ -1,0 +1,172 @@
+"""A tenant's people: CRUD, who may grant which role, deactivation, isolation, validation, audit."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from qortex.audit.models import AuditEvent
+from qortex.core.database import Database
+from qortex.identity.models import User
+from qortex.security.rbac import Role
+from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
+from tests.conftest import TenantCredentials, key_for
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap_argon2(monkeypatch)
+
+
+def new_user(username: str, role: str = "analyst", **extra: str) -> dict[str, str]:
+    return {
+        "username": username,
+        "email": f"{username}@example.com",
+        "display_name": username.title(),
+        "password": PASSWORD,
+        "role": role,
+        **extra,
+    }
+
+
+async def test_create_read_list_update_and_deactivate(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    headers = {**acme.headers, "Idempotency-Key": "user-1"}
+    created = await client.post("/v1/users", json=new_user("Judy", email="Judy@Example.COM"), headers=headers)
+    assert created.status_code == 201, created.text
+    judy = created.json()
+    assert judy["username"] == "judy" and judy["email"] == "judy@example.com" and judy["active"] is True
+    assert "password" not in judy and "password_hash" not in created.text
+    again = await client.post("/v1/users", json=new_user("Judy", email="Judy@Example.COM"), headers=headers)
+    assert again.status_code == 201 and again.json()["id"] == judy["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+
+    for name in ("karl", "lena"):
+        assert (await client.post("/v1/users", json=new_user(name), headers=acme.headers)).status_code == 201
+    page = await client.get("/v1/users", params={"limit": 2}, headers=acme.headers)
+    assert page.status_code == 200
+    assert [u["username"] for u in page.json()["items"]] == ["judy", "karl"]
+    rest = await client.get(
+        "/v1/users", params={"limit": 2, "cursor": page.json()["next_cursor"]}, headers=acme.headers
+    )
+    assert [u["username"] for u in rest.json()["items"]] == ["lena"] and rest.json()["next_cursor"] is None
+
+    fetched = await client.get(f"/v1/users/{judy['id']}", headers=acme.headers)
+    assert fetched.status_code == 200 and fetched.json() == judy
+    patched = await client.patch(
+        f"/v1/users/{judy['id']}", json={"display_name": "Judy H.", "email": "jh@example.com"}, headers=acme.headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["display_name"] == "Judy H." and patched.json()["email"] == "jh@example.com"
+
+    assert (await client.delete(f"/v1/users/{judy['id']}", headers=acme.headers)).status_code == 204
+    active = await client.get("/v1/users", headers=acme.headers)
+    assert judy["id"] not in [u["id"] for u in active.json()["items"]]
+    everyone = await client.get("/v1/users", params={"include_inactive": "true"}, headers=acme.headers)
+    assert [u["active"] for u in everyone.json()["items"] if u["id"] == judy["id"]] == [False]
+    reactivated = await client.patch(f"/v1/users/{judy['id']}", json={"active": True}, headers=acme.headers)
+    assert reactivated.json()["active"] is True
+
+    async with db.tenant_session(acme.tenant.scope) as session:
+        stored = (await session.scalars(select(User).where(User.username == "judy"))).one()
+    assert stored.password_hash.startswith("$argon2id$") and PASSWORD not in stored.password_hash
+
+
+async def test_who_may_grant_which_role(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    admin = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.ADMIN)}"}
+    analyst = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.ANALYST)}"}
+    assert (await client.post("/v1/users", json=new_user("mia", "owner"), headers=admin)).status_code == 403
+    assert (await client.post("/v1/users", json=new_user("mia"), headers=analyst)).status_code == 403
+    assert (await client.get("/v1/users", headers=analyst)).status_code == 403
+    mia = (await client.post("/v1/users", json=new_user("mia", "viewer"), headers=admin)).json()
+    assert (await client.patch(f"/v1/users/{mia['id']}", json={"role": "owner"}, headers=admin)).status_code == 403
+    promoted = await client.patch(f"/v1/users/{mia['id']}", json={"role": "admin"}, headers=admin)
+    assert promoted.status_code == 200 and promoted.json()["role"] == "admin"
+
+    boss = (await client.post("/v1/users", json=new_user("boss", "owner"), headers=acme.headers)).json()
+    for attempt in (
+        client.patch(f"/v1/users/{boss['id']}", json={"role": "viewer"}, headers=admin),
+        client.patch(f"/v1/users/{boss['id']}", json={"password": "a takeover password"}, headers=admin),
+        client.delete(f"/v1/users/{boss['id']}", headers=admin),
+    ):
+        assert (await attempt).status_code == 403
+
+    # Nobody demotes or deactivates themselves by accident.
+    own = bearer((await login(client, "boss")).json()["access_token"])
+    assert (await client.patch(f"/v1/users/{boss['id']}", json={"role": "admin"}, headers=own)).status_code == 403
+    assert (await client.delete(f"/v1/users/{boss['id']}", headers=own)).status_code == 403
+    assert (await client.patch(f"/v1/users/{mia['id']}", json={"role": "owner"}, headers=own)).status_code == 200
+
+
+async def test_role_change_password_reset_and_deactivation_end_the_users_sessions(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    user_id = await add_user(app, acme.tenant, "nina")
+    for change in ({"role": "viewer"}, {"password": "reset by the admin"}):
+        access = bearer((await login(client, "nina")).json()["access_token"])
+        assert (await client.get("/v1/auth/me", headers=access)).status_code == 200
+        assert (await client.patch(f"/v1/users/{user_id}", json=change, headers=acme.headers)).status_code == 200
+        assert (await client.get("/v1/auth/me", headers=access)).status_code == 401, change
+    assert (await login(client, "nina")).status_code == 401
+    pair = (await login(client, "nina", "reset by the admin")).json()
+    assert (await client.delete(f"/v1/users/{user_id}", headers=acme.headers)).status_code == 204
+    assert (await client.get("/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
+    assert (await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})).status_code == 401
+    assert (await login(client, "nina", "reset by the admin")).status_code == 401
+
+    async with db.tenant_session(acme.tenant.scope) as session:
+        rows = (await session.scalars(select(AuditEvent).where(AuditEvent.target_id == str(user_id)))).all()
+    actions = [e.action for e in rows]
+    for action in ("user.create", "user.role_change", "user.password_change", "user.deactivate"):
+        assert action in actions
+    change = next(e for e in rows if e.action == "user.role_change")
+    assert change.details == {"old_role": "analyst", "new_role": "viewer"}
+    assert all("nina" not in str(e.details) and e.actor_id != "nina" for e in rows)
+
+
+async def test_another_tenants_user_is_not_found(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, globex: TenantCredentials
+) -> None:
+    theirs = await add_user(app, globex.tenant, "oscar")
+    assert (await client.get(f"/v1/users/{theirs}", headers=acme.headers)).status_code == 404
+    assert (await client.patch(f"/v1/users/{theirs}", json={"role": "viewer"}, headers=acme.headers)).status_code == 404
+    assert (await client.delete(f"/v1/users/{theirs}", headers=acme.headers)).status_code == 404
+    assert str(theirs) not in (await client.get("/v1/users", headers=acme.headers)).text
+    assert (await client.get(f"/v1/users/{theirs}", headers=globex.headers)).status_code == 200
+
+
+async def test_invalid_users_are_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    for body in (
+        new_user("pat", password="elevenchars"),
+        new_user("pat", password="x" * 1025),
+        new_user("pat", email="not-an-email"),
+        new_user("p"),
+        new_user("pat", role="root"),
+        {**new_user("pat"), "password_hash": "$argon2id$..."},
+    ):
+        response = await client.post("/v1/users", json=body, headers=acme.headers)
+        assert response.status_code == 422, body
+        assert "elevenchars" not in response.text
+    assert (await client.post("/v1/users", json=new_user("pat"), headers=acme.headers)).status_code == 201
+    # Login names no tenant, so names and emails are unique across all of them.
+    taken = await client.post("/v1/users", json=new_user("pat", email="other@example.com"), headers=acme.headers)
+    assert taken.status_code == 409
+
+
+async def test_api_key_creation_and_revocation_are_audited(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    created = (await client.post("/v1/api-keys", json={"name": "ci", "role": "viewer"}, headers=acme.headers)).json()
+    assert (await client.delete(f"/v1/api-keys/{created['id']}", headers=acme.headers)).status_code == 204
+    me = (await client.get("/v1/auth/me", headers=acme.headers)).json()
+    async with db.tenant_session(acme.tenant.scope) as session:
+        rows = (await session.scalars(select(AuditEvent).where(AuditEvent.target_id == created["id"]))).all()
+    assert [(e.action, e.actor_kind, e.actor_id) for e in rows] == [
+        ("api_key.create", "api_key", me["api_key"]["id"]),
+        ("api_key.revoke", "api_key", me["api_key"]["id"]),
+    ]

@@ -1,0 +1,98 @@
+"""Ending a session on one instance is honoured by every other instance sharing the database (and Redis).
+
+Promises: with Redis, another instance refuses the session's access token within 1 second; without
+Redis, within 5 seconds (each instance polls the database for ended sessions every 2 seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from qortex.api import create_app
+from qortex.core.config import Settings
+from tests.api.people import add_user, bearer, cheap_argon2, login
+from tests.conftest import make_tenant, require_service
+
+REDIS_URL = os.environ.get("QORTEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap_argon2(monkeypatch)
+
+
+async def redis_problem() -> str | None:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await asyncio.wait_for(client.ping(), timeout=2)
+        return None
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def two_instances(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, object]]:
+    """Two apps, each with its own services (pool, caches, ended-session set), on one database."""
+    async with AsyncExitStack() as stack:
+        apps = [create_app(settings), create_app(settings)]
+        clients = []
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            clients.append(
+                await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://qortex.test"))
+            )
+        yield clients[0], clients[1], apps[0]
+
+
+async def seconds_until_refused(client: httpx.AsyncClient, token: str, limit: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < limit + 1:
+        if (await client.get("/v1/auth/me", headers=bearer(token))).status_code == 401:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    return float("inf")
+
+
+async def check_propagation(settings: Settings, limit: float) -> None:
+    async with two_instances(settings) as (a, b, app_a):
+        services = app_a.state.services  # type: ignore[attr-defined]
+        tenant = (await make_tenant(services.db, f"t{uuid.uuid4().hex[:8]}")).tenant
+        name = f"u{uuid.uuid4().hex[:12]}"
+        await add_user(app_a, tenant, name)  # type: ignore[arg-type]
+
+        # Logout on A; B verified the token a moment ago and must stop accepting it.
+        pair = (await login(a, name)).json()
+        assert (await b.get("/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 200
+        assert (await a.post("/v1/auth/logout", headers=bearer(pair["access_token"]))).status_code == 204
+        assert await seconds_until_refused(b, pair["access_token"], limit) < limit
+
+        # A copied refresh token replayed on A ends the family; B refuses the newest access token too.
+        first = (await login(a, name)).json()
+        rotated = (await a.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+        assert (await b.get("/v1/auth/me", headers=bearer(rotated["access_token"]))).status_code == 200
+        assert (await a.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).status_code == 401
+        assert await seconds_until_refused(b, rotated["access_token"], limit) < limit
+
+
+async def test_logout_is_refused_by_another_instance_within_one_second_with_redis(settings: Settings) -> None:
+    problem = await redis_problem()
+    if problem is not None:
+        require_service("Redis", problem)
+    await check_propagation(settings.model_copy(update={"redis_url": REDIS_URL}), limit=1.0)
+
+
+async def test_logout_is_refused_by_another_instance_within_five_seconds_without_redis(settings: Settings) -> None:
+    assert settings.redis_url is None
+    await check_propagation(settings, limit=5.0)

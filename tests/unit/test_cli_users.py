@@ -1,0 +1,75 @@
+"""`qortex users`: create (password from stdin), list, set-role, deactivate; errors as one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from qortex.cli import app
+from qortex.core.config import get_settings
+
+
+@pytest.fixture
+def qortex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    for name in ("QORTEX_DATABASE_URL", "QORTEX_DATABASE_SCHEMA", "QORTEX_ENV", "QORTEX_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QORTEX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("QORTEX_PASSWORD_TIME_COST", "1")
+    monkeypatch.setenv("QORTEX_PASSWORD_MEMORY_KIB", "64")
+    monkeypatch.setenv("QORTEX_PASSWORD_PARALLELISM", "1")
+    monkeypatch.setenv("COLUMNS", "250")
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def invoke(runner: CliRunner, *args: str, stdin: str | None = None) -> Result:
+    return runner.invoke(app, list(args), input=stdin)
+
+
+def test_create_list_set_role_and_deactivate(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    created = invoke(
+        qortex,
+        "users",
+        "create",
+        "Quinn",
+        "--email",
+        "Quinn@Example.com",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin="a long enough password\n",
+    )
+    assert created.exit_code == 0, created.output + created.stderr
+    listed = invoke(qortex, "users", "list")
+    assert "quinn" in listed.stdout and "quinn@example.com" in listed.stdout and "admin" in listed.stdout
+    assert "argon2" not in listed.stdout
+
+    assert invoke(qortex, "users", "set-role", "quinn", "viewer").exit_code == 0
+    assert "viewer" in invoke(qortex, "users", "list").stdout
+    assert invoke(qortex, "users", "deactivate", "quinn").exit_code == 0
+    assert "quinn" not in invoke(qortex, "users", "list").stdout
+    assert "deactivated" in invoke(qortex, "users", "list", "--include-inactive").stdout
+
+
+def test_a_prompted_password_is_hidden_and_confirmed(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    result = invoke(
+        qortex, "users", "create", "rita", "--email", "rita@example.com", stdin="prompted password\nprompted password\n"
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "prompted password" not in result.output
+
+
+def test_errors_are_one_line_and_never_echo_the_password(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    short = invoke(qortex, "users", "create", "sam", "--email", "sam@example.com", "--password-stdin", stdin="tiny1\n")
+    assert short.exit_code == 1 and short.stderr.strip().count("\n") == 0
+    assert "at least 12" in short.stderr and "tiny1" not in short.stderr + short.stdout
+    missing = invoke(qortex, "users", "set-role", "nobody", "viewer")
+    assert missing.exit_code == 1 and "no user named 'nobody'" in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0

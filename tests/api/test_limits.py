@@ -298,12 +298,13 @@ async def slow_app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 async def wait_for_in_flight(app: FastAPI, who: TenantCredentials, count: int) -> None:
+    """Waits until exactly `count` of the tenant's requests hold a concurrency slot (10 s at most)."""
     concurrency = app.state.services.limits.storage.concurrency
     for _ in range(1000):
-        if await concurrency.current(str(who.tenant.id)) >= count:
+        if await concurrency.current(str(who.tenant.id)) == count:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} requests never got in flight")
+    raise AssertionError(f"the tenant never had exactly {count} requests in flight")
 
 
 async def test_requests_beyond_the_concurrency_limit_are_refused_while_others_are_in_flight(

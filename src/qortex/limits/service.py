@@ -7,19 +7,21 @@ weighted by how much of it still overlaps the window). Counters live in Redis wh
 so every replica enforces one shared limit, and in memory otherwise.
 
 A request refused by the per-minute limit does not count towards the hour; a request refused by
-the hour has used a per-minute entry. If the counter store fails, requests are served unlimited
-for a few seconds (fail open) and the failure is logged: limits protect capacity, they must not
-become the outage.
+the hour has used a per-minute entry; one refused for concurrency has used a per-minute entry only.
+If the counter store fails, requests are served unlimited for a few seconds (fail open) and the
+failure is logged: limits protect capacity, they must not become the outage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 from fastapi import Request
@@ -49,6 +51,8 @@ STATE_KEY = "rate_limit"
 STORE_RETRY_SECONDS = 5.0
 _STORE_ERRORS = (StorageError, RedisError, OSError)
 _MAX_AUDIT_MARKS = 10_000
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 
 @dataclass(slots=True)
@@ -108,8 +112,10 @@ class RateLimits:
         self._stored: dict[uuid.UUID, tuple[float, int]] = {}
         self._audit_marks: dict[tuple[uuid.UUID, str], _AuditMark] = {}
         self._store_down_until = 0.0
+        self._releases: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        await asyncio.gather(*self._releases, return_exceptions=True)
         await self.storage.close()
 
     def forget(self, tenant_id: uuid.UUID) -> None:
@@ -175,25 +181,26 @@ class RateLimits:
         admission = Admission()
         setattr(request.state, STATE_KEY, admission)
         try:
-            minute = self._minute(limits)
-            if not await self._moving.hit(minute, tenant, "requests"):
-                await self._refuse_window(request, principal, admission, "requests_per_minute", minute, 60)
-            hour = self._hour(limits)
-            if not await self._moving.hit(hour, tenant, "requests"):
-                await self._refuse_window(request, principal, admission, "requests_per_hour", hour, 3600)
-            token = await self.storage.concurrency.acquire(tenant, limits.concurrent_requests)
+            minute, hour = self._minute(limits), self._hour(limits)
+            minute_ok, token = await self._together(
+                self._moving.hit(minute, tenant, "requests"),
+                self.storage.concurrency.acquire(tenant, limits.concurrent_requests),
+            )
             if token is not None:
-                concurrency = self.storage.concurrency
-
-                async def release() -> None:
-                    try:
-                        await concurrency.release(tenant, token)
-                    except _STORE_ERRORS as error:  # the slot's lease frees it later
-                        self._store_failed(error)
-
-                admission.release = release
-            stats = await self._moving.get_window_stats(minute, tenant, "requests")
-            admission.headers = _headers(limits.requests_per_minute, stats, 60, time.time())
+                admission.release = self._releaser(tenant, token)
+            if not minute_ok:
+                await self._refuse_window(request, principal, admission, "requests_per_minute", minute, 60)
+            if token is None:
+                stats = await self._moving.get_window_stats(minute, tenant, "requests")
+                admission.headers = _headers(limits.requests_per_minute, stats, 60, time.time())
+            else:
+                hour_ok, stats = await self._together(
+                    self._moving.hit(hour, tenant, "requests"),
+                    self._moving.get_window_stats(minute, tenant, "requests"),
+                )
+                admission.headers = _headers(limits.requests_per_minute, stats, 60, time.time())
+                if not hour_ok:
+                    await self._refuse_window(request, principal, admission, "requests_per_hour", hour, 3600)
         except _STORE_ERRORS as error:
             self._store_failed(error)
             return
@@ -204,6 +211,33 @@ class RateLimits:
                 limit="concurrent_requests",
                 retry_after_seconds=1,
             )
+
+    async def _together(self, first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
+        """Both calls at once when they are Redis round trips; one after the other in memory, where that is cheaper."""
+        if self.storage.pool is None:
+            return await first, await second
+        a, b = await asyncio.gather(first, second)
+        return a, b
+
+    def _releaser(self, tenant: str, token: str) -> Callable[[], Awaitable[None]]:
+        concurrency = self.storage.concurrency
+
+        async def release_now() -> None:
+            try:
+                await concurrency.release(tenant, token)
+            except _STORE_ERRORS as error:  # the slot's lease frees it later
+                self._store_failed(error)
+
+        if self.storage.pool is None:
+            return release_now
+
+        async def release_in_background() -> None:
+            # A Redis round trip after the response would still hold up the connection's next request.
+            task = asyncio.get_running_loop().create_task(release_now())
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+        return release_in_background
 
     async def _refuse_window(
         self,

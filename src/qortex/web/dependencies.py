@@ -47,7 +47,8 @@ class AppServices:
         return PredictionServices(db=self.db, runtime=self.runtime, batcher=self.batcher)
 
 
-def get_services(request: Request) -> AppServices:
+# Async although it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.
+async def get_services(request: Request) -> AppServices:
     services: AppServices = request.app.state.services
     return services
 

@@ -71,7 +71,11 @@ def _password_policy(value: SecretStr) -> SecretStr:
 
 Username = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=USERNAME_PATTERN)]
 Email = Annotated[EmailStr, AfterValidator(_lowercase), Field(max_length=254)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# No control characters: PostgreSQL text cannot hold NUL, and names end up in terminals and logs.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+DisplayName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+]
 NewPassword = Annotated[SecretStr, AfterValidator(_password_policy)]
 
 
@@ -119,7 +123,9 @@ class UserPage(BaseModel):
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: StrictStr = Field(min_length=1, max_length=254, description="Username or email")
+    username: StrictStr = Field(
+        min_length=1, max_length=254, pattern=NO_CONTROL_CHARACTERS, description="Username or email"
+    )
     password: SecretStr = Field(max_length=MAX_LENGTH)
 
 

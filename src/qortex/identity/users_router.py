@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from qortex.core.idempotency import IdempotentRequest
 from qortex.core.pagination import decode_cursor
@@ -26,8 +26,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"], route_class=StrictJSONRou
 CanManage = Annotated[Principal, Depends(require(Permission.USERS_MANAGE))]
 
 
-async def _user_idempotency_key(request: Request, body: UserCreate) -> IdempotentRequest | None:
-    header = request.headers.get("idempotency-key")
+def _user_idempotency_key(header: str | None, body: UserCreate) -> IdempotentRequest | None:
     if header is None:
         return None
     # The fingerprint leaves the password out: a fast hash of a body holding a password would be
@@ -43,9 +42,13 @@ async def create_user(
     services: Services,
     request: Request,
     response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Replays of the same key and body return the first answer", max_length=255),
+    ] = None,
 ) -> UserOut:
     """Creates a person in the caller's tenant with a role the caller could grant; honours Idempotency-Key."""
-    key = await _user_idempotency_key(request, body)
+    key = _user_idempotency_key(idempotency_key, body)
     answer = await users.create_user(
         db=services.db,
         passwords=services.auth.passwords,

@@ -100,6 +100,8 @@ async def test_who_may_grant_which_role(
     own = bearer((await login(client, "boss")).json()["access_token"])
     assert (await client.patch(f"/v1/users/{boss['id']}", json={"role": "admin"}, headers=own)).status_code == 403
     assert (await client.delete(f"/v1/users/{boss['id']}", headers=own)).status_code == 403
+    reset_own = await client.patch(f"/v1/users/{boss['id']}", json={"password": "no current needed?"}, headers=own)
+    assert reset_own.status_code == 403
     assert (await client.patch(f"/v1/users/{mia['id']}", json={"role": "owner"}, headers=own)).status_code == 200
 
 

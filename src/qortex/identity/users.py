@@ -2,7 +2,8 @@
 
 Who may do what: a principal manages a user only if it could grant that user's role (`can_grant`), and
 grants only roles it could grant; so an admin neither creates, promotes nor touches owners. Nobody
-changes their own role or deactivates themselves here (no lock-out by accident). A role change, a
+changes their own role, deactivates themselves or resets their own password here (no lock-out by
+accident; one's own password change asks for the current one, at /v1/auth/password). A role change, a
 password reset and a deactivation end every session of the user at once.
 """
 
@@ -179,6 +180,9 @@ async def update_user(
     is_self = actor is not None and actor.user_id == user_id
     if is_self and (changes.role is not None or changes.active is False):
         raise Forbidden("you may not change your own role or deactivate yourself")
+    if is_self and changes.password is not None:
+        # A reset needs no current password; one's own change does, so a stolen access token cannot make one.
+        raise Forbidden("change your own password with POST /v1/auth/password, which asks for the current one")
     new_hash = await passwords.hash_async(changes.password) if changes.password is not None else None
     now = utcnow()
     records: list[AuditRecord] = []

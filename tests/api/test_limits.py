@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,8 +19,10 @@ from qortex.api import create_app
 from qortex.audit.models import AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
+from qortex.core.errors import InvalidInput
 from qortex.limits import repository as limits_repository
 from qortex.limits.plans import PLANS
+from qortex.limits.service import set_tenant_limits
 from qortex.security.rbac import Role
 from qortex.tenants import repository as tenant_repository
 from tests.conftest import TenantCredentials, key_for, make_tenant
@@ -37,14 +40,18 @@ def batch(count: int, seed: int = 0) -> dict[str, Any]:
 
 
 async def configure(app: FastAPI, who: TenantCredentials, *, plan: str | None = None, **limits: int) -> None:
-    """Sets a tenant's plan and overrides as the tenant configuration would, and drops the process cache."""
+    """Sets a tenant's plan and overrides, and drops this process's cached copy (others wait out their cache)."""
+    await set_tenant_limits(db=app.state.services.db, scope=who.tenant.scope, plan=plan, overrides=limits)
+    app.state.services.limits.forget(who.tenant.id)
+
+
+async def store_raw(app: FastAPI, who: TenantCredentials, *, plan: str, limits: dict[str, Any]) -> None:
+    """Writes a plan and overrides straight into the row, unvalidated, as an old or hand-edited row may hold them."""
     db: Database = app.state.services.db
     async with db.tenant_session(who.tenant.scope, write=True) as session:
         tenant = await tenant_repository.get_in_scope(session=session, scope=who.tenant.scope, for_update=True)
         assert tenant is not None
-        tenant.limits = dict(limits)
-        if plan is not None:
-            tenant.plan = plan
+        tenant.plan, tenant.limits = plan, limits
     app.state.services.limits.forget(who.tenant.id)
 
 
@@ -185,14 +192,27 @@ async def test_a_plan_picks_the_limits_and_an_unknown_plan_gets_the_smallest(
 ) -> None:
     await configure(app, acme, plan="enterprise")
     assert rate_headers(await client.get(MODELS, headers=acme.headers))[0] == PLANS["enterprise"].requests_per_minute
-    await configure(app, acme, plan="platinum-typo")
+    await store_raw(app, acme, plan="platinum-typo", limits={})
     assert rate_headers(await client.get(MODELS, headers=acme.headers))[0] == PLANS["free"].requests_per_minute
-    await configure(app, acme, plan="free", requests_per_minute=7, concurrent_requests=0)
+    await store_raw(app, acme, plan="free", limits={"requests_per_minute": 7, "concurrent_requests": 0, "x": 1})
     usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
     assert usage["plan"] == "free"
     assert usage["requests_per_minute"]["limit"] == 7
     # An invalid stored override is ignored, not applied.
     assert usage["concurrent_requests"]["limit"] == PLANS["free"].concurrent_requests
+
+
+async def test_setting_limits_refuses_unknown_plans_names_and_values(app: FastAPI, acme: TenantCredentials) -> None:
+    db: Database = app.state.services.db
+    with pytest.raises(InvalidInput, match="unknown plan"):
+        await set_tenant_limits(db=db, scope=acme.tenant.scope, plan="gold")
+    with pytest.raises(InvalidInput) as refused:
+        await set_tenant_limits(
+            db=db, scope=acme.tenant.scope, overrides={"requests_per_minute": 0, "requests_per_fortnight": 5}
+        )
+    assert {e["loc"][-1] for e in refused.value.errors or []} == {"requests_per_minute", "requests_per_fortnight"}
+    limits = await set_tenant_limits(db=db, scope=acme.tenant.scope, plan="free", overrides={"max_batch_items": 7})
+    assert limits == dataclasses.replace(PLANS["free"], max_batch_items=7)
 
 
 async def test_one_tenants_usage_never_affects_another(

@@ -18,10 +18,10 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import Request
@@ -34,10 +34,10 @@ from redis.exceptions import RedisError
 from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import InvalidInput
+from qortex.core.errors import InvalidInput, NotFound
 from qortex.limits import repository
 from qortex.limits.errors import RateLimited, StorageQuotaExceeded
-from qortex.limits.plans import FALLBACK_PLAN, PlanLimits, effective_limits
+from qortex.limits.plans import FALLBACK_PLAN, PLANS, PlanLimits, effective_limits, validate_overrides
 from qortex.limits.schemas import LimitUsage, TenantUsage
 from qortex.limits.storage import LimitStorage
 from qortex.security.principal import Principal
@@ -359,3 +359,21 @@ class RateLimits:
             ),
             max_batch_items=min(limits.max_batch_items, self._global_batch_max),
         )
+
+
+async def set_tenant_limits(
+    *, db: Database, scope: TenantScope, plan: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> PlanLimits:
+    """Sets a tenant's plan and/or replaces its validated overrides; each process applies it within its cache time."""
+    if plan is not None and plan not in PLANS:
+        raise InvalidInput(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
+    checked = validate_overrides(overrides) if overrides is not None else None
+    async with db.tenant_session(scope, write=True) as session:
+        tenant = await tenant_repository.get_in_scope(session=session, scope=scope, for_update=True)
+        if tenant is None:
+            raise NotFound("tenant not found")
+        if plan is not None:
+            tenant.plan = plan
+        if checked is not None:
+            tenant.limits = checked
+        return effective_limits(plan=tenant.plan, overrides=tenant.limits)

@@ -14,8 +14,10 @@ splits and are scored on the same test origins.
 
 Scores. Per dataset, the forecasts of every fold and series are pooled and scored with
 :func:`qortex.engine.metrics.score_all`; the ``mean`` row averages each metric over datasets
-(each dataset counts once, however many series or points it has). Everything is seeded, so two
-runs give the same table.
+(each dataset counts once, however many series or points it has); the ``pooled`` row scores all
+forecasts together. ECE is biased upwards on small samples (a perfectly calibrated forecaster with
+probabilities spread over 0.15-0.85 scores about 0.16 at n = 40 and 0.03 at n = 1,000), so the
+pooled row is the better check of calibration. Everything is seeded, so two runs give the same table.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ ProgressHook = Callable[[int, int, str], None]
 """Called as ``progress(done, total, label)`` after each (fold, method) step."""
 
 MEAN_ROW = "mean"
+POOLED_ROW = "pooled"
 
 
 class EngineModel:
@@ -325,15 +328,18 @@ def evaluate(
                 ordered.setdefault(p.dataset, []).append((change > 0).astype(np.float64))
 
     rows: list[MethodScores] = []
-    names = [ds.name for ds in datasets]
+    names = [ds.name for ds in datasets if ds.name in ordered]
     for name in names:
-        if name not in ordered:
-            continue
         y = np.concatenate(ordered[name])
         for method in methods:
             p_up = np.concatenate(forecasts[(name, method.name)])
             rows.append(MethodScores(name, method.name, int(y.size), score_all(y, p_up)))
     rows.extend(_mean_rows(rows, [m.name for m in methods]))
+    if names:
+        y_all = np.concatenate([y for name in names for y in ordered[name]])
+        for method in methods:
+            p_all = np.concatenate([p for name in names for p in forecasts[(name, method.name)]])
+            rows.append(MethodScores(POOLED_ROW, method.name, int(y_all.size), score_all(y_all, p_all)))
     return EvaluationReport(config=config, datasets=names, rows=rows, skipped=skipped)
 
 

@@ -18,6 +18,7 @@ from qortex.engine.baselines import MajorityClass, Scope
 from qortex.engine.datasets import Dataset
 from qortex.engine.evaluation import (
     MEAN_ROW,
+    POOLED_ROW,
     EvalConfig,
     Method,
     evaluate,
@@ -138,7 +139,7 @@ def test_quick_evaluation_is_deterministic_and_has_every_metric() -> None:
     second = evaluate_quick("sunspots", **kwargs)
     assert first.to_dict() == second.to_dict()
     assert {(r.dataset, r.method) for r in first.rows} == {
-        (d, m) for d in ("sunspots", MEAN_ROW) for m in ("engine", "majority", "persistence")
+        (d, m) for d in ("sunspots", MEAN_ROW, POOLED_ROW) for m in ("engine", "majority", "persistence")
     }
     assert set(first.rows[0].scores) == set(METRIC_NAMES)
     assert calls[-1][0] == calls[-1][1] == 2 * 3, "one progress step per fold and method"
@@ -156,6 +157,11 @@ def test_mean_row_averages_datasets_equally() -> None:
     assert mean.scores["accuracy"] == pytest.approx((up.scores["accuracy"] + walk.scores["accuracy"]) / 2)
     assert mean.n == up.n + walk.n
     assert up.scores["accuracy"] == 1.0
+    pooled = report.row(POOLED_ROW, "majority")
+    assert pooled.n == mean.n
+    assert pooled.scores["accuracy"] == pytest.approx(
+        (up.scores["accuracy"] * up.n + walk.scores["accuracy"] * walk.n) / mean.n
+    )
 
 
 def test_majority_baseline_matches_a_direct_computation() -> None:

@@ -21,8 +21,11 @@ The baselines:
   history up to the origin (no re-estimation, O(length) and about 0.1 ms), and the forecast change
   over ``horizon`` steps, divided by the training standard deviation of ``horizon``-step changes,
   is mapped to a probability by a logistic regression fitted on training origins.
-- ``logistic_lags``: the engine's own readout on normalised lagged values, with the reservoir,
-  quantum and pattern stages switched off (built in :mod:`qortex.engine.evaluation`).
+- ``logistic_lags``: the engine's own readout on its momentum features (the last 10 normalised
+  moves and summaries), with the reservoir, quantum and pattern stages switched off (built in
+  :mod:`qortex.engine.evaluation`).
+- ``window_logistic``: L2 logistic regression on *every* normalised move of the window (the engine's
+  own normalisation), fitted globally; it sees seasonal lags that the momentum features do not.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from qortex.engine import sliding_windows
+from qortex.engine.normalise import last_windows, normalise_windows
 
 FloatArray = npt.NDArray[np.float64]
 Scope = Literal["global", "series"]
@@ -232,3 +238,44 @@ class ETSDirection:
             z = np.array([self._change(h) for h in hs])
         z = np.where(np.isfinite(z), z, 0.0)
         return _sigmoid(self.coef_[0] + self.coef_[1] * z)
+
+
+class WindowLogistic:
+    """Logistic regression on all ``window - 1`` normalised moves of the window, fitted globally."""
+
+    name = "window_logistic"
+    scope: Scope = "global"
+
+    def __init__(self, window: int = 64, l2: float = 10.0) -> None:
+        self.window = window
+        self.l2 = l2
+        self.mean_: FloatArray = np.zeros(0)
+        self.scale_: FloatArray = np.ones(0)
+        self.coef_: FloatArray = np.zeros(0)
+
+    def _features(self, raw: FloatArray) -> FloatArray:
+        z, _ = normalise_windows(raw)
+        return np.asarray(z, dtype=np.float64)
+
+    def fit(self, series: Sequence[FloatArray], horizon: int) -> WindowLogistic:
+        """Fit on the sliding windows of every training series."""
+        xs, ys = [], []
+        for s in series:
+            x, y = sliding_windows(s, self.window, horizon)
+            if y.size:
+                xs.append(x)
+                ys.append(y)
+        if not xs:
+            raise ValueError("no training window: every series is shorter than window + horizon")
+        features = self._features(np.concatenate(xs))
+        labels = np.concatenate(ys).astype(np.float64)
+        self.mean_ = features.mean(axis=0)
+        self.scale_ = np.where(features.std(axis=0) > 1e-8, features.std(axis=0), 1.0)
+        self.coef_ = fit_logistic((features - self.mean_) / self.scale_, labels, l2=self.l2)
+        return self
+
+    def predict_proba(self, histories: Sequence[FloatArray]) -> FloatArray:
+        """Probability of up from the last ``window`` values of each history."""
+        raw, _, _ = last_windows(_check_histories(histories), self.window)
+        features = (self._features(raw) - self.mean_) / self.scale_
+        return _sigmoid(self.coef_[0] + features @ self.coef_[1:])

@@ -38,6 +38,7 @@ from qortex.engine.baselines import (
     MajorityClass,
     Persistence,
     Scope,
+    WindowLogistic,
     direction_pairs,
 )
 from qortex.engine.datasets import Dataset, load_collection
@@ -107,6 +108,7 @@ def standard_methods(engine: EngineConfig) -> dict[str, Method]:
             lambda _m: EngineModel(replace(engine, use_reservoir=False), "engine_no_reservoir"),
         ),
         "logistic_lags": Method("logistic_lags", "global", lambda _m: EngineModel(readout_only, "logistic_lags")),
+        "window_logistic": Method("window_logistic", "global", lambda _m: WindowLogistic(engine.window)),
         "ets": Method("ets", "series", lambda m: ETSDirection(season_length=m)),
         "persistence": Method("persistence", "series", lambda _m: Persistence()),
         "majority": Method("majority", "series", lambda _m: MajorityClass()),

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from qortex.engine import metrics
-from qortex.engine.baselines import ETSDirection, MajorityClass, Persistence, direction_pairs, fit_logistic
+from qortex.engine.baselines import (
+    ETSDirection,
+    MajorityClass,
+    Persistence,
+    WindowLogistic,
+    direction_pairs,
+    fit_logistic,
+)
 
 
 def test_direction_pairs_label_moves_and_drop_ties() -> None:
@@ -67,3 +74,27 @@ def test_ets_on_a_random_walk_is_no_better_than_a_coin() -> None:
 def test_ets_is_fitted_per_series() -> None:
     with pytest.raises(ValueError):
         ETSDirection().fit([np.arange(50.0), np.arange(50.0)], 1)
+
+
+def test_window_logistic_uses_seasonal_lags_beyond_the_last_ten_moves() -> None:
+    rng = np.random.default_rng(3)
+    # Period 16: the next move repeats the move 16 steps back, which the last 10 moves do not show.
+    pattern = rng.normal(size=16)
+    moves = np.tile(pattern, 60) + 0.1 * rng.normal(size=960)
+    s = 100 + np.cumsum(moves)
+    model = WindowLogistic(window=32, l2=1.0).fit([s[:600]], 1)
+    origins, labels = direction_pairs(s, 1, first_origin=600)
+    p = model.predict_proba([s[: int(o) + 1] for o in origins])
+    assert metrics.directional_accuracy(labels, p) > 0.9
+
+
+def test_window_logistic_on_a_random_walk_is_no_better_than_a_coin() -> None:
+    rng = np.random.default_rng(4)
+    walks = [100 + np.cumsum(rng.normal(size=800)) for _ in range(2)]
+    model = WindowLogistic(window=32).fit([w[:400] for w in walks], 1)
+    labels, probs = [], []
+    for w in walks:
+        origins, y = direction_pairs(w, 1, first_origin=400)
+        probs.append(model.predict_proba([w[: int(o) + 1] for o in origins]))
+        labels.append(y)
+    assert 0.42 < metrics.directional_accuracy(np.concatenate(labels), np.concatenate(probs)) < 0.58

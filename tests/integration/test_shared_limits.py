@@ -131,5 +131,9 @@ async def test_an_unreachable_redis_serves_requests_unlimited_instead_of_failing
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
             answers = [await client.get(MODELS, headers=acme.headers) for _ in range(3)]
+            usage = await client.get("/v1/tenant/usage", headers=acme.headers)
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert all("ratelimit-limit" not in a.headers for a in answers)
+    # Usage cannot be counted without the counters: a retryable 503, not a 500 or made-up numbers.
+    assert usage.status_code == 503
+    assert usage.json()["type"].endswith("/overloaded") and int(usage.headers["retry-after"]) >= 1

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import InvalidInput, NotFound
+from qortex.core.errors import InvalidInput, NotFound, Overloaded
 from qortex.limits import repository
 from qortex.limits.errors import RateLimited, StorageQuotaExceeded
 from qortex.limits.plans import FALLBACK_PLAN, PLANS, PlanLimits, effective_limits, validate_overrides
@@ -340,10 +340,16 @@ class RateLimits:
         tenant = str(principal.tenant_id)
         minute, hour, day = self._minute(limits), self._hour(limits), self._day(limits)
         stored = await self.stored_bytes(principal.scope, fresh=True)
-        minute_stats = await self._moving.get_window_stats(minute, tenant, "requests")
-        hour_stats = await self._moving.get_window_stats(hour, tenant, "requests")
-        day_stats = await self._sliding.get_window_stats(day, tenant, "predictions")
-        in_flight = await self.storage.concurrency.current(tenant)
+        try:
+            minute_stats = await self._moving.get_window_stats(minute, tenant, "requests")
+            hour_stats = await self._moving.get_window_stats(hour, tenant, "requests")
+            day_stats = await self._sliding.get_window_stats(day, tenant, "predictions")
+            in_flight = await self.storage.concurrency.current(tenant)
+        except _STORE_ERRORS as error:
+            self._store_failed(error)
+            raise Overloaded(
+                "the limit counters are unavailable; retry shortly", retry_after_seconds=int(STORE_RETRY_SECONDS)
+            ) from error
         return TenantUsage(
             plan=plan,
             requests_per_minute=_usage(limits.requests_per_minute, minute_stats, 60),

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import structlog.testing
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -105,7 +106,10 @@ async def test_wrong_password_unknown_user_and_inactive_user_get_the_same_401(
         changes=users.UserChanges(active=False),
     )
     wrong = await login(client, "bob", "not the password at all")
-    unknown = await login(client, "nobody-here", "not the password at all")
+    with structlog.testing.capture_logs() as logged:
+        unknown = await login(client, "nobody-here", "not the password at all")
+    [failed] = [entry for entry in logged if entry["event"] == "login_failed"]
+    assert failed["reason"] == "unknown_account" and "nobody-here" not in str(logged)
     inactive = await login(client, "gone")
     assert wrong.status_code == unknown.status_code == inactive.status_code == 401
     assert without_instance(wrong.json()) == without_instance(unknown.json()) == without_instance(inactive.json())

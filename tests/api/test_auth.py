@@ -77,6 +77,8 @@ async def test_login_by_username_or_email_answers_tokens_that_work_and_upgrades_
     key_me = (await client.get("/v1/auth/me", headers=acme.headers)).json()
     assert key_me["kind"] == "api_key" and key_me["role"] == "owner" and key_me["user"] is None
 
+    [denied] = await events(db, acme.tenant, "permission_denied")
+    assert (denied.actor_kind, denied.actor_id) == ("user", str(user_id))
     logins = await events(db, acme.tenant, "auth.login")
     assert len(logins) == 2 and all(e.actor_id == str(user_id) and e.outcome == "success" for e in logins)
 

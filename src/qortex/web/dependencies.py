@@ -86,8 +86,9 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
             denied = AuditRecord(
                 action="permission_denied",
                 outcome="denied",
-                actor_kind=principal.credential_kind,
-                actor_id=str(principal.credential_id),
+                # A person is named by their user id (not the session's), as in every other audit record.
+                actor_kind=principal.actor_kind,
+                actor_id=principal.actor_id,
                 target_type="permission",
                 target_id=permission.value,
                 request_id=getattr(request.state, "request_id", None),

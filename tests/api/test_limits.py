@@ -158,6 +158,20 @@ async def test_the_daily_prediction_quota_counts_every_batch_item(
     assert len(listed.json()["items"]) == 5
 
 
+async def test_an_idempotent_replay_is_not_charged_again(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, predictions_per_day=1)
+    keyed = {**acme.headers, "Idempotency-Key": "retry-me"}
+    body = {"source": "s", "values": series(3)}
+    first = await client.post("/v1/predictions", json=body, headers=keyed)
+    again = await client.post("/v1/predictions", json=body, headers=keyed)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+    fresh = await client.post("/v1/predictions", json={"source": "s", "values": series(4)}, headers=acme.headers)
+    assert fresh.status_code == 429
+
+
 async def test_a_batch_above_the_tenant_maximum_is_refused_naming_the_limit(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

@@ -32,9 +32,11 @@ from limits.util import WindowStats
 from redis.exceptions import RedisError
 
 from qortex.audit.service import AuditRecord, AuditWriter
+from qortex.core import idempotency
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, NotFound, Overloaded
+from qortex.core.idempotency import IdempotentRequest
 from qortex.limits import repository
 from qortex.limits.errors import RateLimited, StorageQuotaExceeded
 from qortex.limits.plans import FALLBACK_PLAN, PLANS, PlanLimits, effective_limits, validate_overrides
@@ -259,9 +261,22 @@ class RateLimits:
             retry_after_seconds=max(1, _seconds_until(stats.reset_time, now)),
         )
 
-    async def admit_predictions(self, request: Request, principal: Principal, *, count: int, batch: bool) -> None:
-        """Checks the batch size and stored-bytes quota, then charges `count` predictions to the daily quota."""
+    async def admit_predictions(
+        self,
+        request: Request,
+        principal: Principal,
+        *,
+        count: int,
+        batch: bool,
+        replay_of: IdempotentRequest | None = None,
+    ) -> None:
+        """Checks the batch size and stored-bytes quota, then charges `count` predictions to the daily quota.
+
+        A request whose Idempotency-Key already has a stored answer is a replay: it creates nothing and is not charged.
+        """
         if not self.enabled:
+            return
+        if replay_of is not None and await idempotency.replay(db=self._db, scope=principal.scope, request=replay_of):
             return
         _, limits = await self.limits_for(principal.scope)
         max_items = min(limits.max_batch_items, self._global_batch_max)

@@ -44,7 +44,7 @@ async def create_prediction(
     response: Response,
 ) -> dict[str, object]:
     """Predicts the direction of one series and stores the prediction."""
-    await services.limits.admit_predictions(request, principal, count=1, batch=False)
+    await services.limits.admit_predictions(request, principal, count=1, batch=False, replay_of=key)
     answer = await service.create(services=services.predictions, scope=principal.scope, request=body, key=key)
     if answer.replayed:
         response.headers[REPLAYED_HEADER] = "true"
@@ -61,7 +61,7 @@ async def create_prediction_batch(
     response: Response,
 ) -> dict[str, object]:
     """Predicts many series at once; each item answers 201 or its own problem."""
-    await services.limits.admit_predictions(request, principal, count=len(body.items), batch=True)
+    await services.limits.admit_predictions(request, principal, count=len(body.items), batch=True, replay_of=key)
     answer = await service.create_batch(
         services=services.predictions,
         scope=principal.scope,

@@ -8,6 +8,7 @@ until the last token it signed has expired (the access token lifetime).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -60,14 +61,23 @@ def parse_keyring(value: str) -> list[SigningKey]:
 
 
 def load_or_create_key_file(path: Path) -> SigningKey:
-    """The embedded mode's key: created once with mode 0600, shared by every process using the data dir."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{secrets.token_hex(4)}:{secrets.token_urlsafe(48)}\n")
+    """The embedded mode's key: created once with mode 0600, shared by every process using the data dir.
+
+    Written to a private temporary file and then linked into place, so several workers starting at
+    once agree on one key and none ever reads a half-written file.
+    """
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{secrets.token_hex(4)}:{secrets.token_urlsafe(48)}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won the race: use its key
+                os.link(temporary, path)
+        finally:
+            temporary.unlink()
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
     keys = parse_keyring(path.read_text().strip())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def test_embedded_mode_generates_a_private_key_file_once(tmp_path: Path) -> None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Keyring.from_settings(settings).signing == first.signing
     assert len(first.signing.secret) >= 32 and first.signing.secret.decode() not in repr(first.signing)
+
+
+def test_processes_starting_together_agree_on_one_generated_key(tmp_path: Path) -> None:
+    settings = Settings(env="development", data_dir=tmp_path)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: Keyring.from_settings(settings).signing, range(16)))
+    assert len(set(keys)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE_NAME]
 
 
 def test_production_refuses_to_start_without_configured_keys(tmp_path: Path) -> None:

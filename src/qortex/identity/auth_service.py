@@ -191,7 +191,8 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     refresh, refresh_row = _new_refresh(scope, auth_session.id, refresh_expires)
     async with db.tenant_session(scope, write=True) as session:
         current = await repo.get_user(session=session, scope=scope, user_id=user.id, for_update=True)
-        if current is None or not current.active:
+        # Deactivated, or the password changed, since it was verified: a change ends sessions, so none may start.
+        if current is None or not current.active or current.password_hash != user.password_hash:
             raise Unauthenticated(LOGIN_REFUSED)
         if new_hash is not None:
             current.password_hash = new_hash

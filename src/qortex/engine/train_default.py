@@ -27,7 +27,7 @@ from typing import Any
 
 from qortex.engine import EngineConfig, Predictor
 from qortex.engine.datasets import Dataset, load_collection
-from qortex.engine.evaluation import MEAN_ROW, EvalConfig, evaluate
+from qortex.engine.evaluation import MEAN_ROW, POOLED_ROW, EvalConfig, evaluate
 
 TRAINING_COLLECTION = "default"
 DEFAULT_HORIZON = 1
@@ -92,6 +92,7 @@ def walk_forward_metrics(
         "n": engine.n,
         "mean_over_datasets": clean(engine.scores),
         "majority_baseline_mean_over_datasets": clean(report.row(MEAN_ROW, "majority").scores),
+        "pooled": clean(report.row(POOLED_ROW, "engine").scores),
         "per_dataset": {name: clean(report.row(name, "engine").scores) for name in report.datasets},
     }
 

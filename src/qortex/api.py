@@ -92,6 +92,7 @@ async def stop_services(services: AppServices) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,4 +126,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost, so the body limit's 413 and every other early answer carry the security headers too.
     app.add_middleware(SecurityHeadersMiddleware)
     return app
-    configure_logging(settings.log_level)

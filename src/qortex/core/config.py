@@ -23,11 +23,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".qortex")
     database_url: str | None = None
     database_schema: str | None = None
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
     # PostgreSQL: the app connects as a role that owns no tables; migrations run as the owner.
     migration_database_url: str | None = None
     database_app_role: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -120,7 +120,7 @@ async def test_a_full_queue_answers_503_overloaded_with_retry_after(predictor: C
     assert predictor.calls == [1, 1]
 
 
-async def test_an_engine_error_reaches_every_request_of_the_batch(
+async def test_an_engine_error_fails_only_the_request_that_caused_it(
     batcher: EngineBatcher, predictor: CountingPredictor
 ) -> None:
     broken = walk(2)
@@ -131,8 +131,12 @@ async def test_an_engine_error_reaches_every_request_of_the_batch(
         batcher.predict(predictor, [walk(3)], 1),
         return_exceptions=True,
     )
-    assert predictor.calls == [3]
-    assert all(isinstance(a, InvalidSeriesError) for a in answers), answers
+    assert predictor.calls == [3, 1, 1, 1], "the shared call failed, then each request ran alone"
+    assert isinstance(answers[1], InvalidSeriesError)
+    for answer, seed in ((answers[0], 1), (answers[2], 3)):
+        [alone] = await batcher.predict(predictor, [walk(seed)], 1)
+        assert isinstance(answer, list)
+        assert (answer[0].direction, answer[0].probability_up) == (alone.direction, alone.probability_up)
 
     recovered = await batcher.predict(predictor, [walk(4)], 1)
     assert len(recovered) == 1

@@ -60,7 +60,8 @@ class EngineBatcher:
             self._worker = None
         while not self._queue.empty():
             _fail_shutting_down([self._queue.get_nowait()])
-        self._executor.shutdown(wait=True)
+        # Waiting for a running engine call must not block the event loop the other requests share.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def predict(self, predictor: Predictor, series: Sequence[np.ndarray], horizon: int) -> list[PredictionResult]:
         future: asyncio.Future[list[PredictionResult]] = asyncio.get_running_loop().create_future()
@@ -93,23 +94,37 @@ class EngineBatcher:
         groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
             groups.setdefault((id(job.predictor), job.horizon), []).append(job)
-        loop = asyncio.get_running_loop()
         for group in groups.values():
             live = [job for job in group if not job.future.done()]
             if not live:
                 continue
-            series = [s for job in live for s in job.series]
             try:
-                results = await loop.run_in_executor(
-                    self._executor, live[0].predictor.predict_batch, series, live[0].horizon
-                )
-            except Exception as error:  # handed to every waiting request, which maps it to a problem
+                results = await self._predict(live)
+            except Exception:
+                if len(live) == 1:
+                    raise
+                # One job's bad series must not fail the others (possibly other tenants'): run each alone.
                 for job in live:
-                    if not job.future.done():
-                        job.future.set_exception(error)
+                    await self._execute_alone(job)
                 continue
             offset = 0
             for job in live:
                 if not job.future.done():
                     job.future.set_result(results[offset : offset + len(job.series)])
                 offset += len(job.series)
+
+    async def _predict(self, jobs: list[_Job]) -> list[PredictionResult]:
+        series = [s for job in jobs for s in job.series]
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, jobs[0].predictor.predict_batch, series, jobs[0].horizon
+        )
+
+    async def _execute_alone(self, job: _Job) -> None:
+        try:
+            results = await self._predict([job])
+        except Exception as error:  # handed to the waiting request, which maps it to a problem
+            if not job.future.done():
+                job.future.set_exception(error)
+            return
+        if not job.future.done():
+            job.future.set_result(results)

@@ -8,6 +8,7 @@ in [0, 1]; spans are inclusive window indices (start, end).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,7 @@ PATTERN_TYPES = (
 )
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 # A normalised move at most this big counts as standing still.
@@ -63,44 +65,51 @@ def detect_patterns(z: F32, valid: I64 | None = None) -> PatternScan:
     spans[:, :, 1] = w - 1
     level = np.concatenate([np.zeros((batch, 1), dtype=np.float32), np.cumsum(z, axis=1, dtype=np.float32)], 1)
 
-    up, down, trend_start = _trend(z, w)
+    c1, c2 = _prefix_sums(z)
+    up, down, trend_start = _trend(c1, c2, w)
     strengths[:, 0], strengths[:, 1] = up, down
     spans[:, 0, 0] = spans[:, 1, 0] = trend_start
     strengths[:, 2] = _mean_reversion(z)
     osc, period = _oscillation(z)
     strengths[:, 3] = osc
     spans[:, 3, 0] = np.maximum(w - 1 - np.ceil(2 * period).astype(np.int64), 0)
-    strengths[:, 4] = _volatility_burst(z, valid)
+    strengths[:, 4] = _volatility_burst(c2, valid)
     spans[:, 4, 0] = max(w - 1 - BURST_STEPS, 0)
     strengths[:, 5] = _breakout(z, level)
     spans[:, 5, 0] = max(w - 1 - BREAKOUT_STEPS, 0)
     plateau, run = _plateau(z)
     strengths[:, 6] = plateau
     spans[:, 6, 0] = w - 1 - run
-    strengths[:, 7], accel_start = _acceleration(z, w)
+    strengths[:, 7], accel_start = _acceleration(c1, c2, w)
     spans[:, 7, 0] = accel_start
     return PatternScan(strengths, spans, period)
 
 
-def _std(x: F32) -> F32:
-    return np.asarray(np.sqrt(np.maximum(row_mean(x * x) - row_mean(x) ** 2, 0.0)), dtype=np.float32)
+def _prefix_sums(z: F32) -> tuple[F64, F64]:
+    """Returns running sums of z and z**2 with a leading zero column, (batch, d + 1) float64.
+
+    Any trailing segment's mean and variance then cost two subtractions, instead of a pass each.
+    """
+    zero = np.zeros((z.shape[0], 1))
+    c1 = np.concatenate([zero, np.cumsum(z, axis=1, dtype=np.float64)], axis=1)
+    c2 = np.concatenate([zero, np.cumsum(np.square(z, dtype=np.float64), axis=1)], axis=1)
+    return c1, c2
 
 
-def _trend(z: F32, w: int) -> tuple[F32, F32, I64]:
+def _trend(c1: F64, c2: F64, w: int) -> tuple[F32, F32, I64]:
     """Drift t-statistic of the differences over the last 16, 32 or all steps; the largest wins."""
-    d = z.shape[1]
-    lengths = sorted({min(k, d) for k in (16, 32, d)})
-    stats = np.stack([_drift_t(z[:, d - k :]) for k in lengths], axis=1)  # (batch, n_lengths)
+    d = c1.shape[1] - 1
+    lengths = np.asarray(sorted({min(k, d) for k in (16, 32, d)}), dtype=np.int64)
+    s1 = c1[:, d, None] - c1[:, d - lengths]
+    s2 = c2[:, d, None] - c2[:, d - lengths]
+    mean = s1 / lengths
+    std = np.sqrt(np.maximum(s2 / lengths - mean * mean, 0.0))
+    stats = mean * np.sqrt(lengths) / (std + EPS)  # (batch, n_lengths)
     best = np.argmax(np.abs(stats), axis=1)
-    t = stats[np.arange(z.shape[0]), best]
-    start = w - 1 - np.asarray(lengths, dtype=np.int64)[best]
-    return np.tanh(np.maximum(t, 0) / 3.0), np.tanh(np.maximum(-t, 0) / 3.0), start
-
-
-def _drift_t(seg: F32) -> F32:
-    k = seg.shape[1]
-    mean = row_mean(seg)
-    return np.asarray(mean * np.sqrt(np.float32(k)) / (_std(seg) + EPS), dtype=np.float32)
+    t = stats[np.arange(c1.shape[0]), best]
+    start = w - 1 - lengths[best]
+    up = np.tanh(np.maximum(t, 0) / 3.0).astype(np.float32)
+    return up, np.tanh(np.maximum(-t, 0) / 3.0).astype(np.float32), start
 
 
 def _mean_reversion(z: F32) -> F32:
@@ -111,12 +120,22 @@ def _mean_reversion(z: F32) -> F32:
     return np.asarray(np.clip(-2.0 * ac1, 0.0, 1.0), dtype=np.float32)
 
 
+@lru_cache(maxsize=8)
+def _spectrum_tables(d: int) -> tuple[F32, F64]:
+    """Hann taper and rfft frequencies for d samples, cached (read-only) per length."""
+    taper = np.hanning(d).astype(np.float32)
+    freqs = np.asarray(np.fft.rfftfreq(d), dtype=np.float64)
+    taper.setflags(write=False)
+    freqs.setflags(write=False)
+    return taper, freqs
+
+
 def _oscillation(z: F32) -> tuple[F32, F32]:
     """Share of spectral power in the dominant period (2.5 steps to half the window)."""
     batch, d = z.shape
-    c = (z - row_mean(z, keepdims=True)) * np.hanning(d).astype(np.float32)
+    taper, freqs = _spectrum_tables(d)
+    c = (z - row_mean(z, keepdims=True)) * taper
     power = np.abs(np.fft.rfft(c, axis=1)) ** 2
-    freqs = np.fft.rfftfreq(d)
     allowed = (freqs >= 2.0 / d) & (freqs <= 1.0 / 2.5)
     total = np.sum(power[:, 1:], axis=1)
     if not allowed.any():
@@ -132,14 +151,13 @@ def _oscillation(z: F32) -> tuple[F32, F32]:
     return strength.astype(np.float32), period.astype(np.float32)
 
 
-def _volatility_burst(z: F32, valid: I64 | None) -> F32:
+def _volatility_burst(c2: F64, valid: I64 | None) -> F32:
     """RMS of the last 8 moves against the RMS of the real moves before them; 4x is full strength."""
-    d = z.shape[1]
+    d = c2.shape[1] - 1
     k = min(BURST_STEPS, d // 2)
-    recent = np.sqrt(row_mean(z[:, d - k :] ** 2))
-    n_before = np.full(z.shape[0], d - k) if valid is None else np.clip(valid - k, 0, d - k)
-    before_sq = np.sum(z[:, : d - k] ** 2, axis=1)  # padding contributes zeros
-    before = np.sqrt(before_sq / np.maximum(n_before, 1))
+    recent = np.sqrt((c2[:, d] - c2[:, d - k]) / k)
+    n_before = np.full(c2.shape[0], d - k) if valid is None else np.clip(valid - k, 0, d - k)
+    before = np.sqrt(c2[:, d - k] / np.maximum(n_before, 1))  # padding contributes zeros
     ratio = np.where(before > 0, recent / np.maximum(before, EPS), np.where(recent > 0, 4.0, 1.0))
     return np.asarray(np.clip(np.log(np.maximum(ratio, 1e-6)) / np.log(4.0), 0.0, 1.0), dtype=np.float32)
 
@@ -164,14 +182,16 @@ def _plateau(z: F32) -> tuple[F32, I64]:
     return np.minimum(run / PLATEAU_STEPS, 1.0).astype(np.float32), run
 
 
-def _acceleration(z: F32, w: int) -> tuple[F32, I64]:
+def _acceleration(c1: F64, c2: F64, w: int) -> tuple[F32, I64]:
     """Change of drift between the two halves of the last 32 moves, as a t-statistic."""
-    d = z.shape[1]
+    d = c1.shape[1] - 1
     k = min(32, d) // 2
-    first, second = z[:, d - 2 * k : d - k], z[:, d - k :]
-    spread = _std(z[:, d - 2 * k :])
-    t = (row_mean(second) - row_mean(first)) * np.sqrt(np.float32(k / 2)) / (spread + EPS)
-    start = np.full(z.shape[0], w - 1 - 2 * k, dtype=np.int64)
+    first = (c1[:, d - k] - c1[:, d - 2 * k]) / k
+    second = (c1[:, d] - c1[:, d - k]) / k
+    mean = (c1[:, d] - c1[:, d - 2 * k]) / (2 * k)
+    spread = np.sqrt(np.maximum((c2[:, d] - c2[:, d - 2 * k]) / (2 * k) - mean * mean, 0.0))
+    t = (second - first) * np.sqrt(k / 2) / (spread + EPS)
+    start = np.full(c1.shape[0], w - 1 - 2 * k, dtype=np.int64)
     return np.tanh(np.abs(t) / 3.0).astype(np.float32), start
 
 

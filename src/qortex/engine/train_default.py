@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one clear line, no traceback, for a command-line tool
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    mean = predictor.metadata["metrics"]["mean_over_datasets"] if hasattr(predictor, "metadata") else {}
+    mean = predictor.metadata["metrics"]["mean_over_datasets"]
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f}s; walk-forward mean: {mean}")
     return 0
 

@@ -291,7 +291,8 @@ def evaluate(
             if len(mine) < config.folds:
                 skipped.append(
                     f"{ds.name}/{label}: {config.folds - len(mine)} of {config.folds} folds skipped "
-                    f"({s.size} values is too short for window {config.window}, horizon {horizon})"
+                    f"({s.size} values is too short for {config.min_train_windows} training windows of "
+                    f"{config.window} values before each fold, horizon {horizon})"
                 )
             plans.extend(mine)
 

@@ -8,9 +8,10 @@ transaction-locally, which row-level security policies read.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -115,10 +116,17 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite admits one writer at a time. Queueing writers here wakes the next one as soon as the
+        # previous commits, instead of leaving them in SQLite's busy handler, which sleeps up to 100 ms.
+        self._sqlite_writer = asyncio.Lock()
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
+        async with AsyncExitStack() as stack:
+            if write and self.is_sqlite:
+                await stack.enter_async_context(self._sqlite_writer)
+            session = await stack.enter_async_context(self._sessions())
+            await stack.enter_async_context(session.begin())
             # Options given when the session first takes its connection reach the BEGIN hook above.
             await session.connection(execution_options={"qortex_write": write})
             yield session

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 from qortex.core.errors import NotFound
 from qortex.engine import Predictor
+from qortex.models.models import Model
 
 BUILTIN_DEFAULT = "builtin:default"
+REFERENCE_CACHE_SECONDS = 30.0
+REFERENCE_CACHE_ENTRIES = 10_000
+
+
+class ModelReferences:
+    """Which model a tenant's reference ("default", a name, an id) resolves to, remembered briefly.
+
+    Keyed by tenant, so one tenant's entry can never answer another's request; a newly registered
+    default is picked up within `ttl_seconds`.
+    """
+
+    def __init__(self, *, ttl_seconds: float = REFERENCE_CACHE_SECONDS, max_entries: int = REFERENCE_CACHE_ENTRIES):
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[tuple[uuid.UUID, str | None], tuple[Model, float]] = {}
+
+    def get(self, tenant_id: uuid.UUID, reference: str | None) -> Model | None:
+        entry = self._entries.get((tenant_id, reference))
+        if entry is None or time.monotonic() - entry[1] > self.ttl_seconds:
+            return None
+        return entry[0]
+
+    def put(self, tenant_id: uuid.UUID, reference: str | None, model: Model) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[(tenant_id, reference)] = (model, time.monotonic())
 
 
 class ModelRuntime:
     def __init__(self) -> None:
         self._loaded: dict[str, Predictor] = {}
         self._lock = threading.Lock()
+        self.references = ModelReferences()
 
     def builtin_default(self) -> Predictor:
         return self.load(BUILTIN_DEFAULT)

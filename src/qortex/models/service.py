@@ -11,7 +11,7 @@ from qortex.core.errors import NotFound
 from qortex.core.pagination import Page, page_of
 from qortex.models import repository
 from qortex.models.models import Model
-from qortex.models.runtime import BUILTIN_DEFAULT, ModelRuntime
+from qortex.models.runtime import BUILTIN_DEFAULT, ModelReferences, ModelRuntime
 
 DEFAULT_MODEL_NAME = "default"
 
@@ -55,8 +55,12 @@ async def get_model(*, db: Database, scope: TenantScope, model_id: uuid.UUID) ->
     return model
 
 
-async def resolve(*, db: Database, scope: TenantScope, reference: str | None) -> Model:
+async def resolve(
+    *, db: Database, scope: TenantScope, reference: str | None, cache: ModelReferences | None = None
+) -> Model:
     """Finds the model a request names: an id, a name (latest version), `name@version`, or the default."""
+    if cache is not None and (known := cache.get(scope.tenant_id, reference)) is not None:
+        return known
     async with db.tenant_session(scope) as session:
         if reference is None:
             model = await repository.get_default(session=session, scope=scope)
@@ -64,6 +68,8 @@ async def resolve(*, db: Database, scope: TenantScope, reference: str | None) ->
             model = await _by_reference(session=session, scope=scope, reference=reference)
     if model is None:
         raise NotFound(f"model {reference or DEFAULT_MODEL_NAME!r} not found")
+    if cache is not None:
+        cache.put(scope.tenant_id, reference, model)
     return model
 
 

@@ -158,7 +158,9 @@ async def create(
     earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
     if earlier is not None:
         return earlier
-    model = await model_service.resolve(db=services.db, scope=scope, reference=request.model)
+    model = await model_service.resolve(
+        db=services.db, scope=scope, reference=request.model, cache=services.runtime.references
+    )
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
     await _run_engine(services, [planned])
@@ -209,7 +211,7 @@ async def create_batch(
         try:
             if request.model not in models:
                 models[request.model] = await model_service.resolve(
-                    db=services.db, scope=scope, reference=request.model
+                    db=services.db, scope=scope, reference=request.model, cache=services.runtime.references
                 )
             model = models[request.model]
             if isinstance(model, QortexError):

@@ -20,13 +20,14 @@ from qortex.identity.schemas import (
     TokenPair,
 )
 from qortex.security.principal import Principal
-from qortex.security.rbac import ROLE_PERMISSIONS
-from qortex.web.dependencies import Services, authenticate
+from qortex.security.rbac import ROLE_PERMISSIONS, Permission
+from qortex.web.dependencies import Services, require
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=StrictJSONRoute)
 
-Authenticated = Annotated[Principal, Depends(authenticate)]
+# Any valid credential: every role holds self:manage.
+Authenticated = Annotated[Principal, Depends(require(Permission.SELF_MANAGE))]
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
     401: {"description": "Unknown account, wrong password or inactive account: one answer for all"}

@@ -24,9 +24,11 @@ class Permission(StrEnum):
     COMPLIANCE_MANAGE = "compliance:manage"
     TENANT_CONFIGURE = "tenant:configure"
     USAGE_READ = "usage:read"
+    # Every role holds it: see oneself (/v1/auth/me), end one's own session, change one's own password.
+    SELF_MANAGE = "self:manage"
 
 
-_READ = {Permission.PREDICTIONS_READ, Permission.MODELS_READ}
+_READ = {Permission.PREDICTIONS_READ, Permission.MODELS_READ, Permission.SELF_MANAGE}
 _ANALYST = _READ | {Permission.PREDICTIONS_CREATE}
 _ADMIN = _ANALYST | {Permission.KEYS_MANAGE, Permission.USERS_MANAGE, Permission.AUDIT_READ}
 

@@ -11,6 +11,7 @@ from qortex import __version__
 from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
+from qortex.core.group_commit import GroupCommitter
 from qortex.core.migrate import migrate
 from qortex.identity.auth_router import router as auth_router
 from qortex.identity.auth_service import AuthServices
@@ -59,6 +60,8 @@ async def start_services(settings: Settings) -> AppServices:
     cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds, max_entries=settings.api_key_cache_size)
     audit = AuditWriter(db)
     audit.start()
+    committer = GroupCommitter(db)
+    committer.start()
     limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))
     request_policy = RequestPolicy(
         policies=TenantPolicyCache(db=db, ttl_seconds=settings.tenant_policy_cache_seconds),
@@ -74,6 +77,7 @@ async def start_services(settings: Settings) -> AppServices:
         batcher=batcher,
         key_cache=cache,
         audit=audit,
+        committer=committer,
         auth=auth,
         request_policy=request_policy,
         limits=limits,
@@ -86,6 +90,7 @@ async def stop_services(services: AppServices) -> None:
     await services.auth.stop()
     # --- further services are stopped above this line
     await services.batcher.stop()
+    await services.committer.stop()
     await services.audit.stop()
     await services.db.dispose()
 

@@ -115,6 +115,16 @@ async def replay(*, db: Database, scope: TenantScope, request: IdempotentRequest
     return None if stored is None else Answer(dict(stored.body), replayed=True)
 
 
+async def add_groups(*, session: AsyncSession, scope: TenantScope, groups: Sequence[Sequence[Base]]) -> None:
+    """Adds rows group by group, flushing each, so a row may reference rows of an earlier group."""
+    for rows in groups:
+        for row in rows:
+            if getattr(row, "tenant_id", None) != scope.tenant_id:
+                raise ValueError(f"a {type(row).__name__} can only be stored in its own tenant")
+        session.add_all(rows)
+        await session.flush()
+
+
 async def commit_once(
     *,
     db: Database,
@@ -130,13 +140,7 @@ async def commit_once(
     """
     try:
         async with db.tenant_session(scope, write=True) as session:
-            # Groups are flushed in order so that a row may reference rows of an earlier group.
-            for rows in groups:
-                for row in rows:
-                    if getattr(row, "tenant_id", None) != scope.tenant_id:
-                        raise ValueError(f"a {type(row).__name__} can only be stored in its own tenant")
-                session.add_all(rows)
-                await session.flush()
+            await add_groups(session=session, scope=scope, groups=groups)
             if in_transaction is not None:
                 await in_transaction(session)
             if request is not None:

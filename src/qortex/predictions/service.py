@@ -15,6 +15,7 @@ from qortex.core import idempotency
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, NotFound, QortexError
+from qortex.core.group_commit import GroupCommitter
 from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
@@ -43,6 +44,7 @@ class PredictionServices:
     db: Database
     runtime: ModelRuntime
     batcher: EngineBatcher
+    committer: GroupCommitter
 
 
 @dataclass(slots=True)
@@ -166,9 +168,7 @@ async def create(
     await _run_engine(services, [planned])
     source_row, row, out = _build_rows(scope, planned)
     body = out.model_dump(mode="json")
-    earlier = await idempotency.commit_once(
-        db=services.db, scope=scope, request=key, groups=[[source_row], [row]], stored_body=body
-    )
+    earlier = await services.committer.commit(scope=scope, request=key, groups=[[source_row], [row]], stored_body=body)
     return earlier or Answer(body, replayed=False)
 
 
@@ -234,9 +234,7 @@ async def create_batch(
     body = PredictionBatchOut(succeeded=len(planned), failed=len(items) - len(planned), items=ordered).model_dump(
         mode="json"
     )
-    earlier = await idempotency.commit_once(
-        db=services.db, scope=scope, request=key, groups=[inputs, predictions], stored_body=body
-    )
+    earlier = await services.committer.commit(scope=scope, request=key, groups=[inputs, predictions], stored_body=body)
     return earlier or Answer(body, replayed=False)
 
 

@@ -12,6 +12,7 @@ from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import Forbidden, Unauthenticated
+from qortex.core.group_commit import GroupCommitter
 from qortex.identity import service as identity_service
 from qortex.identity.auth_service import AuthServices
 from qortex.identity.service import ApiKeyCache
@@ -37,6 +38,7 @@ class AppServices:
     batcher: EngineBatcher
     key_cache: ApiKeyCache
     audit: AuditWriter
+    committer: GroupCommitter
     limits: RateLimits
     request_policy: RequestPolicy
     auth: AuthServices
@@ -44,7 +46,7 @@ class AppServices:
 
     @property
     def predictions(self) -> PredictionServices:
-        return PredictionServices(db=self.db, runtime=self.runtime, batcher=self.batcher)
+        return PredictionServices(db=self.db, runtime=self.runtime, batcher=self.batcher, committer=self.committer)
 
 
 # Async although it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.

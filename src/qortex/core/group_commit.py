@@ -1,0 +1,122 @@
+"""Group commit: the rows of many concurrent requests share one transaction (and one fsync) per tenant.
+
+Every caller still waits until its own rows are committed, so nothing is acknowledged before it is
+durable. If a shared transaction fails on a constraint (for example two requests racing with one
+Idempotency-Key), the group is retried one request at a time, so each gets its own correct answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from qortex.core import idempotency
+from qortex.core.database import Base, Database, TenantScope
+from qortex.core.idempotency import Answer, IdempotentRequest
+
+
+@dataclass(slots=True)
+class _Pending:
+    scope: TenantScope
+    request: IdempotentRequest | None
+    groups: Sequence[Sequence[Base]]
+    stored_body: dict[str, Any]
+    done: asyncio.Future[Answer | None] = field(repr=False)
+
+
+class GroupCommitter:
+    def __init__(self, db: Database, *, max_requests: int = 256) -> None:
+        self._db = db
+        self._max_requests = max_requests
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="qortex-group-commit")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        pending = []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        if pending:
+            await self._commit(pending)
+
+    async def commit(
+        self,
+        *,
+        scope: TenantScope,
+        request: IdempotentRequest | None,
+        groups: Sequence[Sequence[Base]],
+        stored_body: dict[str, Any],
+    ) -> Answer | None:
+        """Like `idempotency.commit_once`, batched with whatever else is waiting to be committed."""
+        done: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(scope, request, groups, stored_body, done))
+        return await done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            try:
+                while len(batch) < self._max_requests and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._commit([p for p in batch if not p.done.done()]))
+                raise
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        by_tenant: dict[TenantScope, list[_Pending]] = {}
+        for pending in batch:
+            by_tenant.setdefault(pending.scope, []).append(pending)
+        for scope, items in by_tenant.items():
+            try:
+                await self._commit_together(scope, items)
+            except IntegrityError:
+                for item in items:
+                    await self._commit_alone(item)
+            except Exception as error:  # every waiting request learns its rows were not stored
+                _fail(items, error)
+            else:
+                for item in items:
+                    if not item.done.done():
+                        item.done.set_result(None)
+
+    async def _commit_together(self, scope: TenantScope, items: list[_Pending]) -> None:
+        levels = max(len(item.groups) for item in items)
+        merged = [
+            [row for item in items if level < len(item.groups) for row in item.groups[level]] for level in range(levels)
+        ]
+        async with self._db.tenant_session(scope, write=True) as session:
+            await idempotency.add_groups(session=session, scope=scope, groups=merged)
+            for item in items:
+                if item.request is not None:
+                    idempotency.remember(
+                        session=session, scope=scope, request=item.request, status_code=201, body=item.stored_body
+                    )
+
+    async def _commit_alone(self, item: _Pending) -> None:
+        try:
+            answer = await idempotency.commit_once(
+                db=self._db, scope=item.scope, request=item.request, groups=item.groups, stored_body=item.stored_body
+            )
+        except Exception as error:
+            _fail([item], error)
+            return
+        if not item.done.done():
+            item.done.set_result(answer)
+
+
+def _fail(items: list[_Pending], error: Exception) -> None:
+    for item in items:
+        if not item.done.done():
+            item.done.set_exception(error)

@@ -188,6 +188,14 @@ def run(quick: bool) -> str:
         for clock in ("wall", "cpu"):
             lo, mid, hi, top = lat[clock]
             lines.append(f"| {call} | {clock} | {lo:.3f} | {mid:.3f} | {hi:.3f} | {top:.3f} |")
+    rounds = [latency(lambda: p.predict_proba(one), n_calls // 3) for _ in range(3)]
+    lines += [
+        "",
+        "The tail of a 1 ms call is sensitive to other processes on the machine: three further rounds "
+        f"of {n_calls // 3:,} predict_proba calls gave p99 "
+        + ", ".join(f"{r['wall'][2]:.3f} ms wall / {r['cpu'][2]:.3f} ms CPU" for r in rounds)
+        + ".",
+    ]
     lines += [
         "",
         "### Per-stage wall time of one predict_batch call (ms, median of 5, length 64, from timings_ms)",

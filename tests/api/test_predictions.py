@@ -7,7 +7,9 @@ import math
 import httpx
 import numpy as np
 
-from tests.conftest import TenantCredentials
+from qortex.core.database import Database
+from qortex.security.rbac import Role
+from tests.conftest import TenantCredentials, key_for
 
 
 def series(n: int = 64, seed: int = 0) -> list[float]:
@@ -131,3 +133,19 @@ async def test_models_list_the_shipped_default_with_its_metrics(
     assert model["metrics"], "the shipped model publishes its evaluation metrics"
     one = await client.get(f"/v1/models/{model['id']}", headers=acme.headers)
     assert one.json() == model
+
+
+async def test_read_only_roles_see_predictions_without_the_subject_reference(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    body = {"source": "s", "values": series(seed=30), "subject_ref": "customer-9"}
+    made = (await client.post("/v1/predictions", json=body, headers=acme.headers)).json()
+    for role, visible in ((Role.ANALYST, True), (Role.VIEWER, False), (Role.AUDITOR, False)):
+        headers = {"Authorization": f"Bearer {await key_for(db, acme.tenant, role)}"}
+        one = (await client.get(f"/v1/predictions/{made['id']}", headers=headers)).json()
+        listed = (await client.get("/v1/predictions", headers=headers)).json()["items"][0]
+        for answer in (one, listed):
+            assert ("subject_ref" in answer) is visible, role
+            assert answer["probability_up"] == made["probability_up"]
+        if visible:
+            assert one["subject_ref"] == "customer-9"

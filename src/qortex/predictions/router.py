@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel
+from pydantic.main import IncEx
 
 from qortex.core.idempotency import IdempotentRequest
 from qortex.core.pagination import decode_cursor
@@ -75,8 +77,10 @@ async def create_prediction_batch(
 
 
 @router.get("/{prediction_id}", response_model=PredictionOut)
-async def get_prediction(prediction_id: uuid.UUID, principal: CanRead, services: Services) -> PredictionOut:
-    return await service.get(db=services.db, scope=principal.scope, prediction_id=prediction_id)
+async def get_prediction(prediction_id: uuid.UUID, principal: CanRead, services: Services) -> Response:
+    """One prediction; roles that cannot create predictions see it without `subject_ref`."""
+    found = await service.get(db=services.db, scope=principal.scope, prediction_id=prediction_id)
+    return _visible_to(principal, found, exclude=SUBJECT_FIELDS)
 
 
 @router.get("", response_model=PredictionPage)
@@ -89,7 +93,7 @@ async def list_predictions(
     direction: Literal["up", "down", "neutral"] | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-) -> PredictionPage:
+) -> Response:
     """Newest first, `limit` per page; pass `next_cursor` back as `cursor` for the next page."""
     page = await service.list_predictions(
         db=services.db,
@@ -100,4 +104,15 @@ async def list_predictions(
         limit=limit,
         before=decode_cursor(cursor),
     )
-    return PredictionPage(items=list(page.items), next_cursor=page.next_cursor)
+    listed = PredictionPage(items=list(page.items), next_cursor=page.next_cursor)
+    return _visible_to(principal, listed, exclude={"items": {"__all__": SUBJECT_FIELDS}})
+
+
+# A subject reference ties a series to a person: only roles that make predictions (and so supply it)
+# see it; read-only roles (viewer, auditor) get every other field.
+SUBJECT_FIELDS = {"subject_ref"}
+
+
+def _visible_to(principal: Principal, body: BaseModel, *, exclude: IncEx) -> Response:
+    hidden = None if principal.can(Permission.PREDICTIONS_CREATE) else exclude
+    return Response(body.model_dump_json(exclude=hidden), media_type="application/json")

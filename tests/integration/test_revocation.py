@@ -96,3 +96,18 @@ async def test_logout_is_refused_by_another_instance_within_one_second_with_redi
 async def test_logout_is_refused_by_another_instance_within_five_seconds_without_redis(settings: Settings) -> None:
     assert settings.redis_url is None
     await check_propagation(settings, limit=5.0)
+
+
+async def test_a_revoked_api_key_is_refused_by_another_instance_within_five_seconds(settings: Settings) -> None:
+    async with two_instances(settings) as (a, b, app_a):
+        services = app_a.state.services  # type: ignore[attr-defined]
+        owner = await make_tenant(services.db, f"t{uuid.uuid4().hex[:8]}")
+        created = (await a.post("/v1/api-keys", json={"name": "ci", "role": "viewer"}, headers=owner.headers)).json()
+        # B verifies the key first, so it sits in B's cache when A revokes it.
+        assert (await b.get("/v1/models", headers=bearer(created["key"]))).status_code == 200
+        assert (await a.delete(f"/v1/api-keys/{created['id']}", headers=owner.headers)).status_code == 204
+        assert (await a.get("/v1/models", headers=bearer(created["key"]))).status_code == 401
+        started = time.monotonic()
+        while (await b.get("/v1/models", headers=bearer(created["key"]))).status_code == 200:
+            assert time.monotonic() - started < 5.0, "instance B still accepts the revoked key after 5 s"
+            await asyncio.sleep(0.1)

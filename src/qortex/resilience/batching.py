@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from qortex.core.errors import Overloaded
 from qortex.engine import PredictionResult, Predictor
@@ -50,6 +51,9 @@ class EngineBatcher:
         return self._worker is not None and not self._worker.done()
 
     def start(self) -> None:
+        # One BLAS thread: the server's parallelism comes from batching and replicas, and BLAS threads
+        # competing with the event loop on a small machine made engine calls many times slower.
+        threadpool_limits(limits=1)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="qortex-engine-batcher")
 

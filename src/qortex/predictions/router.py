@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from pydantic.main import IncEx
 
-from qortex.core.idempotency import IdempotentRequest
+from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.pagination import decode_cursor
 from qortex.predictions import service
 from qortex.predictions.repository import PredictionFilter
@@ -43,14 +44,11 @@ async def create_prediction(
     services: Services,
     key: IdempotencyKey,
     request: Request,
-    response: Response,
-) -> dict[str, object]:
+) -> Response:
     """Predicts the direction of one series and stores the prediction."""
     await services.limits.admit_predictions(request, principal, count=1, batch=False, replay_of=key)
     answer = await service.create(services=services.predictions, scope=principal.scope, request=body, key=key)
-    if answer.replayed:
-        response.headers[REPLAYED_HEADER] = "true"
-    return answer.body
+    return _answered(answer, status_code=201)
 
 
 @router.post("/batch", status_code=200, response_model=PredictionBatchOut)
@@ -60,8 +58,7 @@ async def create_prediction_batch(
     services: Services,
     key: IdempotencyKey,
     request: Request,
-    response: Response,
-) -> dict[str, object]:
+) -> Response:
     """Predicts many series at once; each item answers 201 or its own problem."""
     await services.limits.admit_predictions(request, principal, count=len(body.items), batch=True, replay_of=key)
     answer = await service.create_batch(
@@ -71,9 +68,13 @@ async def create_prediction_batch(
         max_items=services.settings.batch_max_items,
         key=key,
     )
-    if answer.replayed:
-        response.headers[REPLAYED_HEADER] = "true"
-    return answer.body
+    return _answered(answer, status_code=200)
+
+
+def _answered(answer: Answer, *, status_code: int) -> Response:
+    """The service built (and validated) the body already; FastAPI need not validate it a second time."""
+    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
+    return Response(orjson.dumps(answer.body), status_code=status_code, media_type="application/json", headers=headers)
 
 
 @router.get("/{prediction_id}", response_model=PredictionOut)

@@ -28,8 +28,16 @@ class EngineConfig:
     use_patterns: bool = True
     use_reservoir: bool = True
     use_quantum: bool = True
+    # Every normalised move of the window older than the momentum lags, so that a move one
+    # season back (lag 4, 12 or 52) reaches the readout directly.
+    use_window_moves: bool = True
+    # The window's own period (largest autocorrelation) and the move one period back.
+    use_seasonal: bool = True
     neutral_band: float = 0.02
-    l2: float = 1.0
+    l2: float = 3.0
+    # Penalty of the reservoir and circuit columns: hundreds of them against a few thousand
+    # windows need a stronger prior than the few dozen momentum and pattern columns.
+    reservoir_l2: float = 1000.0
     calibration: Calibration = "platt"
     calibration_fraction: float = 0.2
     max_iter: int = 500
@@ -67,8 +75,8 @@ class EngineConfig:
             problems.append(f"n_quantum_layers must be in [1, 8], got {self.n_quantum_layers}")
         if not 0.0 <= self.neutral_band < 0.5:
             problems.append(f"neutral_band must be in [0, 0.5), got {self.neutral_band}")
-        if self.l2 < 0:
-            problems.append(f"l2 must be >= 0, got {self.l2}")
+        if self.l2 < 0 or self.reservoir_l2 < 0:
+            problems.append(f"l2 and reservoir_l2 must be >= 0, got {self.l2} and {self.reservoir_l2}")
         if not 0.05 <= self.calibration_fraction <= 0.5:
             problems.append(f"calibration_fraction must be in [0.05, 0.5], got {self.calibration_fraction}")
         if not 0 < self.connectivity <= 1 or not 0 < self.input_connectivity <= 1:

@@ -10,7 +10,14 @@ import numpy.typing as npt
 from qortex.engine.config import EngineConfig
 from qortex.engine.patterns import PATTERN_TYPES, row_mean
 
-__all__ = ["MOMENTUM_COLUMNS", "FeatureLayout", "build_layout", "momentum_features"]
+__all__ = [
+    "MOMENTUM_COLUMNS",
+    "FeatureLayout",
+    "build_layout",
+    "momentum_features",
+    "seasonal_features",
+    "window_move_features",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -50,6 +57,60 @@ def momentum_features(z: F32) -> F32:
     return out
 
 
+def window_move_lags(window: int) -> range:
+    """Returns the lags of the window-moves group: every move older than the momentum lags."""
+    return range(MOMENTUM_LAGS + 1, window)
+
+
+def window_move_features(z: F32) -> F32:
+    """Returns (batch, d - 10): the normalised moves 11 to d steps back (newest first)."""
+    d = z.shape[1]
+    older = z[:, : max(d - MOMENTUM_LAGS, 0)]
+    return np.ascontiguousarray(older[:, ::-1])
+
+
+# The seasonal detector looks for the period among lags 2 .. d - SEASONAL_MIN_PAIRS, so every
+# autocorrelation it compares rests on at least that many pairs of moves.
+SEASONAL_MIN_PAIRS = 8
+SEASONAL_COLUMNS = [
+    ("seasonal strength", "seasonal strength"),
+    ("seasonal move one period back", "seasonal move one period back"),
+    ("seasonal move one period back x strength", "seasonal move one period back"),
+    ("seasonal autocorrelation forecast", "seasonal autocorrelation forecast"),
+]
+
+
+def seasonal_features(z: F32) -> F32:
+    """Returns (batch, 4): the window's own period and what the move one period back says.
+
+    The period p is the lag (2 or more) with the largest autocorrelation of the window's moves;
+    the move p steps back is the analogue of the next move. The autocorrelation forecast weights
+    every past move by the autocorrelation at its lag. Each window finds its own period, so one
+    global readout serves quarterly, monthly and weekly series alike.
+    """
+    batch, d = z.shape
+    out = np.zeros((batch, len(SEASONAL_COLUMNS)), dtype=np.float32)
+    max_lag = d - SEASONAL_MIN_PAIRS
+    if max_lag < 2:
+        return out
+    zc = z - row_mean(z)[:, None]
+    energy = np.einsum("ij,ij->i", zc, zc)
+    safe = np.where(energy > 0, energy, 1.0)
+    acf = np.zeros((batch, max_lag + 1), dtype=np.float32)
+    for k in range(1, max_lag + 1):
+        acf[:, k] = np.einsum("ij,ij->i", zc[:, k:], zc[:, :-k]) / safe
+    # lag k steps back is z[:, d - k]: the move that a period of k puts right before the next one.
+    lagged = z[:, d - np.arange(1, max_lag + 1)]
+    period = 2 + np.argmax(acf[:, 2:], axis=1)
+    rows = np.arange(batch)
+    strength = acf[rows, period]
+    out[:, 0] = strength
+    out[:, 1] = lagged[rows, period - 1]
+    out[:, 2] = strength * out[:, 1]
+    out[:, 3] = np.einsum("ij,ij->i", acf[:, 1:], lagged)
+    return out
+
+
 @dataclass(frozen=True)
 class FeatureLayout:
     """Names, groups and factor labels of the readout features, in column order."""
@@ -81,6 +142,12 @@ def build_layout(config: EngineConfig) -> FeatureLayout:
 
     for name, factor in _MOMENTUM:
         add(name, "momentum", factor)
+    if config.use_window_moves:
+        for lag in window_move_lags(config.window):
+            add(f"momentum lag {lag}", "momentum", f"momentum {lag} steps back")
+    if config.use_seasonal:
+        for name, factor in SEASONAL_COLUMNS:
+            add(name, "momentum", factor)
     if config.use_patterns:
         for p in PATTERN_TYPES:
             add(f"pattern {p}", "patterns", f"pattern {p}")

@@ -31,7 +31,13 @@ from qortex.engine import artifact
 from qortex.engine.config import EngineConfig
 from qortex.engine.encoding import encode, n_channels
 from qortex.engine.errors import ArtifactError
-from qortex.engine.features import MOMENTUM_COLUMNS, build_layout, momentum_features
+from qortex.engine.features import (
+    MOMENTUM_COLUMNS,
+    build_layout,
+    momentum_features,
+    seasonal_features,
+    window_move_features,
+)
 from qortex.engine.normalise import last_windows, normalise_windows
 from qortex.engine.patterns import PATTERN_TYPES, PatternScan, detect_patterns, spatial_signatures
 from qortex.engine.quantum import QuantumFeatureMap
@@ -149,9 +155,11 @@ class Predictor:
             quantum = [np.concatenate(self._quantum(q_in[part]), axis=1) for part in _chunks(z.shape[0])]
             base = np.concatenate([base, np.concatenate(quantum)], axis=1)
         features = base.astype(np.float64)
+        deep = np.isin(np.asarray(self.layout.groups), ("reservoir", "quantum"))
+        penalty = np.where(deep, cfg.reservoir_l2, cfg.l2)
         train = ~holdout
         if holdout.sum() >= 10 and len(np.unique(y[holdout])) == 2 and len(np.unique(y[train])) == 2:
-            first = fit_logistic(features[train], y[train], l2=cfg.l2, max_iter=cfg.max_iter)
+            first = fit_logistic(features[train], y[train], l2=penalty, max_iter=cfg.max_iter)
             self.calibrator_ = fit_calibrator(cfg.calibration, first.decision(features[holdout]), y[holdout])
         else:
             # Too little held-out data to calibrate honestly: fall back to the plain sigmoid.
@@ -159,7 +167,7 @@ class Predictor:
         # The calibration map is learned from out-of-sample logits of a model fitted without the
         # held-out fold; the final model is then refitted on all windows (like scikit-learn's
         # CalibratedClassifierCV(ensemble=False)) so the most recent data also shapes it.
-        self.readout_ = fit_logistic(features, y, l2=cfg.l2, max_iter=cfg.max_iter)
+        self.readout_ = fit_logistic(features, y, l2=penalty, max_iter=cfg.max_iter)
         self.horizon_ = horizon
         self.n_training_windows_ = int(x.shape[0])
         self._lineage = dict(lineage) if lineage is not None else None
@@ -226,8 +234,12 @@ class Predictor:
         t2 = time.perf_counter()
         scan = detect_patterns(z, None if used is None else used - 1)
         momentum = momentum_features(z)
-        t3 = time.perf_counter()
         blocks: list[F32] = [momentum]
+        if cfg.use_window_moves:
+            blocks.append(window_move_features(z))
+        if cfg.use_seasonal:
+            blocks.append(seasonal_features(z))
+        t3 = time.perf_counter()
         if cfg.use_patterns:
             blocks.append(scan.strengths)
         reservoir_block = run.features() if run is not None else None

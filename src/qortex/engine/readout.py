@@ -42,25 +42,27 @@ def standardisation(x: F64) -> tuple[F64, F64]:
     return mean, np.where(scale > 1e-8, scale, 1.0)
 
 
-def fit_logistic(x: F64, y: npt.NDArray[np.integer], *, l2: float, max_iter: int) -> LogisticReadout:
-    """Fits logistic regression with penalty l2/2 * |w|^2 (intercept free) by L-BFGS.
+def fit_logistic(x: F64, y: npt.NDArray[np.integer], *, l2: float | F64, max_iter: int) -> LogisticReadout:
+    """Fits logistic regression with penalty sum(l2/2 * w^2) (intercept free) by L-BFGS.
 
-    The loss is summed over samples, so l2 plays the role of 1/C in scikit-learn.
+    The loss is summed over samples, so l2 plays the role of 1/C in scikit-learn. `l2` is one
+    penalty for every coefficient or one per feature column.
     """
     mean, scale = standardisation(x)
     xs = np.clip((x - mean) / scale, -CLIP_Z, CLIP_Z)
     target = np.asarray(y, dtype=np.float64)
     sign = 2.0 * target - 1.0
     n_features = xs.shape[1]
+    penalty = np.broadcast_to(np.asarray(l2, dtype=np.float64), (n_features,))
     prior = np.clip(target.mean(), 1e-3, 1 - 1e-3)
 
     def loss_grad(params: F64) -> tuple[float, F64]:
         w, b = params[:n_features], params[n_features]
         margin = sign * (xs @ w + b)
-        loss = -np.sum(log_expit(margin)) + 0.5 * l2 * float(w @ w)
+        loss = -np.sum(log_expit(margin)) + 0.5 * float(penalty @ (w * w))
         r = -sign * expit(-margin)
         grad = np.empty_like(params)
-        grad[:n_features] = xs.T @ r + l2 * w
+        grad[:n_features] = xs.T @ r + penalty * w
         grad[n_features] = np.sum(r)
         return float(loss), grad
 

@@ -182,6 +182,7 @@ def test_every_encoder_trains_a_working_model(encoder: str) -> None:
         {"use_reservoir": False},
         {"use_quantum": False},
         {"use_patterns": False},
+        {"use_window_moves": False, "use_seasonal": False},
         {"use_reservoir": False, "use_quantum": False, "use_patterns": False},
         {"calibration": "isotonic"},
         {"calibration": "none"},
@@ -195,6 +196,8 @@ def test_stages_can_be_switched_off_and_calibration_chosen(flags: dict[str, obje
     assert ("reservoir" in groups) == config.use_reservoir
     assert ("quantum" in groups) == config.use_quantum
     assert ("pattern" in groups) == config.use_patterns
+    assert ("seasonal" in groups) == config.use_seasonal
+    assert ("momentum lag 11" in model.layout.names) == config.use_window_moves
     assert 0 <= result.probability_up <= 1
     assert len(result.quantum["expectations"]) == (config.n_qubits if config.use_quantum else 0)
 

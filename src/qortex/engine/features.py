@@ -94,11 +94,13 @@ def seasonal_features(z: F32) -> F32:
     if max_lag < 2:
         return out
     zc = z - row_mean(z)[:, None]
-    energy = np.einsum("ij,ij->i", zc, zc)
+    energy = (zc * zc).sum(axis=1)
     safe = np.where(energy > 0, energy, 1.0)
-    acf = np.zeros((batch, max_lag + 1), dtype=np.float32)
-    for k in range(1, max_lag + 1):
-        acf[:, k] = np.einsum("ij,ij->i", zc[:, k:], zc[:, :-k]) / safe
+    # shifted[:, k, j] = zc[:, j + k] (zero past the end): every lagged product in one pass. A
+    # row-wise sum rather than a matmul, so a series gets the same bits alone or in a batch.
+    padded = np.concatenate([zc, np.zeros((batch, max_lag + 1), dtype=np.float32)], axis=1)
+    shifted = np.lib.stride_tricks.sliding_window_view(padded, d, axis=1)[:, : max_lag + 1]
+    acf = (shifted * zc[:, None, :]).sum(axis=2) / safe[:, None]
     # lag k steps back is z[:, d - k]: the move that a period of k puts right before the next one.
     lagged = z[:, d - np.arange(1, max_lag + 1)]
     period = 2 + np.argmax(acf[:, 2:], axis=1)
@@ -107,7 +109,7 @@ def seasonal_features(z: F32) -> F32:
     out[:, 0] = strength
     out[:, 1] = lagged[rows, period - 1]
     out[:, 2] = strength * out[:, 1]
-    out[:, 3] = np.einsum("ij,ij->i", acf[:, 1:], lagged)
+    out[:, 3] = (acf[:, 1:] * lagged).sum(axis=1)
     return out
 
 

@@ -59,3 +59,12 @@ def test_reservoir_and_circuit_columns_get_their_own_penalty() -> None:
     tight = Predictor(EngineConfig(**{**SMALL_CONFIG.to_dict(), "reservoir_l2": 1e6})).fit(series)
     deep = np.isin(np.asarray(tight.layout.groups), ("reservoir", "quantum"))
     assert np.abs(tight.readout_.coef[deep]).max() < 1e-3 < np.abs(loose.readout_.coef[deep]).max()
+
+
+def test_seasonal_features_of_a_series_are_the_same_bits_alone_or_in_a_batch() -> None:
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((300, 63)) * 2).astype(np.float32)
+    z[::4] = np.round(z[::4])  # ties between lags must resolve the same way too
+    together = seasonal_features(z)
+    alone = np.concatenate([seasonal_features(z[i : i + 1]) for i in range(z.shape[0])])
+    assert np.array_equal(together, alone)

@@ -79,6 +79,13 @@ class Predictor:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config if config is not None else EngineConfig()
         self.layout = build_layout(self.config)
+        # The factor roll-up depends only on the layout; building it per call cost as much as
+        # the logit itself at batch 1,024.
+        labels, groups, matrix = self.layout.factor_matrix()
+        self._factor_labels = labels
+        self._factor_groups = [cast(FactorGroup, g) for g in groups]
+        self._factor_sum = matrix
+        self._factor_mean = matrix / matrix.sum(axis=0)
         self._metrics: dict[str, Any] = {}
         self._lineage: dict[str, Any] | None = None
         self._stored_metadata: dict[str, Any] = {}
@@ -315,10 +322,9 @@ class Predictor:
         cfg = self.config
         t0 = time.perf_counter()
         contributions = self.readout_.standardise(fwd.features) * self.readout_.coef
-        labels, groups, matrix = self.layout.factor_matrix()
-        groups_t = [cast(FactorGroup, g) for g in groups]
-        weights = contributions @ matrix
-        values = fwd.features.astype(np.float64) @ (matrix / matrix.sum(axis=0))
+        labels, groups_t = self._factor_labels, self._factor_groups
+        weights = contributions @ self._factor_sum
+        values = fwd.features.astype(np.float64) @ self._factor_mean
         weights[fwd.constant] = 0.0
         top = np.argsort(-np.abs(weights), axis=1, kind="stable")[:, : cfg.top_factors]
         t_spatial = time.perf_counter()
@@ -340,8 +346,10 @@ class Predictor:
         spatial_l = spatial.tolist()
         q_exp = fwd.q_expectations.tolist()
         q_corr = fwd.q_correlations.tolist()
-        weights_l = weights.tolist()
-        values_l = values.tolist()
+        # Only the top factors become Python objects.
+        weights_l = np.take_along_axis(weights, top, axis=1).tolist()
+        values_l = np.take_along_axis(values, top, axis=1).tolist()
+        top_l = top.tolist()
         version = self.model_version
         # The readout stage covers the logit, calibration and factor roll-up, not object building.
         timings_ms["readout"] = round((fwd.timings["readout"] + time.perf_counter() - t0) * 1000.0, 4)
@@ -350,7 +358,7 @@ class Predictor:
             prob = float(p[i])
             direction: Direction = "neutral" if abs(prob - 0.5) <= band else ("up" if prob > 0.5 else "down")
             confidence = max(prob, 1.0 - prob)
-            factors = [Factor(labels[j], groups_t[j], values_l[i][j], weights_l[i][j]) for j in top[i].tolist()]
+            factors = [Factor(labels[j], groups_t[j], values_l[i][k], weights_l[i][k]) for k, j in enumerate(top_l[i])]
             found: list[Pattern] = []
             for k, name in enumerate(PATTERN_TYPES):
                 strength = strengths[i][k]

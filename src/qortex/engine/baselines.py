@@ -22,10 +22,10 @@ The baselines:
   over ``horizon`` steps, divided by the training standard deviation of ``horizon``-step changes,
   is mapped to a probability by a logistic regression fitted on training origins.
 - ``logistic_lags``: the engine's own readout on its momentum features (the last 10 normalised
-  moves and summaries), with the reservoir, quantum and pattern stages switched off (built in
-  :mod:`qortex.engine.evaluation`).
+  moves and summaries, the older moves of the window and the seasonal features), with the
+  reservoir, quantum and pattern stages switched off (built in :mod:`qortex.engine.evaluation`).
 - ``window_logistic``: L2 logistic regression on *every* normalised move of the window (the engine's
-  own normalisation), fitted globally; it sees seasonal lags that the momentum features do not.
+  own normalisation), fitted globally, without the engine's summaries or seasonal features.
 """
 
 from __future__ import annotations

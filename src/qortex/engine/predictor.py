@@ -2,8 +2,10 @@
 
 Pipeline per batch (every stage vectorised over the batch, float32, seeded):
 normalise (robustly scaled differences of the last `window` values) -> spike encoder ->
-LIF reservoir -> pattern detectors and momentum statistics -> circuit feature map on the
-reservoir features -> standardised logistic readout -> calibration.
+LIF reservoir -> pattern detectors, momentum statistics, every older move of the window and
+the window's own seasonal period -> circuit feature map on the reservoir features ->
+standardised logistic readout (one penalty for the reservoir and circuit columns, another for
+the rest) -> calibration.
 
 Choices worth knowing:
 - A series shorter than `window` is left-padded with "no movement" (zero normalised moves).

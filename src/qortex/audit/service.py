@@ -23,6 +23,7 @@ from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
+from qortex.resilience.group_worker import GroupWorker
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,43 +77,19 @@ class _Pending:
     done: asyncio.Future[None]
 
 
-class AuditWriter:
+class AuditWriter(GroupWorker[_Pending]):
     """Group commit for standalone events: callers wait until their event is durable."""
 
     def __init__(self, db: Database, *, max_batch: int = 500) -> None:
+        super().__init__(name="qortex-audit-writer", max_group=max_batch)
         self._db = db
-        self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="qortex-audit-writer")
-
-    async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
-        pending = []
-        while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
-        if pending:
-            await self._commit(pending)
 
     async def write(self, scope: TenantScope, record: AuditRecord) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(scope, record, done))
+        self.put(_Pending(scope, record, done))
         await done
 
-    async def _run(self) -> None:
-        while True:
-            group = [await self._queue.get()]
-            while len(group) < self._max_batch and not self._queue.empty():
-                group.append(self._queue.get_nowait())
-            await self._commit(group)
-
-    async def _commit(self, group: list[_Pending]) -> None:
+    async def handle(self, group: list[_Pending]) -> None:
         by_tenant: dict[TenantScope, list[_Pending]] = {}
         for pending in group:
             by_tenant.setdefault(pending.scope, []).append(pending)

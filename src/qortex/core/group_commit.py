@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from qortex.core import idempotency
 from qortex.core.database import Base, Database, TenantScope
 from qortex.core.idempotency import Answer, IdempotentRequest
+from qortex.resilience.group_worker import GroupWorker
 
 
 @dataclass(slots=True)
@@ -28,27 +29,10 @@ class _Pending:
     done: asyncio.Future[Answer | None] = field(repr=False)
 
 
-class GroupCommitter:
+class GroupCommitter(GroupWorker[_Pending]):
     def __init__(self, db: Database, *, max_requests: int = 256) -> None:
+        super().__init__(name="qortex-group-commit", max_group=max_requests)
         self._db = db
-        self._max_requests = max_requests
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="qortex-group-commit")
-
-    async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
-        pending = []
-        while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
-        if pending:
-            await self._commit(pending)
 
     async def commit(
         self,
@@ -60,21 +44,10 @@ class GroupCommitter:
     ) -> Answer | None:
         """Like `idempotency.commit_once`, batched with whatever else is waiting to be committed."""
         done: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(scope, request, groups, stored_body, done))
+        self.put(_Pending(scope, request, groups, stored_body, done))
         return await done
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            try:
-                while len(batch) < self._max_requests and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                await self._commit(batch)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._commit([p for p in batch if not p.done.done()]))
-                raise
-
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def handle(self, batch: list[_Pending]) -> None:
         by_tenant: dict[TenantScope, list[_Pending]] = {}
         for pending in batch:
             by_tenant.setdefault(pending.scope, []).append(pending)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -15,11 +16,13 @@ from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
 from qortex.core.errors import QortexError
 from qortex.core.migrate import migrate as migrate_database
+from qortex.core.pagination import HasId, Page
 from qortex.tenants import service as tenant_service
 from qortex.tenants.models import Tenant
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T", bound=HasId)
 
 console = Console()
 errors = Console(stderr=True)
@@ -77,3 +80,15 @@ async def resolve_tenant(db: Database, name: str | None) -> Tenant:
     if not tenants:
         raise QortexError("no tenant exists yet; run `qortex init` or `qortex tenants create NAME`")
     raise QortexError("several tenants exist; name one with --tenant")
+
+
+async def every_item(fetch: Callable[[uuid.UUID | None], Awaitable[Page[T]]]) -> list[T]:
+    """Walks every page of a listing (`fetch(after)` answers the page after an id), for commands that print it all."""
+    items: list[T] = []
+    after = None
+    while True:
+        page = await fetch(after)
+        items += page.items
+        if page.next_cursor is None:
+            return items
+        after = page.items[-1].id

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qortex.cli._common import console, one_line_errors, open_database, resolve_tenant, run
+from qortex.cli._common import console, every_item, one_line_errors, open_database, resolve_tenant, run
 from qortex.core.clock import utcnow
 from qortex.identity import service as identity_service
 from qortex.security.rbac import Role
@@ -54,26 +54,22 @@ def list_keys(
     async def _list() -> list[tuple[str, ...]]:
         async with open_database() as db:
             owner = await resolve_tenant(db, tenant)
-            rows: list[tuple[str, ...]] = []
-            after = None
-            while True:
-                page = await identity_service.list_keys(
+            keys = await every_item(
+                lambda after: identity_service.list_keys(
                     db=db, scope=owner.scope, include_revoked=include_revoked, limit=500, after=after
                 )
-                rows += [
-                    (
-                        str(k.id),
-                        k.name,
-                        k.role,
-                        k.created_at.isoformat(timespec="seconds"),
-                        k.expires_at.isoformat(timespec="seconds") if k.expires_at else "-",
-                        "revoked" if k.revoked_at else "active",
-                    )
-                    for k in page.items
-                ]
-                if page.next_cursor is None:
-                    return rows
-                after = page.items[-1].id
+            )
+            return [
+                (
+                    str(k.id),
+                    k.name,
+                    k.role,
+                    k.created_at.isoformat(timespec="seconds"),
+                    k.expires_at.isoformat(timespec="seconds") if k.expires_at else "-",
+                    "revoked" if k.revoked_at else "active",
+                )
+                for k in keys
+            ]
 
     table = Table("id", "name", "role", "created", "expires", "state")
     for row in run(_list()):

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from qortex.cli._common import console, one_line_errors, open_database, resolve_tenant, run
+from qortex.cli._common import console, every_item, one_line_errors, open_database, resolve_tenant, run
 from qortex.core.config import get_settings
 from qortex.core.database import Database
 from qortex.identity import users as user_service
@@ -103,19 +103,12 @@ def list_users(
     async def _list() -> list[tuple[str, ...]]:
         async with open_database() as db:
             owner = await resolve_tenant(db, tenant)
-            rows: list[tuple[str, ...]] = []
-            after = None
-            while True:
-                page = await user_service.list_users(
+            people = await every_item(
+                lambda after: user_service.list_users(
                     db=db, scope=owner.scope, include_inactive=include_inactive, limit=500, after=after
                 )
-                rows += [
-                    (str(u.id), u.username, u.email, u.role, "active" if u.active else "deactivated")
-                    for u in page.items
-                ]
-                if page.next_cursor is None:
-                    return rows
-                after = page.items[-1].id
+            )
+            return [(str(u.id), u.username, u.email, u.role, "active" if u.active else "deactivated") for u in people]
 
     table = Table("id", "username", "email", "role", "state")
     for row in run(_list()):

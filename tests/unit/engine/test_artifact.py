@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qortex.engine import ArtifactError, Predictor
+from qortex.engine import ArtifactError, EngineConfig, Predictor
 from qortex.engine import artifact as artifact_module
 
-from .conftest import noisy_sine
+from .conftest import SMALL_CONFIG, noisy_sine
 
 PROBE = [noisy_sine(120, 900 + i) for i in range(6)] + [np.full(30, 2.0), noisy_sine(9, 1)]
 
@@ -131,3 +131,14 @@ def test_load_default_reads_the_packaged_artifact_or_says_how_to_build_it() -> N
     else:
         result = model.predict_batch([noisy_sine(100, 0)])[0]
         assert 0 <= result.probability_up <= 1
+
+
+def test_an_artifact_from_before_the_seasonal_features_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    old_style = EngineConfig(**{**SMALL_CONFIG.to_dict(), "use_window_moves": False, "use_seasonal": False})
+    model = Predictor(old_style).fit([noisy_sine(300, s) for s in range(3)])
+    arrays, meta = artifact_module.read(model.save(tmp_path / "old"))
+    for key in ("use_window_moves", "use_seasonal", "reservoir_l2"):  # fields an older engine did not have
+        del meta["config"][key]
+    path = artifact_module.write(tmp_path / "old", arrays, meta)
+    with pytest.raises(ArtifactError, match="feature names do not match"):
+        Predictor.load(path)

@@ -176,3 +176,23 @@ async def test_stop_fails_requests_the_worker_took_but_had_not_run(predictor: Co
     outcomes = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=5)
     assert all(isinstance(o, Overloaded) for o in outcomes), outcomes
     assert predictor.calls == []
+
+
+class FailingPredictor(CountingPredictor):
+    """Raises from every engine call, as a broken model would."""
+
+    def predict_batch(self, series_list: Sequence[npt.ArrayLike], horizon: int | None = None) -> list[PredictionResult]:
+        raise RuntimeError("engine failure")
+
+
+async def test_a_lone_failing_request_gets_the_error_and_the_batcher_keeps_serving(
+    batcher: EngineBatcher, predictor: CountingPredictor
+) -> None:
+    failing = FailingPredictor.__new__(FailingPredictor)
+    failing.__dict__.update(predictor.__dict__)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="engine failure"):
+            await asyncio.wait_for(batcher.predict(failing, [walk(1)], 1), timeout=10)
+    assert batcher.running
+    [served] = await asyncio.wait_for(batcher.predict(predictor, [walk(2)], 1), timeout=10)
+    assert served.direction in {"up", "down", "neutral"}

@@ -13,10 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import structlog
 from threadpoolctl import threadpool_limits
 
 from qortex.core.errors import Overloaded
 from qortex.engine import PredictionResult, Predictor
+
+log = structlog.get_logger("qortex.engine.batcher")
 
 
 @dataclass(slots=True)
@@ -93,6 +96,11 @@ class EngineBatcher:
                 # Jobs already taken off the queue would otherwise wait forever once stop() cancels us.
                 _fail_shutting_down(jobs)
                 raise
+            except Exception as error:  # the worker must outlive any one batch, or every later request hangs
+                log.exception("engine_batch_failed", error_type=type(error).__name__)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
 
     async def _execute(self, jobs: list[_Job]) -> None:
         groups: dict[tuple[int, int], list[_Job]] = {}
@@ -102,11 +110,12 @@ class EngineBatcher:
             live = [job for job in group if not job.future.done()]
             if not live:
                 continue
+            if len(live) == 1:
+                await self._execute_alone(live[0])
+                continue
             try:
                 results = await self._predict(live)
             except Exception:
-                if len(live) == 1:
-                    raise
                 # One job's bad series must not fail the others (possibly other tenants'): run each alone.
                 for job in live:
                     await self._execute_alone(job)

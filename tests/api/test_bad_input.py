@@ -54,6 +54,9 @@ async def test_malformed_json_and_non_finite_tokens_are_refused(
         ({"source": "s", "values": [1.0] * 8, "horizon": "1"}, ["body", "horizon"]),
         ({"source": "s", "values": [1.0] * 8, "horizon": 0}, ["body", "horizon"]),
         ({"source": "s", "values": [1.0] * 8, "tenant_id": "other"}, ["body", "tenant_id"]),
+        ({"source": "s\u0000", "values": [1.0] * 8}, ["body", "source"]),
+        ({"source": "s", "values": [1.0] * 8, "subject_ref": "a\u0000b"}, ["body", "subject_ref"]),
+        ({"source": "s", "values": [1.0] * 8, "model": "default\u0000"}, ["body", "model"]),
     ],
 )
 async def test_wrong_types_sizes_and_unknown_fields_name_the_field(
@@ -97,3 +100,16 @@ async def test_a_constant_series_is_neutral(client: httpx.AsyncClient, acme: Ten
     made = response.json()
     assert (made["direction"], made["confidence"], made["probability_up"]) == ("neutral", 0.5, 0.5)
     assert "plateau" in [pattern["type"] for pattern in made["patterns"]]
+
+
+async def test_control_characters_and_naive_dates_in_queries_are_refused(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    problem(await client.get("/v1/predictions", params={"source": "a\x00"}, headers=acme.headers), 422)
+    problem(
+        await client.get("/v1/predictions", params={"created_after": "2024-01-01T00:00:00"}, headers=acme.headers), 422
+    )
+    for extreme in ("9999-12-31T23:59:59-23:00", "0001-01-01T00:00:00+05:00"):
+        problem(await client.get("/v1/predictions", params={"created_before": extreme}, headers=acme.headers), 422)
+    key = {"name": "k", "role": "viewer", "expires_at": "0001-01-01T00:00:00+05:00"}
+    problem(await client.post("/v1/api-keys", json=key, headers=acme.headers), 422)

@@ -105,7 +105,8 @@ class Database:
     def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
+        # hide_parameters: error messages (and so logs) never carry payload values or personal data.
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:

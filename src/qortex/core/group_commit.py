@@ -1,8 +1,8 @@
 """Group commit: the rows of many concurrent requests share one transaction (and one fsync) per tenant.
 
 Every caller still waits until its own rows are committed, so nothing is acknowledged before it is
-durable. If a shared transaction fails on a constraint (for example two requests racing with one
-Idempotency-Key), the group is retried one request at a time, so each gets its own correct answer.
+durable. If a shared transaction fails in the database (two requests racing with one Idempotency-Key, or
+one request's rows refused), the group is retried one request at a time, so each gets its own answer.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from qortex.core import idempotency
 from qortex.core.database import Base, Database, TenantScope
@@ -54,7 +54,9 @@ class GroupCommitter(GroupWorker[_Pending]):
         for scope, items in by_tenant.items():
             try:
                 await self._commit_together(scope, items)
-            except IntegrityError:
+            except DBAPIError:
+                # A constraint race, or one request's rows the database refuses: retry each request alone,
+                # so only the request at fault fails.
                 for item in items:
                     await self._commit_alone(item)
             except Exception as error:  # every waiting request learns its rows were not stored

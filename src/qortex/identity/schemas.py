@@ -8,7 +8,6 @@ from typing import Annotated
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,6 +18,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from qortex.core.clock import UtcDatetime
+from qortex.core.text import NO_CONTROL_CHARACTERS
 from qortex.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_problem
 from qortex.security.rbac import Role
 
@@ -28,7 +29,7 @@ class ApiKeyCreate(BaseModel):
 
     name: StrictStr = Field(min_length=1, max_length=100)
     role: Role = Field(description="Role the key acts with; at most the creator's own permissions")
-    expires_at: AwareDatetime | None = Field(default=None, description="Timezone-aware expiry; never if unset")
+    expires_at: UtcDatetime | None = Field(default=None, description="Timezone-aware expiry; never if unset")
 
 
 class ApiKeyOut(BaseModel):
@@ -72,7 +73,6 @@ def _password_policy(value: SecretStr) -> SecretStr:
 Username = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=USERNAME_PATTERN)]
 Email = Annotated[EmailStr, AfterValidator(_lowercase), Field(max_length=254)]
 # No control characters: PostgreSQL text cannot hold NUL, and names end up in terminals and logs.
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 DisplayName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 import orjson
@@ -11,8 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from pydantic.main import IncEx
 
+from qortex.core.clock import UtcDatetime
 from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.pagination import decode_cursor
+from qortex.core.text import NO_CONTROL_CHARACTERS
 from qortex.predictions import service
 from qortex.predictions.repository import PredictionFilter
 from qortex.predictions.schemas import (
@@ -90,10 +91,10 @@ async def list_predictions(
     services: Services,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-    source: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    source: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)] = None,
     direction: Literal["up", "down", "neutral"] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
 ) -> Response:
     """Newest first, `limit` per page; pass `next_cursor` back as `cursor` for the next page."""
     page = await service.list_predictions(

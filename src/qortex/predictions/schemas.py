@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from qortex.core.text import NO_CONTROL_CHARACTERS
+
 MIN_VALUES = 8
 MAX_VALUES = 4096
 
@@ -20,7 +22,10 @@ class PredictionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: StrictStr = Field(
-        min_length=1, max_length=200, description="Where the series comes from, e.g. a metric name"
+        min_length=1,
+        max_length=200,
+        pattern=NO_CONTROL_CHARACTERS,
+        description="Where the series comes from, e.g. a metric name",
     )
     values: list[FiniteFloat] = Field(min_length=MIN_VALUES, max_length=MAX_VALUES)
     horizon: StrictInt = Field(default=1, ge=1, le=64, description="Steps ahead of the last value")
@@ -28,12 +33,14 @@ class PredictionCreate(BaseModel):
         default=None,
         min_length=1,
         max_length=200,
+        pattern=NO_CONTROL_CHARACTERS,
         description="The data subject this series describes, if any",
     )
     model: StrictStr | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        pattern=NO_CONTROL_CHARACTERS,
         description="Model id, name or name@version; default if unset",
     )
 

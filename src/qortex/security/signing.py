@@ -111,7 +111,7 @@ def verify(
         missing = [name for name, value in ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature)) if not value]
         raise SignatureMissing(f"this tenant requires signed requests; missing {' and '.join(missing)}")
     ts = timestamp.strip()
-    if not ts.isdigit() or len(ts) > 12:
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12:
         raise TimestampStale(f"{TIMESTAMP_HEADER} must be unix time in whole seconds")
     skew = int(ts) - now
     if abs(skew) > WINDOW_SECONDS:

@@ -162,13 +162,13 @@ def _issue(auth: AuthServices, user: User, session_id: uuid.UUID, refresh: str, 
 async def login(*, db: Database, auth: AuthServices, login_name: str, password: str, origin: Origin) -> Tokens:
     """Checks a username-or-email and password; answers a new session's tokens or the one refusal."""
     name = login_name.strip().lower()
-    await auth.throttle.check(identifier=name, client_ip=origin.client_ip)
+    await auth.throttle.admit(identifier=name, client_ip=origin.client_ip)
     async with db.system_session() as session:
         user = await repo.find_for_login(session=session, login=name)
     # The password is verified even for an unknown or inactive account, so every refusal costs the same.
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
     if user is None or not matches or not user.active:
-        await auth.throttle.failed(identifier=name, client_ip=origin.client_ip)
+        await auth.throttle.failed(client_ip=origin.client_ip)
         if user is None:
             # No tenant to record it in; the attempted name is personal data and is not logged.
             log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
@@ -310,9 +310,9 @@ async def change_own_password(
         user = await repo.get_user(session=session, scope=scope, user_id=principal.user_id)
     if user is None or not user.active:
         raise Unauthenticated()
-    await auth.throttle.check(identifier=user.username, client_ip=origin.client_ip)
+    await auth.throttle.admit(identifier=user.username, client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
-        await auth.throttle.failed(identifier=user.username, client_ip=origin.client_ip)
+        await auth.throttle.failed(client_ip=origin.client_ip)
         await auth.audit_writer.write(
             scope,
             _record("user.password_change", user_id=user.id, origin=origin, outcome="failure", reason="wrong_password"),
@@ -321,6 +321,7 @@ async def change_own_password(
             "the current password is wrong",
             errors=[{"loc": ["body", "current_password"], "msg": "wrong password"}],
         )
+    await auth.throttle.succeeded(identifier=user.username)
     new_hash = await auth.passwords.hash_async(new)
     now = utcnow()
     async with db.tenant_session(scope, write=True) as session:

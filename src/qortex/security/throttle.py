@@ -118,8 +118,18 @@ class LoginThrottle:
     def _ip_key(client_ip: str | None) -> str | None:
         return f"ip:{client_ip}" if client_ip else None
 
-    async def check(self, *, identifier: str, client_ip: str | None) -> None:
-        """Raises LoginThrottled (429 with Retry-After) while either counter is in backoff."""
+    async def admit(self, *, identifier: str, client_ip: str | None) -> None:
+        """Raises LoginThrottled (429 with Retry-After) while either counter is in backoff; otherwise counts
+        the attempt against the account at once, before the slow password check, so concurrent guesses
+        see each other. A success clears it (`succeeded`); the address counts failures only (`failed`),
+        so people behind one address who log in successfully never throttle each other."""
+        await self._check(identifier=identifier, client_ip=client_ip)
+        try:
+            await self._store.add(self._account_key(identifier), time.time())
+        except (RedisError, OSError) as error:
+            log.warning("login_throttle_unavailable", error_type=type(error).__name__)
+
+    async def _check(self, *, identifier: str, client_ip: str | None) -> None:
         now = time.time()
         wait = 0.0
         checks = [(self._account_key(identifier), self._account_free)]
@@ -138,13 +148,13 @@ class LoginThrottle:
         if wait > 0:
             raise LoginThrottled(max(1, math.ceil(wait)))
 
-    async def failed(self, *, identifier: str, client_ip: str | None) -> None:
-        now = time.time()
-        keys = [self._account_key(identifier), self._ip_key(client_ip)]
+    async def failed(self, *, client_ip: str | None) -> None:
+        """Counts a failed attempt against the address (the account counted it on admission)."""
+        key = self._ip_key(client_ip)
+        if key is None:
+            return
         try:
-            for key in keys:
-                if key is not None:
-                    await self._store.add(key, now)
+            await self._store.add(key, time.time())
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
 

@@ -1,6 +1,8 @@
-"""Login throttling: exponential backoff after the free failures, per account and per address."""
+"""Login throttling: exponential backoff after the free attempts, per account and per address."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -14,19 +16,36 @@ def test_backoff_doubles_after_the_free_failures_and_is_capped() -> None:
 
 async def test_an_account_in_backoff_is_refused_with_retry_after_and_a_success_clears_it() -> None:
     throttle = LoginThrottle(MemoryFailureStore(), account_free=2, ip_free=100, max_backoff_seconds=900)
-    for _ in range(4):
-        await throttle.failed(identifier="Alice", client_ip="10.0.0.1")
+    for _ in range(2):
+        await throttle.admit(identifier="Alice", client_ip="10.0.0.1")
     with pytest.raises(LoginThrottled) as refused:
-        await throttle.check(identifier="alice", client_ip="10.0.0.2")
-    assert refused.value.status == 429 and refused.value.headers["Retry-After"] in {"4", "3"}
-    await throttle.check(identifier="bob", client_ip="10.0.0.1")  # the address is still under its budget
+        await throttle.admit(identifier="alice", client_ip="10.0.0.2")
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "1"
+    await throttle.admit(identifier="bob", client_ip="10.0.0.1")  # the address is still under its budget
     await throttle.succeeded(identifier="alice")
-    await throttle.check(identifier="alice", client_ip="10.0.0.2")
+    await throttle.admit(identifier="alice", client_ip="10.0.0.2")
+
+
+async def test_concurrent_guesses_at_one_account_count_before_any_password_is_checked() -> None:
+    throttle = LoginThrottle(MemoryFailureStore(), account_free=5, ip_free=1000, max_backoff_seconds=900)
+    answers = await asyncio.gather(
+        *(throttle.admit(identifier="alice", client_ip=f"10.0.0.{n}") for n in range(40)), return_exceptions=True
+    )
+    assert sum(answer is None for answer in answers) == 5
+    assert all(isinstance(answer, LoginThrottled) for answer in answers if answer is not None)
 
 
 async def test_an_address_spraying_many_accounts_is_throttled() -> None:
     throttle = LoginThrottle(MemoryFailureStore(), account_free=5, ip_free=3, max_backoff_seconds=900)
     for n in range(3):
-        await throttle.failed(identifier=f"user{n}", client_ip="10.0.0.9")
+        await throttle.admit(identifier=f"user{n}", client_ip="10.0.0.9")
+        await throttle.failed(client_ip="10.0.0.9")
     with pytest.raises(LoginThrottled):
-        await throttle.check(identifier="someone-new", client_ip="10.0.0.9")
+        await throttle.admit(identifier="someone-new", client_ip="10.0.0.9")
+
+
+async def test_successful_logins_from_one_address_never_throttle_it() -> None:
+    throttle = LoginThrottle(MemoryFailureStore(), account_free=5, ip_free=3, max_backoff_seconds=900)
+    for n in range(10):
+        await throttle.admit(identifier=f"user{n}", client_ip="10.0.0.9")
+        await throttle.succeeded(identifier=f"user{n}")

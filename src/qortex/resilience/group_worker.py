@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-T = TypeVar("T")
+
+class Awaited(Protocol):
+    """An item its caller waits on; settled once handled."""
+
+    done: asyncio.Future[Any]
+
+
+T = TypeVar("T", bound=Awaited)
 
 
 class GroupWorker(ABC, Generic[T]):
@@ -38,8 +45,7 @@ class GroupWorker(ABC, Generic[T]):
         left = []
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
-        if left:
-            await self.handle(left)
+        await self._handle_unsettled(left)
 
     def put(self, item: T) -> None:
         self._queue.put_nowait(item)
@@ -52,5 +58,11 @@ class GroupWorker(ABC, Generic[T]):
                     group.append(self._queue.get_nowait())
                 await self.handle(group)
             except asyncio.CancelledError:
-                await asyncio.shield(self.handle(group))
+                # Stopped mid-group: finish what was not handled yet, and nothing twice.
+                await asyncio.shield(self._handle_unsettled(group))
                 raise
+
+    async def _handle_unsettled(self, group: list[T]) -> None:
+        unsettled = [item for item in group if not item.done.done()]
+        if unsettled:
+            await self.handle(unsettled)

@@ -105,3 +105,15 @@ async def test_an_expired_key_is_refused(client: httpx.AsyncClient, acme: Tenant
     assert created.status_code == 201
     response = await client.get("/v1/predictions", headers={"Authorization": f"Bearer {created.json()['key']}"})
     assert response.status_code == 401
+
+
+async def test_an_admin_cannot_revoke_an_owners_key(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    admin = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.ADMIN)}"}
+    owner_key = (await client.post("/v1/api-keys", json={"name": "o", "role": "owner"}, headers=acme.headers)).json()
+    refused = await client.delete(f"/v1/api-keys/{owner_key['id']}", headers=admin)
+    assert refused.status_code == 403
+    assert (await client.get("/v1/models", headers={"Authorization": f"Bearer {owner_key['key']}"})).status_code == 200
+    analyst_key = (await client.post("/v1/api-keys", json={"name": "a", "role": "analyst"}, headers=admin)).json()
+    assert (await client.delete(f"/v1/api-keys/{analyst_key['id']}", headers=admin)).status_code == 204

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,12 +34,3 @@ async def list_keys(
     if after is not None:
         query = query.where(ApiKey.id > after)
     return (await session.scalars(query.order_by(ApiKey.id).limit(limit))).all()
-
-
-async def mark_revoked(*, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID, at: datetime) -> bool:
-    key = await get(session=session, scope=scope, key_id=key_id)
-    if key is None:
-        return False
-    if key.revoked_at is None:
-        key.revoked_at = at
-    return True

@@ -16,7 +16,7 @@ from qortex.audit.service import AuditRecord
 from qortex.core import idempotency
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import NotFound, Unauthenticated
+from qortex.core.errors import Forbidden, NotFound, Unauthenticated
 from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
@@ -24,7 +24,7 @@ from qortex.identity import repository
 from qortex.identity.models import ApiKey
 from qortex.security import api_keys
 from qortex.security.principal import Principal
-from qortex.security.rbac import Role
+from qortex.security.rbac import Role, can_grant
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +149,15 @@ async def revoke_key(
     *, db: Database, scope: TenantScope, key_id: uuid.UUID, cache: ApiKeyCache | None, actor: Principal | None = None
 ) -> None:
     async with db.tenant_session(scope, write=True) as session:
-        found = await repository.mark_revoked(session=session, scope=scope, key_id=key_id, at=utcnow())
-        if found:
-            await audit.append(session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor)])
-    if not found:
-        raise NotFound(f"API key {key_id} not found")
+        key = await repository.get(session=session, scope=scope, key_id=key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id} not found")
+        # Revoking is held to the rule of granting: an admin cannot cut off an owner's keys.
+        if actor is not None and not can_grant(actor.role, Role(key.role)):
+            raise Forbidden(f"role {actor.role.value!r} may not revoke keys with role {key.role!r}")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+        await audit.append(session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor)])
     if cache is not None:
         cache.forget(key_id)
 

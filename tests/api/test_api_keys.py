@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import httpx
+import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from qortex.core.database import Database
@@ -117,3 +119,15 @@ async def test_an_admin_cannot_revoke_an_owners_key(
     assert (await client.get("/v1/models", headers={"Authorization": f"Bearer {owner_key['key']}"})).status_code == 200
     analyst_key = (await client.post("/v1/api-keys", json={"name": "a", "role": "analyst"}, headers=admin)).json()
     assert (await client.delete(f"/v1/api-keys/{analyst_key['id']}", headers=admin)).status_code == 204
+
+
+async def test_a_refusal_stands_when_its_audit_record_cannot_be_stored(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def audit_store_down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("audit store unreachable")
+
+    monkeypatch.setattr(app.state.services.audit, "write", audit_store_down)
+    viewer = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.VIEWER)}"}
+    refused = await client.post("/v1/predictions", json={"source": "s", "values": VALUES}, headers=viewer)
+    assert refused.status_code == 403

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.audit import repository
@@ -24,6 +25,8 @@ from qortex.core.database import Database, TenantScope
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.resilience.group_worker import GroupWorker
+
+log = structlog.get_logger("qortex.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,13 @@ class AuditWriter(GroupWorker[_Pending]):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.put(_Pending(scope, record, done))
         await done
+
+    async def write_refusal(self, scope: TenantScope, record: AuditRecord) -> None:
+        """Writes the record of a refused request; the refusal stands even if its record cannot be stored."""
+        try:
+            await self.write(scope, record)
+        except Exception as error:
+            log.error("audit_refusal_not_stored", action=record.action, error_type=type(error).__name__)
 
     async def handle(self, group: list[_Pending]) -> None:
         by_tenant: dict[TenantScope, list[_Pending]] = {}

@@ -174,7 +174,7 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
             log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
         else:
             reason = "wrong_password" if not matches else "inactive_account"
-            await auth.audit_writer.write(
+            await auth.audit_writer.write_refusal(
                 TenantScope(user.tenant_id),
                 _record("auth.login", user_id=user.id, origin=origin, outcome="failure", reason=reason),
             )
@@ -313,7 +313,7 @@ async def change_own_password(
     await auth.throttle.admit(identifier=user.username, client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
         await auth.throttle.failed(client_ip=origin.client_ip)
-        await auth.audit_writer.write(
+        await auth.audit_writer.write_refusal(
             scope,
             _record("user.password_change", user_id=user.id, origin=origin, outcome="failure", reason="wrong_password"),
         )

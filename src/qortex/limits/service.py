@@ -344,10 +344,7 @@ class RateLimits:
                 "refusals_not_logged_since_previous_event": suppressed,
             },
         )
-        try:
-            await self._audit.write(principal.scope, record)
-        except Exception as error:  # the refusal stands even if its record could not be stored
-            log.error("rate_limited_audit_failed", error_type=type(error).__name__, limit=name)
+        await self._audit.write_refusal(principal.scope, record)
 
     async def usage(self, principal: Principal) -> TenantUsage:
         """Current use of every limit of the caller's tenant (this request included)."""

@@ -28,7 +28,8 @@ async def _timed(check: Any) -> dict[str, Any]:
         detail = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_SECONDS)
         status = "ok"
     except Exception as error:
-        detail, status = f"{type(error).__name__}: {error}"[:200], "failing"
+        # Unauthenticated callers learn which check fails, not its message (which may name hosts or users).
+        detail, status = type(error).__name__, "failing"
     return {"status": status, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 2)}
 
 

@@ -23,6 +23,7 @@ from qortex.resilience.batching import EngineBatcher
 from qortex.security.api_keys import PREFIX as API_KEY_PREFIX
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
+from qortex.web.client_ip import client_ip
 from qortex.web.request_policy import RequestPolicy
 
 PERMISSION_ATTRIBUTE = "qortex_permission"
@@ -94,10 +95,10 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
                 target_type="permission",
                 target_id=permission.value,
                 request_id=getattr(request.state, "request_id", None),
-                client_ip=request.client.host if request.client else None,
+                client_ip=client_ip(request),
                 details={"role": principal.role.value, "method": request.method, "path": request.url.path},
             )
-            await services.audit.write(principal.scope, denied)
+            await services.audit.write_refusal(principal.scope, denied)
             raise Forbidden(f"role {principal.role.value!r} lacks permission {permission.value!r}")
         return principal
 

@@ -111,7 +111,4 @@ class RequestPolicy:
                 "unrecorded_before": last[1] if last is not None else 0,
             },
         )
-        try:
-            await self._audit.write(principal.scope, record)
-        except Exception:  # the refusal stands even when its record cannot be stored
-            log.exception("audit_write_failed", action=action, request_id=record.request_id)
+        await self._audit.write_refusal(principal.scope, record)

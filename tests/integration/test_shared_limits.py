@@ -137,3 +137,23 @@ async def test_an_unreachable_redis_serves_requests_unlimited_instead_of_failing
     # Usage cannot be counted without the counters: a retryable 503, not a 500 or made-up numbers.
     assert usage.status_code == 503
     assert usage.json()["type"].endswith("/overloaded") and int(usage.headers["retry-after"]) >= 1
+
+
+async def test_a_slot_taken_while_the_rate_count_fails_is_released_at_once(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = await tenant_on(pair, "acme")
+    limits = pair.apps[0].state.services.limits
+
+    async def store_fails(*args: object, **kwargs: object) -> bool:
+        raise ConnectionError("redis went away mid-request")
+
+    monkeypatch.setattr(limits._moving, "hit", store_fails)
+    answer = await pair.clients[0].get(MODELS, headers=acme.headers)
+    assert answer.status_code == 200, "a store failure serves the request unlimited"
+    # The slot is released just after the response; without the fix it stayed held for its 300 s lease.
+    for _ in range(40):
+        if await limits.storage.concurrency.current(str(acme.tenant.id)) == 0:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the concurrency slot is still held 2 s after the response")

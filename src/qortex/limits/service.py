@@ -184,12 +184,7 @@ class RateLimits:
         setattr(request.state, STATE_KEY, admission)
         try:
             minute, hour = self._minute(limits), self._hour(limits)
-            minute_ok, token = await self._together(
-                self._moving.hit(minute, tenant, "requests"),
-                self.storage.concurrency.acquire(tenant, limits.concurrent_requests),
-            )
-            if token is not None:
-                admission.release = self._releaser(tenant, token)
+            minute_ok, token = await self._hit_and_take_slot(admission, tenant, minute, limits.concurrent_requests)
             if not minute_ok:
                 await self._refuse_window(request, principal, admission, "requests_per_minute", minute, 60)
             if token is None:
@@ -213,6 +208,27 @@ class RateLimits:
                 limit="concurrent_requests",
                 retry_after_seconds=1,
             )
+
+    async def _hit_and_take_slot(
+        self, admission: Admission, tenant: str, minute: RateLimitItem, concurrent: int
+    ) -> tuple[bool, str | None]:
+        """Counts the request and takes a concurrency slot; a slot taken is always handed to the admission's
+        release, even when the other call fails, so a store error never strands a slot until its lease ends."""
+        hit = self._moving.hit(minute, tenant, "requests")
+        slot = self.storage.concurrency.acquire(tenant, concurrent)
+        if self.storage.pool is None:
+            token = await slot
+            if token is not None:
+                admission.release = self._releaser(tenant, token)
+            return await hit, token
+        hit_outcome, slot_outcome = await asyncio.gather(hit, slot, return_exceptions=True)
+        if isinstance(slot_outcome, str):
+            admission.release = self._releaser(tenant, slot_outcome)
+        if isinstance(hit_outcome, BaseException):
+            raise hit_outcome
+        if isinstance(slot_outcome, BaseException):
+            raise slot_outcome
+        return hit_outcome, slot_outcome
 
     async def _together(self, first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
         """Both calls at once when they are Redis round trips; one after the other in memory, where that is cheaper."""

@@ -123,7 +123,7 @@ def test_result_shape_matches_the_contract(sine_model: Predictor) -> None:
     series = noisy_sine(200, seed=5)
     result = sine_model.predict_batch([series], horizon=1)[0]
     assert isinstance(result, PredictionResult)
-    assert 1 <= len(result.factors) <= 8
+    assert len(result.factors) in range(1, 9)
     assert all(isinstance(f, Factor) for f in result.factors)
     weights = [abs(f.weight) for f in result.factors]
     assert weights == sorted(weights, reverse=True)

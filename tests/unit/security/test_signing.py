@@ -100,7 +100,7 @@ def test_a_timestamp_outside_the_window_is_stale(skew: int) -> None:
         verify(timestamp=str(int(NOW) + skew))
 
 
-@pytest.mark.parametrize("timestamp", ["1800000000.5", "-1", "soon", "1e9", "9" * 20])
+@pytest.mark.parametrize("timestamp", ["1800000000.5", "-1", "soon", "1e9", "9" * 20, "\u00b2", "180000000\u0660"])
 def test_a_timestamp_that_is_not_whole_unix_seconds_is_refused(timestamp: str) -> None:
     with pytest.raises(signing.TimestampStale, match="whole seconds"):
         verify(timestamp=timestamp, signature="v1=00")

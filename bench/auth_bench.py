@@ -31,6 +31,7 @@ import httpx
 from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
+from benchmarks_doc import write_section
 from qortex.api import create_app
 from qortex.core.config import Settings
 from qortex.identity import service as identity_service
@@ -40,7 +41,6 @@ from qortex.tenants import repository as tenant_repository
 from qortex.tenants import service as tenant_service
 from qortex.web.dependencies import require
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADING = "## Authentication and rate limiting overhead"
 COMMAND = ".venv/bin/python bench/auth_bench.py --write"
 REDIS_URL = os.environ.get("QORTEX_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -214,21 +214,6 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replaces this benchmark's section of docs/benchmarks.md (or appends it), leaving the others alone."""
-    doc = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    lines = doc.splitlines()
-    try:
-        start = lines.index(HEADING)
-    except ValueError:
-        DOC.write_text(doc.rstrip("\n") + "\n\n" + text, encoding="utf-8")
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "\n".join(lines[end:])
-    body = "\n".join(lines[:start]).rstrip("\n") + "\n\n" + text + ("\n" + tail if tail else "")
-    DOC.write_text(body.rstrip("\n") + "\n", encoding="utf-8")
-
-
 async def main(args: argparse.Namespace) -> str:
     modes = ["memory"]
     missing = []
@@ -253,4 +238,4 @@ if __name__ == "__main__":
     report = asyncio.run(main(parsed))
     print(report)
     if parsed.write:
-        write_section(report)
+        write_section(HEADING, report)

@@ -25,6 +25,7 @@ import numpy as np
 import scipy
 from scipy import sparse
 
+from benchmarks_doc import write_section
 from qortex.engine import ArtifactError, EngineConfig, Predictor
 from qortex.engine.encoding import encode
 from qortex.engine.normalise import last_windows, normalise_windows
@@ -32,7 +33,6 @@ from qortex.engine.normalise import last_windows, normalise_windows
 BATCHES = (1, 32, 256, 1024)
 LENGTHS = (64, 512)
 STAGES = ("encoding", "neuromorphic", "patterns", "quantum", "readout")
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 COMMAND = "taskset -c 0 .venv/bin/python bench/engine_bench.py --write"
 
 
@@ -255,22 +255,6 @@ def run(quick: bool) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replaces (or appends) the "## Engine" section of docs/benchmarks.md, keeping the rest."""
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    try:
-        start = lines.index("## Engine")
-    except ValueError:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "\n".join(lines[end:])
-        body = "\n".join(lines[:start]) + "\n" + section + ("\n" + tail if tail else "")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(body.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
@@ -279,7 +263,7 @@ def main() -> None:
     section = run(args.quick)
     print(section)
     if args.write:
-        write_section(section)
+        write_section("## Engine", section)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks_doc import DOC, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## HTTP API"
 COMMAND = ".venv/bin/python bench/http_bench.py --write"
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -402,22 +403,6 @@ def wrk_version() -> str:
     return match.group(1) if match else ""
 
 
-def write_section(section: str) -> None:
-    """Replaces (or appends) the "## HTTP API" section of docs/benchmarks.md, keeping the rest."""
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    try:
-        start_at = lines.index(SECTION)
-    except ValueError:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start_at + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "\n".join(lines[end:])
-        body = "\n".join(lines[:start_at]) + "\n" + section + ("\n\n" + tail if tail else "")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(body.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def preflight() -> None:
     missing = [tool for tool in ("taskset", "wrk") if shutil.which(tool) is None]
     if missing:
@@ -493,7 +478,7 @@ def main() -> None:
     section = render(runs, seconds=args.seconds, load_before=load_before, load_after=os.getloadavg()[0])
     print("\n" + section)
     if args.write:
-        write_section(section)
+        write_section(SECTION, section)
         print(f"\nwrote {SECTION!r} of {DOC.relative_to(ROOT)}")
 
 

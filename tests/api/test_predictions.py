@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 
 from qortex.core.database import Database
+from qortex.predictions.schemas import PredictionBatchOut
 from qortex.security.rbac import Role
 from tests.conftest import TenantCredentials, key_for
 
@@ -80,8 +81,23 @@ async def test_a_batch_answers_each_item_and_a_bad_item_fails_alone(
     assert statuses == [201, 422, 422, 404, 201]
     assert answer["items"][1]["problem"]["errors"][0]["loc"] == ["body", "values"]
     assert answer["items"][2]["problem"]["errors"][0]["loc"] == ["body", "colour"]
+    PredictionBatchOut.model_validate(answer)
     stored = await client.get(f"/v1/predictions/{answer['items'][4]['prediction']['id']}", headers=acme.headers)
     assert stored.status_code == 200
+    assert stored.json() == answer["items"][4]["prediction"]
+
+
+async def test_a_valid_batch_answers_what_is_stored(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    items = [{"source": f"s{i}", "values": series(seed=20 + i), "subject_ref": f"c{i}"} for i in range(5)]
+    response = await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)
+    assert response.status_code == 200, response.text
+    answer = PredictionBatchOut.model_validate(response.json())
+    assert (answer.succeeded, answer.failed) == (5, 0)
+    for index, item in enumerate(response.json()["items"]):
+        assert (item["index"], item["status"], item["problem"]) == (index, 201, None)
+        stored = await client.get(f"/v1/predictions/{item['prediction']['id']}", headers=acme.headers)
+        assert stored.json() == item["prediction"]
+        assert item["prediction"]["subject_ref"] == f"c{index}"
 
 
 async def test_a_batch_above_the_limit_is_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:

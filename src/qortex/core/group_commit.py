@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 
 from qortex.core import idempotency
-from qortex.core.database import Base, Database, TenantScope
-from qortex.core.idempotency import Answer, IdempotentRequest
+from qortex.core.database import Base, Database, TableRows, TenantScope
+from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
 from qortex.resilience.group_worker import GroupWorker
 
 
@@ -24,7 +25,7 @@ from qortex.resilience.group_worker import GroupWorker
 class _Pending:
     scope: TenantScope
     request: IdempotentRequest | None
-    groups: Sequence[Sequence[Base]]
+    groups: Sequence[RowGroup]
     stored_body: dict[str, Any]
     done: asyncio.Future[Answer | None] = field(repr=False)
 
@@ -39,7 +40,7 @@ class GroupCommitter(GroupWorker[_Pending]):
         *,
         scope: TenantScope,
         request: IdempotentRequest | None,
-        groups: Sequence[Sequence[Base]],
+        groups: Sequence[RowGroup],
         stored_body: dict[str, Any],
     ) -> Answer | None:
         """Like `idempotency.commit_once`, batched with whatever else is waiting to be committed."""
@@ -69,7 +70,9 @@ class GroupCommitter(GroupWorker[_Pending]):
     async def _commit_together(self, scope: TenantScope, items: list[_Pending]) -> None:
         levels = max(len(item.groups) for item in items)
         merged = [
-            [row for item in items if level < len(item.groups) for row in item.groups[level]] for level in range(levels)
+            group
+            for level in range(levels)
+            for group in _merge([item.groups[level] for item in items if level < len(item.groups)])
         ]
         async with self._db.tenant_session(scope, write=True) as session:
             await idempotency.add_groups(session=session, scope=scope, groups=merged)
@@ -89,6 +92,21 @@ class GroupCommitter(GroupWorker[_Pending]):
             return
         if not item.done.done():
             item.done.set_result(answer)
+
+
+def _merge(groups: list[RowGroup]) -> list[RowGroup]:
+    """One level of several requests' groups: ORM rows in one group, plain rows in one INSERT per table."""
+    objects: list[Base] = []
+    tables: dict[str, Table] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for group in groups:
+        if isinstance(group, TableRows):
+            tables[group.table.name] = group.table
+            rows.setdefault(group.table.name, []).extend(group.rows)
+        else:
+            objects.extend(group)
+    merged: list[RowGroup] = [TableRows(tables[name], table_rows) for name, table_rows in rows.items()]
+    return [objects, *merged] if objects else merged
 
 
 def _fail(items: list[_Pending], error: Exception) -> None:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, select
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from qortex.core.clock import utcnow
-from qortex.core.database import Base, Database, TenantScope
+from qortex.core.database import Base, Database, TableRows, TenantScope
 from qortex.core.errors import IdempotencyKeyReused, InvalidInput
 from qortex.core.ids import new_id
 from qortex.core.payload import PayloadContext, payload_codec
@@ -115,13 +115,22 @@ async def replay(*, db: Database, scope: TenantScope, request: IdempotentRequest
     return None if stored is None else Answer(dict(stored.body), replayed=True)
 
 
-async def add_groups(*, session: AsyncSession, scope: TenantScope, groups: Sequence[Sequence[Base]]) -> None:
+RowGroup = Sequence[Base] | TableRows
+
+
+async def add_groups(*, session: AsyncSession, scope: TenantScope, groups: Sequence[RowGroup]) -> None:
     """Adds rows group by group, flushing each, so a row may reference rows of an earlier group."""
-    for rows in groups:
-        for row in rows:
+    for group in groups:
+        if isinstance(group, TableRows):
+            if any(row["tenant_id"] != scope.tenant_id for row in group.rows):
+                raise ValueError(f"a {group.table.name} row can only be stored in its own tenant")
+            if group.rows:
+                await session.execute(insert(group.table), list(group.rows))
+            continue
+        for row in group:
             if getattr(row, "tenant_id", None) != scope.tenant_id:
                 raise ValueError(f"a {type(row).__name__} can only be stored in its own tenant")
-        session.add_all(rows)
+        session.add_all(group)
         await session.flush()
 
 
@@ -130,7 +139,7 @@ async def commit_once(
     db: Database,
     scope: TenantScope,
     request: IdempotentRequest | None,
-    groups: Sequence[Sequence[Base]],
+    groups: Sequence[RowGroup],
     stored_body: dict[str, Any],
     in_transaction: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Answer | None:

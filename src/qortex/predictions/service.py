@@ -6,17 +6,18 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from qortex.core import idempotency
 from qortex.core.clock import utcnow
-from qortex.core.database import Database, TenantScope
+from qortex.core.database import Base, Database, TableRows, TenantScope
 from qortex.core.errors import InvalidInput, NotFound, QortexError
 from qortex.core.group_commit import GroupCommitter
-from qortex.core.idempotency import Answer, IdempotentRequest
+from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.core.payload import PayloadContext, payload_codec
@@ -29,7 +30,6 @@ from qortex.predictions.models import Prediction, PredictionInput
 from qortex.predictions.repository import PredictionFilter
 from qortex.predictions.schemas import (
     BatchItemOut,
-    PredictionBatchOut,
     PredictionCreate,
     PredictionOut,
     ProblemOut,
@@ -88,49 +88,102 @@ def _to_out(row: Prediction, details: dict[str, Any]) -> PredictionOut:
     )
 
 
-def _build_rows(scope: TenantScope, planned: _Planned) -> tuple[PredictionInput, Prediction, PredictionOut]:
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """One answered prediction: its input row, its prediction row and the JSON body that answers it."""
+
+    source_row: dict[str, Any]
+    row: dict[str, Any]
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Instant:
+    """When a request's predictions were made, as stored and as the JSON answer spells it."""
+
+    value: datetime
+    json: str
+
+    @classmethod
+    def now(cls) -> _Instant:
+        value = utcnow()
+        return cls(value, _DATETIME.dump_python(value, mode="json"))
+
+
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _build_rows(scope: TenantScope, planned: _Planned, created: _Instant) -> _Stored:
+    """Plain rows and a JSON-ready body (the same as `PredictionOut` dumps; tests hold the two equal)."""
     request, model, result = planned.request, planned.model, planned.result
     if result is None:
         raise RuntimeError("a prediction is stored only after the engine answered it")
     codec = payload_codec()
-    values = [float(v) for v in request.values]
+    values = np.asarray(request.values, dtype=np.float64)
     input_id, prediction_id = new_id(), new_id()
-    source_row = PredictionInput(
-        id=input_id,
-        tenant_id=scope.tenant_id,
-        source=request.source,
-        subject_ref=request.subject_ref,
-        n_values=len(values),
-        values_sha256=hashlib.sha256(np.asarray(values, dtype=np.float64).tobytes()).hexdigest(),
-        values_payload=codec.encode(
-            values, PayloadContext(scope.tenant_id, "prediction_inputs", input_id, "values_payload")
+    source_row = {
+        "id": input_id,
+        "tenant_id": scope.tenant_id,
+        "source": request.source,
+        "subject_ref": request.subject_ref,
+        "n_values": len(values),
+        "values_sha256": hashlib.sha256(values.tobytes()).hexdigest(),
+        "values_payload": codec.encode(
+            request.values, PayloadContext(scope.tenant_id, "prediction_inputs", input_id, "values_payload")
         ),
-        created_at=utcnow(),
-    )
-    answer = result.to_dict()
+        "created_at": created.value,
+    }
     details = {
-        "factors": answer["factors"],
-        "patterns": answer["patterns"],
-        "quantum": answer["quantum"],
-        "timings_ms": answer["timings_ms"],
+        "factors": [factor.to_dict() for factor in result.factors],
+        "patterns": [pattern.to_dict() for pattern in result.patterns],
+        "quantum": {name: list(features) for name, features in result.quantum.items()},
+        "timings_ms": dict(result.timings_ms),
         "model_name": model.name,
     }
-    row = Prediction(
-        id=prediction_id,
-        tenant_id=scope.tenant_id,
-        input_id=input_id,
-        model_id=model.id,
-        model_version=model.version,
-        source=request.source,
-        subject_ref=request.subject_ref,
-        horizon=request.horizon,
-        direction=result.direction,
-        confidence=float(result.confidence),
-        probability_up=float(result.probability_up),
-        details_payload=codec.encode(details, _details_context(scope, prediction_id)),
-        created_at=utcnow(),
-    )
-    return source_row, row, _to_out(row, details)
+    row = {
+        "id": prediction_id,
+        "tenant_id": scope.tenant_id,
+        "input_id": input_id,
+        "model_id": model.id,
+        "model_version": model.version,
+        "source": request.source,
+        "subject_ref": request.subject_ref,
+        "horizon": request.horizon,
+        "direction": result.direction,
+        "confidence": float(result.confidence),
+        "probability_up": float(result.probability_up),
+        "details_payload": codec.encode(details, _details_context(scope, prediction_id)),
+        "created_at": created.value,
+    }
+    body = {
+        "id": str(prediction_id),
+        "input_id": str(input_id),
+        "source": request.source,
+        "subject_ref": request.subject_ref,
+        "horizon": request.horizon,
+        "direction": result.direction,
+        "confidence": row["confidence"],
+        "probability_up": row["probability_up"],
+        "factors": details["factors"],
+        "patterns": details["patterns"],
+        "quantum": details["quantum"],
+        "model": {"id": str(model.id), "name": model.name, "version": model.version},
+        "timings_ms": details["timings_ms"],
+        "created_at": created.json,
+    }
+    return _Stored(source_row, row, body)
+
+
+_INPUTS = Base.metadata.tables[PredictionInput.__tablename__]
+_PREDICTIONS = Base.metadata.tables[Prediction.__tablename__]
+
+
+def _row_groups(stored: Sequence[_Stored]) -> list[RowGroup]:
+    """Inputs first: a prediction row references its input row."""
+    return [
+        TableRows(_INPUTS, [item.source_row for item in stored]),
+        TableRows(_PREDICTIONS, [item.row for item in stored]),
+    ]
 
 
 async def _run_engine(services: PredictionServices, planned: Sequence[_Planned]) -> None:
@@ -166,10 +219,11 @@ async def create(
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
     await _run_engine(services, [planned])
-    source_row, row, out = _build_rows(scope, planned)
-    body = out.model_dump(mode="json")
-    earlier = await services.committer.commit(scope=scope, request=key, groups=[[source_row], [row]], stored_body=body)
-    return earlier or Answer(body, replayed=False)
+    stored = _build_rows(scope, planned, _Instant.now())
+    earlier = await services.committer.commit(
+        scope=scope, request=key, groups=_row_groups([stored]), stored_body=stored.body
+    )
+    return earlier or Answer(stored.body, replayed=False)
 
 
 def _problem(error: QortexError) -> ProblemOut:
@@ -199,43 +253,61 @@ async def create_batch(
     earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
     if earlier is not None:
         return earlier
-    outcomes: dict[int, BatchItemOut] = {}
+    outcomes: dict[int, dict[str, Any]] = {}
     planned: list[_Planned] = []
     models: dict[str | None, Model | QortexError] = {}
-    for index, raw in enumerate(items):
-        try:
-            request = PredictionCreate.model_validate(raw)
-        except ValidationError as error:
-            outcomes[index] = BatchItemOut(index=index, status=422, problem=_validation_problem(error))
+    for index, parsed in enumerate(_parse_items(items)):
+        if isinstance(parsed, ValidationError):
+            outcomes[index] = _failed(index, 422, _validation_problem(parsed))
             continue
         try:
-            if request.model not in models:
-                models[request.model] = await model_service.resolve(
-                    db=services.db, scope=scope, reference=request.model, cache=services.runtime.references
+            if parsed.model not in models:
+                models[parsed.model] = await model_service.resolve(
+                    db=services.db, scope=scope, reference=parsed.model, cache=services.runtime.references
                 )
-            model = models[request.model]
+            model = models[parsed.model]
             if isinstance(model, QortexError):
                 raise model
-            _check_horizon(model, request.horizon)
+            _check_horizon(model, parsed.horizon)
         except QortexError as error:
-            models.setdefault(request.model, error)
-            outcomes[index] = BatchItemOut(index=index, status=error.status, problem=_problem(error))
+            models.setdefault(parsed.model, error)
+            outcomes[index] = _failed(index, error.status, _problem(error))
             continue
-        planned.append(_Planned(index=index, request=request, model=model))
+        planned.append(_Planned(index=index, request=parsed, model=model))
     await _run_engine(services, planned)
-    inputs: list[PredictionInput] = []
-    predictions: list[Prediction] = []
-    for item in planned:
-        source_row, row, out = _build_rows(scope, item)
-        inputs.append(source_row)
-        predictions.append(row)
-        outcomes[item.index] = BatchItemOut(index=item.index, status=201, prediction=out)
-    ordered = [outcomes[i] for i in range(len(items))]
-    body = PredictionBatchOut(succeeded=len(planned), failed=len(items) - len(planned), items=ordered).model_dump(
-        mode="json"
-    )
-    earlier = await services.committer.commit(scope=scope, request=key, groups=[inputs, predictions], stored_body=body)
+    created = _Instant.now()
+    stored = [_build_rows(scope, item, created) for item in planned]
+    for item, answer in zip(planned, stored, strict=True):
+        outcomes[item.index] = {"index": item.index, "status": 201, "prediction": answer.body, "problem": None}
+    body = {
+        "succeeded": len(planned),
+        "failed": len(items) - len(planned),
+        "items": [outcomes[i] for i in range(len(items))],
+    }
+    earlier = await services.committer.commit(scope=scope, request=key, groups=_row_groups(stored), stored_body=body)
     return earlier or Answer(body, replayed=False)
+
+
+_ITEMS: TypeAdapter[list[PredictionCreate]] = TypeAdapter(list[PredictionCreate])
+
+
+def _parse_items(items: list[dict[str, Any]]) -> list[PredictionCreate | ValidationError]:
+    """Validates all items in one pass; only when some item is bad are they validated one by one."""
+    try:
+        return list(_ITEMS.validate_python(items))
+    except ValidationError:
+        pass
+    parsed: list[PredictionCreate | ValidationError] = []
+    for raw in items:
+        try:
+            parsed.append(PredictionCreate.model_validate(raw))
+        except ValidationError as error:
+            parsed.append(error)
+    return parsed
+
+
+def _failed(index: int, status: int, problem: ProblemOut) -> dict[str, Any]:
+    return BatchItemOut(index=index, status=status, problem=problem).model_dump(mode="json")
 
 
 async def get(*, db: Database, scope: TenantScope, prediction_id: uuid.UUID) -> PredictionOut:

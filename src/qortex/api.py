@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -95,6 +96,9 @@ async def stop_services(services: AppServices) -> None:
     await services.db.dispose()
 
 
+YOUNG_GC_THRESHOLD = 20_000
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
@@ -102,6 +106,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = await start_services(settings)
+        # What startup built lives as long as the process: taking it out of the collector's generations
+        # keeps full collections short (before this they were the p99 stalls under load). A request
+        # allocates thousands of short-lived containers, so young collections run less often too.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         try:
             yield
         finally:

@@ -195,21 +195,21 @@ def _acceleration(c1: F64, c2: F64, w: int) -> tuple[F32, I64]:
     return np.tanh(np.abs(t) / 3.0).astype(np.float32), start
 
 
-def spatial_signatures(cumulative: F32, spans: I64, top_k: int) -> F32:
-    """Returns (batch, 8, top_k): the largest per-neuron spike counts within each span, L2-normalised.
+def spatial_signatures(cumulative: F32, rows: I64, spans: I64, top_k: int) -> F32:
+    """Returns (m, top_k): for span m of series rows[m], the largest per-neuron spike counts, L2-normalised.
 
     `cumulative` is (T + 1, N, batch) cumulative spike counts, where reservoir step t consumes the
-    move into window value t + 1, so window span [a, b] covers cumulative[b] - cumulative[a].
+    move into window value t + 1, so window span [a, b] covers cumulative[b] - cumulative[a]. Only the
+    spans asked for are computed: the result carries signatures of the patterns that were found.
     """
-    steps, n, batch = cumulative.shape[0] - 1, cumulative.shape[1], cumulative.shape[2]
-    rows = np.arange(batch)[:, None, None]
-    neurons = np.arange(n)[None, None, :]
-    end = np.clip(spans[:, :, 1], 0, steps)[:, :, None]
-    start = np.clip(spans[:, :, 0], 0, steps)[:, :, None]
-    counts = cumulative[end, neurons, rows] - cumulative[start, neurons, rows]  # (batch, 8, N)
-    k = min(top_k, counts.shape[2])
+    steps, n = cumulative.shape[0] - 1, cumulative.shape[1]
+    neurons = np.arange(n)[None, :]
+    end = np.clip(spans[:, 1], 0, steps)[:, None]
+    start = np.clip(spans[:, 0], 0, steps)[:, None]
+    counts = cumulative[end, neurons, rows[:, None]] - cumulative[start, neurons, rows[:, None]]  # (m, N)
+    k = min(top_k, n)
     # Partition first: only the k largest counts of each span need sorting.
-    top = np.partition(counts, counts.shape[2] - k, axis=2)[:, :, counts.shape[2] - k :]
-    top = -np.sort(-top, axis=2)
-    norm = np.sqrt(np.sum(top * top, axis=2, keepdims=True))
+    top = np.partition(counts, n - k, axis=1)[:, n - k :]
+    top = -np.sort(-top, axis=1)
+    norm = np.sqrt(np.sum(top * top, axis=1, keepdims=True))
     return np.where(norm > 0, top / np.maximum(norm, EPS), 0.0).astype(np.float32)

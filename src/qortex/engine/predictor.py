@@ -53,6 +53,7 @@ __all__ = ["STAGES", "Predictor"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 
 # Keys of PredictionResult.timings_ms, in pipeline order.
 STAGES = ("encoding", "neuromorphic", "patterns", "quantum", "readout")
@@ -330,22 +331,20 @@ class Predictor:
         weights[fwd.constant] = 0.0
         top = np.argsort(-np.abs(weights), axis=1, kind="stable")[:, : cfg.top_factors]
         t_spatial = time.perf_counter()
+        # Row-major, so each series' patterns come out in PATTERN_TYPES order (ties sort stably by it).
+        rows, kinds = np.nonzero(fwd.scan.strengths.astype(np.float64) >= cfg.min_pattern_strength)
+        found_spans = fwd.scan.spans[rows, kinds]
         if fwd.run is not None and fwd.run.cumulative is not None:
-            spatial = spatial_signatures(fwd.run.cumulative, fwd.scan.spans, cfg.spatial_top_k)
+            spatial = spatial_signatures(fwd.run.cumulative, rows, found_spans, cfg.spatial_top_k)
         else:
-            spatial = np.zeros((p.shape[0], len(PATTERN_TYPES), 0), dtype=np.float32)
+            spatial = np.zeros((rows.size, 0), dtype=np.float32)
         # Signatures belong to the pattern stage, not to the readout.
         spatial_s = time.perf_counter() - t_spatial
         fwd.timings["patterns"] += spatial_s
         t0 += spatial_s
-        # Window index j maps to series index (length - window) + j; padding maps below 0.
-        offsets = lengths - cfg.window
+        patterns = self._patterns(fwd.scan, rows, kinds, found_spans, spatial, lengths - cfg.window)
         band = cfg.neutral_band
         timings_ms = {k: round(v * 1000.0, 4) for k, v in fwd.timings.items()}
-        strengths = fwd.scan.strengths.tolist()
-        spans = fwd.scan.spans.tolist()
-        periods = fwd.scan.periods.tolist()
-        spatial_l = spatial.tolist()
         q_exp = fwd.q_expectations.tolist()
         q_corr = fwd.q_correlations.tolist()
         # Only the top factors become Python objects.
@@ -356,33 +355,15 @@ class Predictor:
         # The readout stage covers the logit, calibration and factor roll-up, not object building.
         timings_ms["readout"] = round((fwd.timings["readout"] + time.perf_counter() - t0) * 1000.0, 4)
         results: list[PredictionResult] = []
-        for i in range(p.shape[0]):
-            prob = float(p[i])
+        for i, prob in enumerate(p.tolist()):
             direction: Direction = "neutral" if abs(prob - 0.5) <= band else ("up" if prob > 0.5 else "down")
-            confidence = max(prob, 1.0 - prob)
             factors = [Factor(labels[j], groups_t[j], values_l[i][k], weights_l[i][k]) for k, j in enumerate(top_l[i])]
-            found: list[Pattern] = []
-            for k, name in enumerate(PATTERN_TYPES):
-                strength = strengths[i][k]
-                if strength < cfg.min_pattern_strength:
-                    continue
-                offset = int(offsets[i])
-                start, end = spans[i][k]
-                found.append(
-                    Pattern(
-                        type=name,
-                        strength=strength,
-                        start=max(start + offset, 0),
-                        end=max(end + offset, 0),
-                        period=periods[i] if name == "oscillation" else None,
-                        spatial_features=spatial_l[i][k],
-                    )
-                )
+            found = patterns[i]
             found.sort(key=lambda pat: -pat.strength)
             results.append(
                 PredictionResult(
                     direction=direction,
-                    confidence=confidence,
+                    confidence=max(prob, 1.0 - prob),
                     probability_up=prob,
                     factors=factors,
                     patterns=found,
@@ -393,6 +374,24 @@ class Predictor:
                 )
             )
         return results
+
+    @staticmethod
+    def _patterns(
+        scan: PatternScan, rows: I64, kinds: I64, spans: I64, spatial: F32, offsets: I64
+    ) -> list[list[Pattern]]:
+        """The found patterns of each series; window index j maps to series index offset + j (>= 0)."""
+        found: list[list[Pattern]] = [[] for _ in range(scan.strengths.shape[0])]
+        periods = scan.periods.tolist()
+        starts = np.maximum(spans[:, 0] + offsets[rows], 0).tolist()
+        ends = np.maximum(spans[:, 1] + offsets[rows], 0).tolist()
+        strengths = scan.strengths[rows, kinds].tolist()
+        for row, kind, strength, start, end, signature in zip(
+            rows.tolist(), kinds.tolist(), strengths, starts, ends, spatial.tolist(), strict=True
+        ):
+            name = PATTERN_TYPES[kind]
+            period = periods[row] if name == "oscillation" else None
+            found[row].append(Pattern(name, strength, start, end, period, signature))
+        return found
 
     # ------------------------------------------------------------------ metadata and artifacts
     @property

@@ -108,9 +108,11 @@ def test_spatial_signature_is_the_normalised_top_k_counts_within_the_span() -> N
     cumulative = np.zeros((6, 4, 1), dtype=np.float32)  # 5 steps, 4 neurons, 1 series
     per_step = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
     cumulative[1:, :, 0] = np.cumsum(per_step, axis=0)
-    spans = np.zeros((1, 8, 2), dtype=np.int64)
-    spans[0, :, 1] = 5
-    spans[0, 0] = [2, 4]  # steps 2 and 3: neuron 1 twice, neuron 2 once
-    sig = spatial_signatures(cumulative, spans, top_k=3)
-    np.testing.assert_allclose(sig[0, 0], np.array([2, 1, 0]) / np.sqrt(5), rtol=1e-6)
-    assert np.linalg.norm(sig[0, 1]) == pytest.approx(1.0)
+    rows = np.zeros(3, dtype=np.int64)
+    # steps 2 and 3: neuron 1 twice, neuron 2 once; then the whole run; then an empty span.
+    spans = np.array([[2, 4], [0, 5], [3, 3]], dtype=np.int64)
+    sig = spatial_signatures(cumulative, rows, spans, top_k=3)
+    assert sig.shape == (3, 3)
+    np.testing.assert_allclose(sig[0], np.array([2, 1, 0]) / np.sqrt(5), rtol=1e-6)
+    assert np.linalg.norm(sig[1]) == pytest.approx(1.0)
+    np.testing.assert_array_equal(sig[2], np.zeros(3))

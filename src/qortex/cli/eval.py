@@ -21,6 +21,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("brier", "Brier"),
     ("log_loss", "log loss"),
     ("ece", "ECE"),
+    ("ece_floor", "ECE floor"),
     ("auc", "AUC"),
     ("accuracy_at_0.6", "acc@0.6"),
     ("coverage_at_0.6", "cov@0.6"),

@@ -20,6 +20,7 @@ FloatArray = npt.NDArray[np.float64]
 
 LOG_LOSS_EPS = 1e-15
 ECE_BINS = 10
+ECE_FLOOR_DRAWS = 2000
 COVERAGE_THRESHOLD = 0.6
 
 
@@ -90,6 +91,28 @@ def expected_calibration_error(y_true: npt.ArrayLike, p_up: npt.ArrayLike, n_bin
     return float(total)
 
 
+def ece_floor(p_up: npt.ArrayLike, n_bins: int = ECE_BINS, draws: int = ECE_FLOOR_DRAWS, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated forecaster giving these same probabilities would score, on average.
+
+    ECE is biased upwards on small samples: even when every outcome is drawn with exactly the stated
+    probability, the up-rate within a bin strays from its mean probability. Outcomes are drawn
+    ``draws`` times as Bernoulli(p) and scored with the same bins, so an ECE close to this value is
+    as good as calibration can be shown to be with this many forecasts. Seeded: the same input gives
+    the same value.
+    """
+    p = np.asarray(p_up, dtype=np.float64).ravel()
+    _as_pair(np.zeros_like(p), p)  # the same checks as every other score
+    if draws < 1 or n_bins < 1:
+        raise ValueError("draws and n_bins must be at least 1")
+    outcomes = (np.random.default_rng(seed).random((draws, p.size)) < p).astype(np.float64)
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    total = np.zeros(draws)
+    for b in np.unique(bins):
+        member = bins == b
+        total += member.mean() * np.abs(outcomes[:, member].mean(axis=1) - p[member].mean())
+    return float(total.mean())
+
+
 def roc_auc(y_true: npt.ArrayLike, p_up: npt.ArrayLike) -> float:
     """Area under the ROC curve from the Mann-Whitney statistic; tied scores get average ranks."""
     y, p = _as_pair(y_true, p_up)
@@ -128,6 +151,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "brier",
     "log_loss",
     "ece",
+    "ece_floor",
     "auc",
     "accuracy_at_0.6",
     "coverage_at_0.6",
@@ -143,6 +167,7 @@ def score_all(y_true: npt.ArrayLike, p_up: npt.ArrayLike) -> dict[str, float]:
         "brier": brier_score(y_true, p_up),
         "log_loss": log_loss(y_true, p_up),
         "ece": expected_calibration_error(y_true, p_up),
+        "ece_floor": ece_floor(p_up),
         "auc": roc_auc(y_true, p_up),
         "accuracy_at_0.6": coverage.accuracy,
         "coverage_at_0.6": coverage.coverage,

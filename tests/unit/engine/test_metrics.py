@@ -98,3 +98,24 @@ def test_score_all_returns_every_named_metric() -> None:
 def test_bad_inputs_are_refused(y: list[float], p: list[float]) -> None:
     with pytest.raises(ValueError):
         metrics.brier_score(y, p)
+
+
+def test_the_ece_floor_matches_the_analytic_expectation_for_a_fair_coin() -> None:
+    # One bin, p = 0.5: the floor is E|mean of n fair coins - 0.5| ~ sqrt(0.25 / n) * sqrt(2 / pi).
+    floor = metrics.ece_floor(np.full(400, 0.5))
+    assert floor == pytest.approx(math.sqrt(0.25 / 400) * math.sqrt(2 / math.pi), rel=0.05)
+    assert metrics.ece_floor([0.5]) == pytest.approx(0.5)
+
+
+def test_the_ece_floor_is_zero_for_certain_forecasts_and_shrinks_with_more_of_them() -> None:
+    assert metrics.ece_floor([0.0, 1.0, 1.0, 0.0]) == 0.0
+    rng = np.random.default_rng(3)
+    few, many = rng.uniform(0.15, 0.85, 40), rng.uniform(0.15, 0.85, 1000)
+    assert metrics.ece_floor(many) < metrics.ece_floor(few) / 3
+    assert metrics.ece_floor(few) == metrics.ece_floor(few)  # seeded
+
+
+def test_the_ece_floor_refuses_what_the_other_scores_refuse() -> None:
+    for bad in ([], [1.2], [math.nan]):
+        with pytest.raises(ValueError):
+            metrics.ece_floor(bad)

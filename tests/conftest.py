@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,14 @@ async def owner_db(settings: Settings) -> AsyncIterator[Database]:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as http:
+        yield http
+
+
+@asynccontextmanager
+async def client_at(app: FastAPI, ip: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose TCP peer address, as the app sees it, is `ip`."""
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as http:
         yield http
 

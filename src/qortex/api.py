@@ -69,7 +69,7 @@ async def start_services(settings: Settings) -> AppServices:
         nonces=nonce_store(settings.redis_url),
         audit=audit,
     )
-    auth = await AuthServices.start(settings, db, audit)
+    auth = await AuthServices.start(settings, db, audit, request_policy.policies)
     # --- further services are built above this line
     return AppServices(
         settings=settings,

@@ -27,7 +27,7 @@ from qortex.identity.models import User
 from qortex.security.passwords import Passwords
 from qortex.tenants.models import Tenant
 from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
-from tests.conftest import TenantCredentials
+from tests.conftest import TenantCredentials, client_at
 
 
 @pytest.fixture(autouse=True)
@@ -149,6 +149,41 @@ async def test_refresh_rotates_and_reusing_a_used_token_ends_the_whole_session(
 
     unknown = await client.post("/v1/auth/refresh", json={"refresh_token": "qxr_not-a-token"})
     assert unknown.status_code == 401
+
+
+async def test_the_tenants_allow_list_applies_to_login_and_refresh(
+    app: FastAPI, acme: TenantCredentials, db: Database
+) -> None:
+    await add_user(app, acme.tenant, "ivan")
+    async with client_at(app, "192.0.2.10") as inside:
+        allow = await inside.patch("/v1/tenant", json={"ip_allowlist": ["192.0.2.0/24"]}, headers=acme.headers)
+        assert allow.status_code == 200, allow.text
+        pair = (await login(inside, "ivan")).json()
+    async with client_at(app, "198.51.100.7") as outside:
+        # The right password from outside is refused exactly like a wrong one: no password oracle.
+        refused = await login(outside, "ivan")
+        wrong = await login(outside, "ivan", "not the password at all")
+        blocked = await outside.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refused.status_code == wrong.status_code == 401
+    assert without_instance(refused.json()) == without_instance(wrong.json())
+    assert blocked.status_code == 403
+    assert blocked.json()["type"].endswith("/ip-not-allowed")
+    async with client_at(app, "192.0.2.11") as inside:
+        # The refused refresh left the token unused.
+        renewed = await inside.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+
+    logins = await events(db, acme.tenant, "auth.login")
+    assert sorted((e.outcome, e.details.get("reason")) for e in logins) == [
+        ("failure", "ip_not_allowed"),
+        ("failure", "wrong_password"),
+        ("success", None),
+    ]
+    refreshes = await events(db, acme.tenant, "auth.refresh")
+    assert sorted((e.outcome, e.client_ip, e.details.get("reason")) for e in refreshes) == [
+        ("failure", "198.51.100.7", "ip_not_allowed"),
+        ("success", "192.0.2.11", None),
+    ]
 
 
 async def test_logout_ends_the_session_and_its_refresh_token(

@@ -8,8 +8,6 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -24,7 +22,7 @@ from qortex.security.api_keys import parse_key
 from qortex.security.rbac import Role
 from qortex.tenants.models import Tenant
 from qortex.tenants.policy import TenantPolicyCache
-from tests.conftest import TenantCredentials, key_for
+from tests.conftest import TenantCredentials, client_at, key_for
 
 CONSOLE = "https://console.example.com"
 PROXIES = "10.0.0.0/8"
@@ -37,14 +35,6 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={"cors_origins": [CONSOLE], "trusted_proxies": [PROXIES], "max_body_bytes": MAX_BODY}
     )
-
-
-@asynccontextmanager
-async def client_at(app: FastAPI, ip: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose TCP peer address, as the app sees it, is `ip`."""
-    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as http:
-        yield http
 
 
 def signed(request: httpx.Request, secret: str, *, timestamp: int | None = None) -> httpx.Request:

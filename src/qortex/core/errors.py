@@ -50,6 +50,14 @@ class Forbidden(QortexError):
     status, slug, title = 403, "forbidden", "Forbidden"
 
 
+class IpNotAllowed(Forbidden):
+    slug, title = "ip-not-allowed", "Address not allowed"
+
+    @classmethod
+    def at(cls, address: str | None) -> IpNotAllowed:
+        return cls(f"requests for this tenant are not accepted from {address or 'an unknown address'}")
+
+
 class NotFound(QortexError):
     status, slug, title = 404, "not-found", "Not found"
 

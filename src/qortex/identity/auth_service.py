@@ -21,11 +21,12 @@ from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.clock import utcnow
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import InvalidInput, Unauthenticated
+from qortex.core.errors import InvalidInput, IpNotAllowed, Unauthenticated
 from qortex.core.ids import new_id
 from qortex.identity import user_repository as repo
 from qortex.identity.models import AuthSession, RefreshToken, User
 from qortex.security import tokens
+from qortex.security.allowlist import contains
 from qortex.security.passwords import Passwords
 from qortex.security.principal import Principal
 from qortex.security.rbac import Role
@@ -34,12 +35,14 @@ from qortex.security.throttle import FailureStore, LoginThrottle, MemoryFailureS
 from qortex.security.tokens import AccessTokens, InvalidToken
 from qortex.tenants import repository as tenant_repository
 from qortex.tenants.models import Tenant
+from qortex.tenants.policy import TenantPolicyCache
 
 log = structlog.get_logger("qortex.identity.auth")
 
 # One answer for an unknown account, a wrong password and an inactive account, so none can be told apart.
 LOGIN_REFUSED = "invalid username or password"
 REFRESH_REFUSED = "the refresh token is not valid"
+IP_NOT_ALLOWED = "ip_not_allowed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +64,12 @@ class AuthServices:
     refresh_lifetime: timedelta
     audit_writer: AuditWriter
     redis: Redis | None
+    policies: TenantPolicyCache
 
     @classmethod
-    async def start(cls, settings: Settings, db: Database, audit_writer: AuditWriter) -> AuthServices:
+    async def start(
+        cls, settings: Settings, db: Database, audit_writer: AuditWriter, policies: TenantPolicyCache
+    ) -> AuthServices:
         access = AccessTokens.from_settings(settings)
         revocations = SessionRevocations(
             db=db,
@@ -88,6 +94,7 @@ class AuthServices:
             refresh_lifetime=timedelta(days=settings.refresh_token_days),
             audit_writer=audit_writer,
             redis=redis,
+            policies=policies,
         )
 
     async def stop(self) -> None:
@@ -167,13 +174,16 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
         user = await repo.find_for_login(session=session, login=name)
     # The password is verified even for an unknown or inactive account, so every refusal costs the same.
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
-    if user is None or not matches or not user.active:
+    # From outside the tenant's allow-list a login is refused like a wrong password: a distinct answer
+    # would tell an outsider that the password was right.
+    allowed = user is not None and await _address_allowed(auth, TenantScope(user.tenant_id), origin)
+    if user is None or not matches or not user.active or not allowed:
         await auth.throttle.failed(client_ip=origin.client_ip)
         if user is None:
             # No tenant to record it in; the attempted name is personal data and is not logged.
             log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
         else:
-            reason = "wrong_password" if not matches else "inactive_account"
+            reason = "wrong_password" if not matches else "inactive_account" if not user.active else IP_NOT_ALLOWED
             await auth.audit_writer.write_refusal(
                 TenantScope(user.tenant_id),
                 _record("auth.login", user_id=user.id, origin=origin, outcome="failure", reason=reason),
@@ -216,8 +226,10 @@ async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origi
     if found is None:
         raise Unauthenticated(REFRESH_REFUSED)
     scope = TenantScope(found.tenant_id)
+    allowed = await _address_allowed(auth, scope, origin)
     now = utcnow()
     reused_session: uuid.UUID | None = None
+    refused_user: uuid.UUID | None = None
     issued: Tokens | None = None
     async with db.tenant_session(scope, write=True) as session:
         token = await repo.get_refresh_token(session=session, scope=scope, token_id=found.id, for_update=True)
@@ -227,7 +239,10 @@ async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origi
         if token is None or auth_session is None:
             raise Unauthenticated(REFRESH_REFUSED)
         user = await repo.get_user(session=session, scope=scope, user_id=auth_session.user_id)
-        if token.used_at is not None:
+        if not allowed:
+            # Nothing changes: the token stays unused, so its holder may refresh from an allowed address.
+            refused_user = auth_session.user_id
+        elif token.used_at is not None:
             # A used token again: a copy exists somewhere. End the family, whoever holds the newest token.
             await repo.end_sessions(
                 session=session, scope=scope, at=now, reason="refresh_reuse", session_id=auth_session.id
@@ -264,9 +279,20 @@ async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origi
             issued = _issue(auth, user, auth_session.id, plaintext, auth_session.expires_at)
     if reused_session is not None:
         await auth.revocations.end([reused_session])
+    if refused_user is not None:
+        await auth.audit_writer.write_refusal(
+            scope,
+            _record("auth.refresh", user_id=refused_user, origin=origin, outcome="failure", reason=IP_NOT_ALLOWED),
+        )
+        raise IpNotAllowed.at(origin.client_ip)
     if issued is None:
         raise Unauthenticated(REFRESH_REFUSED)
     return issued
+
+
+async def _address_allowed(auth: AuthServices, scope: TenantScope, origin: Origin) -> bool:
+    policy = await auth.policies.get(scope)
+    return not policy.allowed_networks or contains(policy.allowed_networks, origin.client_ip)
 
 
 async def tenant_of(*, db: Database, scope: TenantScope) -> Tenant:

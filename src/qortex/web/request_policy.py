@@ -15,7 +15,7 @@ import structlog
 from starlette.requests import Request
 
 from qortex.audit.service import AuditRecord, AuditWriter
-from qortex.core.errors import Forbidden, Unauthenticated
+from qortex.core.errors import IpNotAllowed, Unauthenticated
 from qortex.security import signing
 from qortex.security.allowlist import contains
 from qortex.security.principal import Principal
@@ -24,10 +24,6 @@ from qortex.web.client_ip import client_ip
 from qortex.web.problems import request_id_of
 
 log = structlog.get_logger("qortex.web")
-
-
-class IpNotAllowed(Forbidden):
-    slug, title = "ip-not-allowed", "Address not allowed"
 
 
 class RequestPolicy:
@@ -56,7 +52,7 @@ class RequestPolicy:
         ip = client_ip(request)
         if policy.allowed_networks and not contains(policy.allowed_networks, ip):
             await self._refused(request, principal, ip, action="request.ip_denied", reason=IpNotAllowed.slug)
-            raise IpNotAllowed(f"requests for this tenant are not accepted from {ip or 'an unknown address'}")
+            raise IpNotAllowed.at(ip)
         if not policy.require_signed_requests:
             return
         try:

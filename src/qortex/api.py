@@ -106,16 +106,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = await start_services(settings)
-        # What startup built lives as long as the process: taking it out of the collector's generations
+        # What startup built lives as long as the app: taking it out of the collector's generations
         # keeps full collections short (before this they were the p99 stalls under load). A request
         # allocates thousands of short-lived containers, so young collections run less often too.
+        thresholds = gc.get_threshold()
         gc.collect()
         gc.freeze()
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *thresholds[1:])
         try:
             yield
         finally:
             await stop_services(app.state.services)
+            # Back to normal, so an app that stopped (tests start many per process) can be collected.
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
 
     app = FastAPI(
         title="Qortex",

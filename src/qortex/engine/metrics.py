@@ -21,6 +21,7 @@ FloatArray = npt.NDArray[np.float64]
 LOG_LOSS_EPS = 1e-15
 ECE_BINS = 10
 ECE_FLOOR_DRAWS = 2000
+ECE_FLOOR_CHUNK_VALUES = 1_000_000
 COVERAGE_THRESHOLD = 0.6
 
 
@@ -104,13 +105,17 @@ def ece_floor(p_up: npt.ArrayLike, n_bins: int = ECE_BINS, draws: int = ECE_FLOO
     _as_pair(np.zeros_like(p), p)  # the same checks as every other score
     if draws < 1 or n_bins < 1:
         raise ValueError("draws and n_bins must be at least 1")
-    outcomes = (np.random.default_rng(seed).random((draws, p.size)) < p).astype(np.float64)
+    rng = np.random.default_rng(seed)
     bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
-    total = np.zeros(draws)
-    for b in np.unique(bins):
-        member = bins == b
-        total += member.mean() * np.abs(outcomes[:, member].mean(axis=1) - p[member].mean())
-    return float(total.mean())
+    members = [(bins == b) for b in np.unique(bins)]
+    total = 0.0
+    # Draws in chunks, so memory stays bounded however many forecasts there are.
+    chunk = max(1, ECE_FLOOR_CHUNK_VALUES // p.size)
+    for start in range(0, draws, chunk):
+        outcomes = rng.random((min(chunk, draws - start), p.size)) < p
+        for member in members:
+            total += member.mean() * float(np.abs(outcomes[:, member].mean(axis=1) - p[member].mean()).sum())
+    return total / draws
 
 
 def roc_auc(y_true: npt.ArrayLike, p_up: npt.ArrayLike) -> float:

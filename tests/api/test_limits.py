@@ -229,6 +229,25 @@ async def test_setting_limits_refuses_unknown_plans_names_and_values(app: FastAP
     assert limits == dataclasses.replace(PLANS["free"], max_batch_items=7)
 
 
+async def test_a_change_of_limits_is_audited_and_a_refused_or_empty_one_is_not(
+    app: FastAPI, acme: TenantCredentials
+) -> None:
+    db: Database = app.state.services.db
+    await set_tenant_limits(db=db, scope=acme.tenant.scope, plan="free", overrides={"max_batch_items": 7})
+    with pytest.raises(InvalidInput):
+        await set_tenant_limits(db=db, scope=acme.tenant.scope, overrides={"max_batch_items": 0})
+    await set_tenant_limits(db=db, scope=acme.tenant.scope, plan="free", overrides={"max_batch_items": 7})
+    async with db.tenant_session(acme.tenant.scope) as session:
+        events = (await session.scalars(select(AuditEvent).where(AuditEvent.action == "tenant.limits_changed"))).all()
+    assert len(events) == 1
+    assert events[0].actor_kind == "operator"
+    assert events[0].target_id == str(acme.tenant.id)
+    assert events[0].details == {
+        "plan": {"from": acme.tenant.plan, "to": "free"},
+        "overrides": {"from": {}, "to": {"max_batch_items": 7}},
+    }
+
+
 async def test_one_tenants_usage_never_affects_another(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, globex: TenantCredentials
 ) -> None:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 
 from qortex.cli import app
 from qortex.core.config import get_settings
+from qortex.limits.plans import LIMIT_NAMES, PLANS
 
 KEY = re.compile(r"\bqx_([0-9a-f]{32})_[A-Za-z0-9_-]+")
 
@@ -90,13 +91,39 @@ def test_serve_refuses_production_without_an_explicit_database(
 
 
 def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:
-    created = ok(qortex, "tenants", "create", "acme", "--plan", "gold")
+    created = ok(qortex, "tenants", "create", "acme", "--plan", "enterprise")
     assert "Created tenant acme" in created.stdout
     ok(qortex, "tenants", "create", "globex")
 
     listed = ok(qortex, "tenants", "list").stdout
-    assert re.search(r"acme\s.*\bgold\b", listed), listed
+    assert re.search(r"acme\s.*\benterprise\b", listed), listed
     assert re.search(r"globex\s.*\bstandard\b", listed), listed
+
+
+def limit_rows(output: str) -> dict[str, tuple[str, str]]:
+    rows = re.findall(r"^\W*([a-z_]+)\W+([\d,]+)\W+(plan|override)\b", output, flags=re.MULTILINE)
+    return {name: (value, source) for name, value, source in rows}
+
+
+def test_a_tenants_limits_are_shown_overridden_and_reset(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme", "--plan", "free")
+    shown = ok(qortex, "tenants", "limits", "acme").stdout
+    assert "plan free" in shown
+    assert limit_rows(shown)["requests_per_minute"] == (f"{PLANS['free'].requests_per_minute:,}", "plan")
+    assert set(limit_rows(shown)) == set(LIMIT_NAMES)
+
+    changed = ok(
+        qortex, "tenants", "limits", "acme", "--set", "requests_per_minute=1_000", "--set", "max_batch_items=7"
+    ).stdout
+    assert limit_rows(changed)["requests_per_minute"] == ("1,000", "override")
+    assert limit_rows(changed)["max_batch_items"] == ("7", "override")
+    # Overrides outlive a change of plan; one can be dropped alone.
+    moved = ok(qortex, "tenants", "limits", "acme", "--plan", "enterprise", "--unset", "max_batch_items").stdout
+    assert "plan enterprise" in moved
+    assert limit_rows(moved)["requests_per_minute"] == ("1,000", "override")
+    assert limit_rows(moved)["max_batch_items"] == (f"{PLANS['enterprise'].max_batch_items:,}", "plan")
+    reset = ok(qortex, "tenants", "limits", "acme", "--reset").stdout
+    assert {source for _, source in limit_rows(reset).values()} == {"plan"}
 
 
 def test_keys_are_created_listed_and_revoked(qortex: CliRunner) -> None:
@@ -132,6 +159,14 @@ def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
         (("keys", "revoke", str(uuid.UUID(int=7)), "--tenant", "acme"), "not found"),
         (("tenants", "create", "acme"), "tenant 'acme' already exists"),
         (("tenants", "create", "Bad Name!"), "tenant name must be"),
+        (("tenants", "create", "globex", "--plan", "gold"), "unknown plan 'gold'"),
+        (("tenants", "limits", "nope"), "no tenant named 'nope'"),
+        (("tenants", "limits", "acme", "--plan", "gold"), "unknown plan 'gold'"),
+        (("tenants", "limits", "acme", "--set", "requests_per_fortnight=5"), "requests_per_fortnight: unknown limit"),
+        (("tenants", "limits", "acme", "--set", "requests_per_minute=0"), "requests_per_minute: must be an integer"),
+        (("tenants", "limits", "acme", "--set", "requests_per_minute=fast"), "requests_per_minute: must be an integer"),
+        (("tenants", "limits", "acme", "--set", "requests_per_minute"), "--set takes NAME=VALUE"),
+        (("tenants", "limits", "acme", "--unset", "colour"), "unknown limit 'colour'"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_failing_exit(
@@ -226,7 +261,16 @@ COMMANDS = list(_command_paths(typer.main.get_command(app)))
 
 
 def test_every_command_is_covered_by_the_help_test() -> None:
-    expected = {("serve",), ("migrate",), ("init",), ("predict",), ("eval",), ("tenants", "create"), ("keys", "revoke")}
+    expected = {
+        ("serve",),
+        ("migrate",),
+        ("init",),
+        ("predict",),
+        ("eval",),
+        ("tenants", "create"),
+        ("tenants", "limits"),
+        ("keys", "revoke"),
+    }
     assert expected <= set(COMMANDS)
 
 

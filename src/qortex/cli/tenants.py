@@ -1,4 +1,4 @@
-"""`qortex tenants create|list`: operator commands, run on the server's host."""
+"""`qortex tenants create|list|limits`: operator commands, run on the server's host."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qortex.cli._common import console, one_line_errors, open_database, run
+from qortex.cli._common import console, fail, one_line_errors, open_database, run
+from qortex.core.errors import NotFound
+from qortex.limits import service as limits_service
+from qortex.limits.plans import LIMIT_NAMES, PLANS
+from qortex.limits.service import TenantLimits
 from qortex.tenants import service as tenant_service
 
-app = typer.Typer(no_args_is_help=True, help="Create and list tenants.")
+app = typer.Typer(no_args_is_help=True, help="Create and list tenants; show and change their limits.")
 
 
 @app.command("create")
@@ -45,3 +49,54 @@ def list_tenants() -> None:
     for row in run(_list()):
         table.add_row(*row)
     console.print(table)
+
+
+@app.command("limits")
+@one_line_errors
+def limits(
+    name: Annotated[str, typer.Argument(help="The tenant's name")],
+    plan: Annotated[str | None, typer.Option(help=f"Move the tenant to this plan: {', '.join(PLANS)}")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one limit, NAME=VALUE (repeatable)")] = None,
+    unset: Annotated[list[str] | None, typer.Option("--unset", help="Drop one override, NAME (repeatable)")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Drop every override")] = False,
+) -> None:
+    """Shows a tenant's limits; with options, changes its plan or overrides (audited; running servers apply
+    the change within QORTEX_LIMITS_CACHE_SECONDS)."""
+    changes = _parse_assignments(set_ or [])
+    dropped = set(unset or [])
+    unknown = sorted(dropped - set(LIMIT_NAMES))
+    if unknown:
+        raise fail(f"unknown limit {unknown[0]!r}; known: {', '.join(LIMIT_NAMES)}")
+
+    async def _apply() -> TenantLimits:
+        async with open_database() as db:
+            tenant = await tenant_service.get_by_name(db=db, name=name)
+            if tenant is None:
+                raise NotFound(f"no tenant named {name!r}")
+            current = await limits_service.tenant_limits(db=db, scope=tenant.scope)
+            if plan is not None or changes or dropped or reset:
+                kept = {} if reset else {k: v for k, v in current.overrides.items() if k not in dropped}
+                await limits_service.set_tenant_limits(
+                    db=db, scope=tenant.scope, plan=plan, overrides={**kept, **changes}
+                )
+                current = await limits_service.tenant_limits(db=db, scope=tenant.scope)
+            return current
+
+    shown = run(_apply())
+    table = Table("limit", "value", "from", title=f"{name}: plan {shown.plan}")
+    for limit in LIMIT_NAMES:
+        source = "override" if limit in shown.overrides else "plan"
+        table.add_row(limit, f"{getattr(shown.effective, limit):,}", source)
+    console.print(table)
+
+
+def _parse_assignments(assignments: list[str]) -> dict[str, object]:
+    """NAME=VALUE pairs; a value that is not a whole number is kept as text, for validation to name."""
+    parsed: dict[str, object] = {}
+    for assignment in assignments:
+        limit, sep, value = assignment.partition("=")
+        if not sep or not limit.strip():
+            raise fail(f"--set takes NAME=VALUE, not {assignment!r}")
+        text = value.strip().replace("_", "")
+        parsed[limit.strip()] = int(text) if text.isascii() and text.isdigit() else value
+    return parsed

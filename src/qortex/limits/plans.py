@@ -78,7 +78,8 @@ def validate_overrides(raw: Mapping[str, Any]) -> dict[str, int]:
         elif not _is_limit_value(value):
             errors.append({"loc": ["body", "limits", name], "msg": "must be an integer of at least 1"})
     if errors:
-        raise InvalidInput("invalid limit overrides", errors=errors)
+        named = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in errors)
+        raise InvalidInput(f"invalid limit overrides: {named}", errors=errors)
     return {name: int(value) for name, value in raw.items()}
 
 

@@ -31,6 +31,7 @@ from limits.errors import StorageError
 from limits.util import WindowStats
 from redis.exceptions import RedisError
 
+from qortex.audit import service as audit_service
 from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core import idempotency
 from qortex.core.config import Settings
@@ -395,10 +396,30 @@ class RateLimits:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """A tenant's plan, its own overrides, and the limits that result."""
+
+    plan: str
+    overrides: dict[str, int]
+    effective: PlanLimits
+
+
+async def tenant_limits(*, db: Database, scope: TenantScope) -> TenantLimits:
+    async with db.tenant_session(scope) as session:
+        tenant = await tenant_repository.get_in_scope(session=session, scope=scope)
+    if tenant is None:
+        raise NotFound("tenant not found")
+    return TenantLimits(tenant.plan, dict(tenant.limits), effective_limits(plan=tenant.plan, overrides=tenant.limits))
+
+
 async def set_tenant_limits(
     *, db: Database, scope: TenantScope, plan: str | None = None, overrides: Mapping[str, Any] | None = None
 ) -> PlanLimits:
-    """Sets a tenant's plan and/or replaces its validated overrides; each process applies it within its cache time."""
+    """Sets a tenant's plan and/or replaces its validated overrides, audited in the same transaction.
+
+    An operator's act (the CLI); each process applies it within QORTEX_LIMITS_CACHE_SECONDS.
+    """
     if plan is not None and plan not in PLANS:
         raise InvalidInput(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
     checked = validate_overrides(overrides) if overrides is not None else None
@@ -406,8 +427,19 @@ async def set_tenant_limits(
         tenant = await tenant_repository.get_in_scope(session=session, scope=scope, for_update=True)
         if tenant is None:
             raise NotFound("tenant not found")
+        before = {"plan": tenant.plan, "overrides": dict(tenant.limits)}
         if plan is not None:
             tenant.plan = plan
         if checked is not None:
             tenant.limits = checked
+        after = {"plan": tenant.plan, "overrides": dict(tenant.limits)}
+        if after != before:
+            record = AuditRecord(
+                action="tenant.limits_changed",
+                actor_kind="operator",
+                target_type="tenant",
+                target_id=str(tenant.id),
+                details={name: {"from": before[name], "to": after[name]} for name in after},
+            )
+            await audit_service.append(session=session, scope=scope, records=[record])
         return effective_limits(plan=tenant.plan, overrides=tenant.limits)

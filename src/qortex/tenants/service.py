@@ -17,6 +17,7 @@ from qortex.core.errors import Conflict, InvalidInput, NotFound
 from qortex.core.ids import new_id
 from qortex.core.payload import payload_codec
 from qortex.identity import service as identity_service
+from qortex.limits.plans import PLANS
 from qortex.models import service as model_service
 from qortex.security import signing
 from qortex.security.allowlist import contains, parse_networks
@@ -34,6 +35,8 @@ async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
         raise InvalidInput(
             "tenant name must be 1 to 63 lowercase letters, digits or hyphens, starting with a letter or digit"
         )
+    if plan not in PLANS:
+        raise InvalidInput(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
     tenant = Tenant(id=new_id(), name=name, plan=plan)
     try:
         async with db.tenant_session(tenant.scope, write=True) as session:

@@ -1,7 +1,8 @@
-"""Writes one benchmark's section of docs/benchmarks.md, leaving the other sections as they are."""
+"""What the benchmarks share: writing one section of docs/benchmarks.md, and naming the machine."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -23,3 +24,14 @@ def write_section(heading: str, section: str) -> None:
         body = head + "\n\n" + section + ("\n\n" + tail if tail else "")
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(body.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

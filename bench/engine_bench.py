@@ -19,13 +19,12 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import scipy
 from scipy import sparse
 
-from benchmarks_doc import write_section
+from benchmarks_doc import cpu_name, write_section
 from qortex.engine import ArtifactError, EngineConfig, Predictor
 from qortex.engine.encoding import encode
 from qortex.engine.normalise import last_windows, normalise_windows
@@ -44,17 +43,6 @@ def synthetic(n: int, length: int, seed: int) -> list[np.ndarray]:
         np.cumsum(rng.standard_normal(length) + 0.02) + 3 * np.sin(2 * np.pi * t / rng.uniform(8, 40)) + 100
         for _ in range(n)
     ]
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def model() -> tuple[Predictor, str]:

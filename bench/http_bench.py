@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks_doc import DOC, write_section
+from benchmarks_doc import DOC, cpu_name, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## HTTP API"
@@ -297,16 +297,6 @@ def measure(
         flush=True,
     )
     return run
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def number(value: float) -> str:

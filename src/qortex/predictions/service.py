@@ -18,7 +18,7 @@ from qortex.core.database import Base, Database, TableRows, TenantScope
 from qortex.core.errors import InvalidInput, NotFound, QortexError
 from qortex.core.group_commit import GroupCommitter
 from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
-from qortex.core.ids import new_id
+from qortex.core.ids import new_ids
 from qortex.core.pagination import Page, page_of
 from qortex.core.payload import PayloadContext, payload_codec
 from qortex.engine import InvalidSeriesError, PredictionResult
@@ -113,14 +113,17 @@ class _Instant:
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
-def _build_rows(scope: TenantScope, planned: _Planned, created: _Instant) -> _Stored:
-    """Plain rows and a JSON-ready body (the same as `PredictionOut` dumps; tests hold the two equal)."""
+def _build_rows(scope: TenantScope, planned: _Planned, created: _Instant, ids: tuple[uuid.UUID, uuid.UUID]) -> _Stored:
+    """Plain rows and a JSON-ready body (the same as `PredictionOut` dumps; tests hold the two equal).
+
+    `ids` are the input's and the prediction's ids.
+    """
     request, model, result = planned.request, planned.model, planned.result
     if result is None:
         raise RuntimeError("a prediction is stored only after the engine answered it")
     codec = payload_codec()
     values = np.asarray(request.values, dtype=np.float64)
-    input_id, prediction_id = new_id(), new_id()
+    input_id, prediction_id = ids
     source_row = {
         "id": input_id,
         "tenant_id": scope.tenant_id,
@@ -219,7 +222,8 @@ async def create(
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
     await _run_engine(services, [planned])
-    stored = _build_rows(scope, planned, _Instant.now())
+    input_id, prediction_id = new_ids(2)
+    stored = _build_rows(scope, planned, _Instant.now(), (input_id, prediction_id))
     earlier = await services.committer.commit(
         scope=scope, request=key, groups=_row_groups([stored]), stored_body=stored.body
     )
@@ -276,7 +280,9 @@ async def create_batch(
         planned.append(_Planned(index=index, request=parsed, model=model))
     await _run_engine(services, planned)
     created = _Instant.now()
-    stored = [_build_rows(scope, item, created) for item in planned]
+    ids = new_ids(2 * len(planned))
+    pairs = zip(ids[::2], ids[1::2], strict=True)
+    stored = [_build_rows(scope, item, created, pair) for item, pair in zip(planned, pairs, strict=True)]
     for item, answer in zip(planned, stored, strict=True):
         outcomes[item.index] = {"index": item.index, "status": 201, "prediction": answer.body, "problem": None}
     body = {

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
 from qortex.core import idempotency
@@ -52,7 +53,11 @@ class _Planned:
     index: int
     request: PredictionCreate
     model: Model
+    series: npt.NDArray[np.float64] = field(init=False)
     result: PredictionResult | None = None
+
+    def __post_init__(self) -> None:
+        self.series = np.asarray(self.request.values, dtype=np.float64)
 
 
 def _check_horizon(model: Model, horizon: int) -> None:
@@ -122,15 +127,14 @@ def _build_rows(scope: TenantScope, planned: _Planned, created: _Instant, ids: t
     if result is None:
         raise RuntimeError("a prediction is stored only after the engine answered it")
     codec = payload_codec()
-    values = np.asarray(request.values, dtype=np.float64)
     input_id, prediction_id = ids
     source_row = {
         "id": input_id,
         "tenant_id": scope.tenant_id,
         "source": request.source,
         "subject_ref": request.subject_ref,
-        "n_values": len(values),
-        "values_sha256": hashlib.sha256(values.tobytes()).hexdigest(),
+        "n_values": len(planned.series),
+        "values_sha256": hashlib.sha256(planned.series.tobytes()).hexdigest(),
         "values_payload": codec.encode(
             request.values, PayloadContext(scope.tenant_id, "prediction_inputs", input_id, "values_payload")
         ),
@@ -196,9 +200,8 @@ async def _run_engine(services: PredictionServices, planned: Sequence[_Planned])
         groups.setdefault((item.model.id, item.request.horizon), []).append(item)
     for (_, horizon), items in groups.items():
         predictor = services.runtime.load(items[0].model.artifact)
-        series = [np.asarray(item.request.values, dtype=np.float64) for item in items]
         try:
-            results = await services.batcher.predict(predictor, series, horizon)
+            results = await services.batcher.predict(predictor, [item.series for item in items], horizon)
         except InvalidSeriesError as error:
             raise InvalidInput(str(error)) from error
         for item, result in zip(items, results, strict=True):

@@ -100,7 +100,7 @@ def read_bytes(npz_bytes: bytes, json_bytes: bytes, where: str) -> tuple[dict[st
     """Verifies the hash, then parses the arrays without pickle."""
     try:
         meta = json.loads(json_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArtifactError(f"artifact {where}: metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"artifact {where}: metadata must be a JSON object")
@@ -119,7 +119,11 @@ def read_bytes(npz_bytes: bytes, json_bytes: bytes, where: str) -> tuple[dict[st
             f"{actual[:16]}...); the .npz or .json was modified, truncated or swapped"
         )
     try:
-        with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as data:
+        loaded = np.load(io.BytesIO(npz_bytes), allow_pickle=False)
+        # np.load answers a bare .npy with one array; an artifact is always an .npz archive.
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ArtifactError(f"artifact {where}: arrays must be an .npz archive, not a single .npy array")
+        with loaded as data:
             arrays = {name: np.asarray(data[name]) for name in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ArtifactError(f"artifact {where}: arrays cannot be read ({exc})") from None

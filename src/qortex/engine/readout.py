@@ -9,6 +9,8 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
+from qortex.engine.config import CALIBRATIONS
+
 __all__ = ["Calibrator", "LogisticReadout", "fit_calibrator", "fit_logistic", "isotonic_fit"]
 
 F64 = npt.NDArray[np.float64]
@@ -78,6 +80,15 @@ class Calibrator:
 
     kind: str
     params: F64  # platt: [a, b]; isotonic: knots x then y, concatenated; none: empty
+
+    def __post_init__(self) -> None:
+        # A stored artifact names its kind; an unknown one must not quietly become a plain sigmoid.
+        if self.kind not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration {self.kind!r}, expected one of {CALIBRATIONS}")
+        size = self.params.size
+        well_formed = {"platt": size == 2, "isotonic": size >= 2 and size % 2 == 0, "none": size == 0}
+        if self.params.ndim != 1 or not well_formed[self.kind]:
+            raise ValueError(f"{self.kind} calibration cannot have parameters of shape {self.params.shape}")
 
     def __call__(self, logit: F64) -> F64:
         if self.kind == "platt":

@@ -23,6 +23,13 @@ def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX
         arr = np.asarray(series)
     except (TypeError, ValueError) as exc:
         raise InvalidSeriesError(f"{where}: cannot be read as an array ({exc})") from None
+    if arr.dtype.kind in "iuf" and isinstance(series, (list, tuple)):
+        # numpy quietly reads [1.5, True] as [1.5, 1.0].
+        flag = next((i for i, value in enumerate(series) if isinstance(value, (bool, np.bool_))), None)
+        if flag is not None:
+            raise InvalidSeriesError(f"{where}: value at index {flag} is a boolean, not a real number")
+    if arr.dtype == object and arr.ndim == 1:
+        arr = _object_values_as_floats(arr.tolist(), where)
     if arr.dtype.kind not in "iuf":
         raise InvalidSeriesError(
             f"{where}: values must be real numbers, got dtype {arr.dtype} "
@@ -53,10 +60,25 @@ def validate_batch(series_list: Sequence[Any]) -> list[npt.NDArray[np.float64]]:
     return [validate_series(s, index=i) for i, s in enumerate(series_list)]
 
 
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def _object_values_as_floats(items: list[Any], where: str) -> npt.NDArray[np.float64]:
+    """numpy keeps integers beyond 64 bits as objects: they are numbers, unless too large for a float."""
+    for i, value in enumerate(items):
+        if not _is_number(value):
+            raise InvalidSeriesError(
+                f"{where}: values must be real numbers, got {type(value).__name__} (first offending value at index {i})"
+            )
+        try:
+            float(value)
+        except OverflowError:
+            raise InvalidSeriesError(f"{where}: value at index {i} is too large for a 64-bit float") from None
+    return np.asarray(items, dtype=np.float64)
+
+
 def _first_non_numeric(series: Any, arr: npt.NDArray[Any]) -> int:
     # numpy turns [1, "x"] into all strings, so look at the caller's own elements when we can.
     items = list(series) if isinstance(series, (list, tuple)) else arr.reshape(-1).tolist()
-    for i, value in enumerate(items):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            return i
-    return 0
+    return next((i for i, value in enumerate(items) if not _is_number(value)), 0)

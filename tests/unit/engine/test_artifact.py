@@ -89,6 +89,39 @@ def test_malformed_json_is_refused(saved: Path) -> None:
         Predictor.load(saved)
 
 
+def test_deeply_nested_json_is_refused_not_crashed(saved: Path) -> None:
+    saved.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        Predictor.load(saved)
+
+
+def test_a_rehashed_single_npy_in_place_of_the_archive_is_refused(saved: Path) -> None:
+    _, meta = artifact_module.read(saved)
+    with saved.open("wb") as npy:
+        np.save(npy, np.zeros(3))
+    meta["content_hash"] = artifact_module.content_hash(saved.read_bytes(), meta)
+    saved.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"must be an \.npz archive"):
+        Predictor.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [("bogus", [1.0, 0.0], "unknown calibration 'bogus'"), ("platt", [1.0], "platt calibration cannot have")],
+)
+def test_a_rehashed_unknown_or_malformed_calibration_is_refused(
+    saved: Path, kind: str, params: list[float], message: str
+) -> None:
+    """An unknown kind must not quietly fall back to a plain sigmoid."""
+    arrays, meta = artifact_module.read(saved)
+    meta["calibration_kind"] = kind
+    arrays["calibration_params"] = np.asarray(params, dtype=np.float64)
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match=message):
+        Predictor.load(saved)
+
+
 def test_consistently_rehashed_but_swapped_arrays_are_refused(small_model: Predictor, saved: Path) -> None:
     """Someone who recomputes the content hash still cannot slip in other parameters."""
     arrays, meta = artifact_module.read(saved)

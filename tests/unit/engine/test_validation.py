@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,20 @@ def test_predictor_validates_before_computing(small_model: Predictor) -> None:
 def test_empty_batch_gives_empty_answers(small_model: Predictor) -> None:
     assert small_model.predict_batch([]) == []
     assert small_model.predict_proba([]).shape == (0,)
+
+
+def test_integers_beyond_64_bits_are_numbers() -> None:
+    assert validate_series([1, 2, 3, 4, 5, 6, 7, 10**30])[-1] == 1e30
+
+
+@pytest.mark.parametrize(
+    ("series", "message"),
+    [
+        ([1, 2, 3, 4, 5, 6, 7, 10**400], "index 7 is too large for a 64-bit float"),
+        ([1, 2, 3, 4, 5, 6, 7, 10**30, None], "got NoneType (first offending value at index 8)"),
+        ([1.5, 2, 3, 4, 5, 6, True, 8], "index 6 is a boolean"),
+    ],
+)
+def test_the_offending_value_is_named_by_its_index(series: list[object], message: str) -> None:
+    with pytest.raises(InvalidSeriesError, match=re.escape(message)):
+        validate_series(series)

@@ -166,6 +166,7 @@ def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
         (("tenants", "limits", "acme", "--set", "requests_per_minute=0"), "requests_per_minute: must be an integer"),
         (("tenants", "limits", "acme", "--set", "requests_per_minute=fast"), "requests_per_minute: must be an integer"),
         (("tenants", "limits", "acme", "--set", "requests_per_minute"), "--set takes NAME=VALUE"),
+        (("tenants", "limits", "acme", "--set", f"requests_per_minute={2**70}"), "must be an integer from 1 to"),
         (("tenants", "limits", "acme", "--unset", "colour"), "unknown limit 'colour'"),
     ],
 )
@@ -174,6 +175,14 @@ def test_bad_input_is_one_line_on_stderr_and_a_failing_exit(
 ) -> None:
     ok(qortex, "tenants", "create", "acme")
     assert_one_line_error(invoke_narrow(qortex, monkeypatch, *args), expected)
+
+
+def test_an_expiry_beyond_a_century_is_a_usage_error_not_a_crash(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    result = invoke(qortex, "keys", "create", "--tenant", "acme", "--expires-in-days", "100000000")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output + result.stderr
+    assert "less than or equal to 36500" in result.stderr
 
 
 def test_several_tenants_need_a_tenant_option(qortex: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,6 +248,13 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
         ("scalar.json", json.dumps({"values": 3}), "must be one-dimensional"),
         ("text.json", json.dumps("just text"), "a JSON file holds a list of series"),
         ("broken.json", "[[1, 2,", "not a file of series"),
+        ("strings.json", json.dumps([[str(i) for i in range(8)]]), "values must be real numbers"),
+        (
+            "null.json",
+            json.dumps({"gap": [*range(7), None]}),
+            "got NoneType (first offending value at index 7) ('gap')",
+        ),
+        ("booleans.json", json.dumps([[True, False] * 4]), "values must be real numbers"),
     ],
 )
 def test_predict_refuses_a_bad_series_with_one_clear_line(
@@ -249,6 +265,30 @@ def test_predict_refuses_a_bad_series_with_one_clear_line(
     result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(tmp_path / "out.json"))
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out.json").exists()
+
+
+def test_predict_with_a_missing_model_is_one_clear_line(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps([series(32, 7, 0.1)]))
+    result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "--model", str(tmp_path / "missing"))
+    assert_one_line_error(result, "artifact file not found")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("QORTEX_PORT", "abc", "invalid settings: QORTEX_PORT: Input should be a valid integer"),
+        ("QORTEX_DATABASE_URL", "bogus://x", "Can't load plugin: sqlalchemy.dialects:bogus"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_line(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    assert_one_line_error(invoke_narrow(qortex, monkeypatch, "tenants", "list"), expected)
 
 
 def _command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -10,13 +10,16 @@ from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy.exc import ArgumentError
 
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
 from qortex.core.errors import QortexError
 from qortex.core.migrate import migrate as migrate_database
 from qortex.core.pagination import HasId, Page
+from qortex.engine import EngineError
 from qortex.tenants import service as tenant_service
 from qortex.tenants.models import Tenant
 
@@ -44,10 +47,23 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise
         except QortexError as error:
             raise fail(error.detail) from None
-        except (OSError, ValueError) as error:
+        except ValidationError as error:
+            raise fail(_one_line(error)) from None
+        except (OSError, ValueError, EngineError, ArgumentError) as error:
             raise fail(str(error)) from None
 
     return wrapper
+
+
+def _one_line(error: ValidationError) -> str:
+    """Settings name their environment variable; other models their field path."""
+    settings = error.title == Settings.__name__
+    fields = [
+        (f"QORTEX_{'_'.join(map(str, e['loc'])).upper()}" if settings else ".".join(map(str, e["loc"])))
+        + f": {e['msg']}"
+        for e in error.errors()
+    ]
+    return f"invalid {'settings' if settings else error.title}: " + "; ".join(fields)
 
 
 def run(coroutine: Coroutine[Any, Any, R]) -> R:

@@ -25,7 +25,9 @@ def create(
     name: Annotated[str, typer.Option(help="What the key is for")] = "cli key",
     role: Annotated[Role, typer.Option(help="Role the key acts with")] = Role.OWNER,
     tenant: TenantOption = None,
-    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days")] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, max=36_500, help="Expire after this many days (at most 100 years)")
+    ] = None,
 ) -> None:
     """Creates a key and prints it once; only its hash is stored."""
 

@@ -14,24 +14,31 @@ from rich.progress import Progress
 
 from qortex.cli._common import console, fail, one_line_errors
 from qortex.engine import InvalidSeriesError, PredictionResult, Predictor
+from qortex.engine.validation import validate_series
 
 CHUNK = 256
 CSV_COLUMNS = ("source", "direction", "confidence", "probability_up", "top_factors", "patterns")
 
 
+def _series(name: str, values: Any, index: int) -> tuple[str, np.ndarray]:
+    """The engine's own checks, before any model is loaded, naming the series as the file does."""
+    try:
+        return name, validate_series(values, index=index)
+    except InvalidSeriesError as error:
+        raise ValueError(f"{error} ({name!r})") from None
+
+
 def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
     data = orjson.loads(text)
     if isinstance(data, dict):
-        return [(str(name), np.asarray(values, dtype=np.float64)) for name, values in data.items()]
+        return [_series(str(name), values, index) for index, (name, values) in enumerate(data.items())]
     if isinstance(data, list):
         series = []
         for index, item in enumerate(data):
             if isinstance(item, dict):
-                series.append(
-                    (str(item.get("source", f"series-{index}")), np.asarray(item["values"], dtype=np.float64))
-                )
+                series.append(_series(str(item.get("source", f"series-{index}")), item["values"], index))
             else:
-                series.append((f"series-{index}", np.asarray(item, dtype=np.float64)))
+                series.append(_series(f"series-{index}", item, index))
         return series
     raise ValueError("a JSON file holds a list of series, a list of {source, values}, or {name: values}")
 
@@ -53,7 +60,7 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
                 values.append(float(cell))
             except ValueError:
                 raise ValueError(f"column {name!r}, line {line}: {cell!r} is not a number") from None
-        series.append((name or f"series-{column}", np.asarray(values, dtype=np.float64)))
+        series.append(_series(name or f"series-{column}", values, column))
     return series
 
 
@@ -118,10 +125,7 @@ def predict(
         task = progress.add_task("Predicting", total=len(series))
         for start in range(0, len(series), CHUNK):
             chunk = series[start : start + CHUNK]
-            try:
-                results = predictor.predict_batch([values for _, values in chunk], horizon=horizon)
-            except InvalidSeriesError as error:
-                raise fail(f"{error} (series numbered from {start} in this chunk of {file})") from None
+            results = predictor.predict_batch([values for _, values in chunk], horizon=horizon)
             rows += [_row(name, result) for (name, _), result in zip(chunk, results, strict=True)]
             progress.advance(task, len(chunk))
     _write(rows, output, as_csv=(output is not None and output.suffix.lower() == ".csv"))

@@ -65,8 +65,12 @@ PLANS: dict[str, PlanLimits] = {
 }
 
 
+# A limit is stored, hashed into the audit chain and compared as a signed 64-bit integer.
+MAX_LIMIT_VALUE = 2**63 - 1
+
+
 def _is_limit_value(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_LIMIT_VALUE
 
 
 def validate_overrides(raw: Mapping[str, Any]) -> dict[str, int]:
@@ -76,7 +80,7 @@ def validate_overrides(raw: Mapping[str, Any]) -> dict[str, int]:
         if name not in LIMIT_NAMES:
             errors.append({"loc": ["body", "limits", name], "msg": f"unknown limit; known: {', '.join(LIMIT_NAMES)}"})
         elif not _is_limit_value(value):
-            errors.append({"loc": ["body", "limits", name], "msg": "must be an integer of at least 1"})
+            errors.append({"loc": ["body", "limits", name], "msg": f"must be an integer from 1 to {MAX_LIMIT_VALUE}"})
     if errors:
         named = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in errors)
         raise InvalidInput(f"invalid limit overrides: {named}", errors=errors)

@@ -295,6 +295,15 @@ async def test_repeated_failures_are_throttled_with_429_and_retry_after(
     assert (await login(client, "grace")).status_code == 200
 
 
+async def test_an_account_named_by_username_or_by_email_has_one_failure_budget(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "heidi")
+    names = ["heidi", "heidi@example.com"]
+    answers = [(await login(client, names[n % 2], "wrong password guess")).status_code for n in range(6)]
+    assert answers == [401] * 5 + [429]
+
+
 async def test_own_password_change_needs_the_current_one_and_ends_every_session(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:

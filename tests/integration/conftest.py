@@ -17,13 +17,35 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
-from tests.conftest import POSTGRES_URL, _run_sql
+from tests.conftest import POSTGRES_URL, _run_sql, require_service
 
 FIRST_KEY = re.compile(r"\bqx_[0-9a-f]{32}_[A-Za-z0-9_-]+")
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 QORTEX = Path(sys.executable).with_name("qortex")
+REDIS_URL = os.environ.get("QORTEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def redis_problem() -> str | None:
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await asyncio.wait_for(client.ping(), timeout=2)
+        return None
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """The test Redis; skipped locally without one, a failure in CI."""
+    problem = await redis_problem()
+    if problem is not None:
+        require_service("Redis", problem)
+    return REDIS_URL
 
 
 def free_port() -> int:

@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from qortex.api import create_app
 from qortex.core.config import Settings
 from tests.api.test_limits import MODELS, batch, configure, series, wait_for_in_flight
-from tests.conftest import TenantCredentials, make_tenant, require_service
-
-REDIS_URL = os.environ.get("QORTEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.conftest import TenantCredentials, make_tenant
 
 pytestmark = pytest.mark.redis
-
-
-async def _redis_problem() -> str | None:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        await client.ping()
-        return None
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def redis_url() -> str:
-    problem = await _redis_problem()
-    if problem is not None:
-        require_service("Redis", problem)
-    return REDIS_URL
 
 
 class Pair:

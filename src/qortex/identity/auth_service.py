@@ -166,12 +166,18 @@ def _issue(auth: AuthServices, user: User, session_id: uuid.UUID, refresh: str, 
     )
 
 
+def _throttle_identity(user_id: uuid.UUID) -> str:
+    return f"user:{user_id}"
+
+
 async def login(*, db: Database, auth: AuthServices, login_name: str, password: str, origin: Origin) -> Tokens:
     """Checks a username-or-email and password; answers a new session's tokens or the one refusal."""
     name = login_name.strip().lower()
-    await auth.throttle.admit(identifier=name, client_ip=origin.client_ip)
     async with db.system_session() as session:
         user = await repo.find_for_login(session=session, login=name)
+    # An account has one budget whether it is named by username or by email.
+    throttled_as = _throttle_identity(user.id) if user is not None else name
+    await auth.throttle.admit(identifier=throttled_as, client_ip=origin.client_ip)
     # The password is verified even for an unknown or inactive account, so every refusal costs the same.
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
     # From outside the tenant's allow-list a login is refused like a wrong password: a distinct answer
@@ -189,7 +195,7 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
                 _record("auth.login", user_id=user.id, origin=origin, outcome="failure", reason=reason),
             )
         raise Unauthenticated(LOGIN_REFUSED)
-    await auth.throttle.succeeded(identifier=name)
+    await auth.throttle.succeeded(identifier=throttled_as)
     new_hash = await auth.passwords.hash_async(password) if auth.passwords.needs_rehash(user.password_hash) else None
 
     scope = TenantScope(user.tenant_id)
@@ -336,7 +342,7 @@ async def change_own_password(
         user = await repo.get_user(session=session, scope=scope, user_id=principal.user_id)
     if user is None or not user.active:
         raise Unauthenticated()
-    await auth.throttle.admit(identifier=user.username, client_ip=origin.client_ip)
+    await auth.throttle.admit(identifier=_throttle_identity(user.id), client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
         await auth.throttle.failed(client_ip=origin.client_ip)
         await auth.audit_writer.write_refusal(
@@ -347,7 +353,7 @@ async def change_own_password(
             "the current password is wrong",
             errors=[{"loc": ["body", "current_password"], "msg": "wrong password"}],
         )
-    await auth.throttle.succeeded(identifier=user.username)
+    await auth.throttle.succeeded(identifier=_throttle_identity(user.id))
     new_hash = await auth.passwords.hash_async(new)
     now = utcnow()
     async with db.tenant_session(scope, write=True) as session:

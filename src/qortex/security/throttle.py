@@ -47,35 +47,74 @@ class Failures:
 class FailureStore(Protocol):
     async def get(self, key: str) -> Failures | None: ...
     async def add(self, key: str, at: float) -> None: ...
+    async def count_attempt(self, key: str, *, free: int, cap: int, at: float) -> float: ...
     async def clear(self, key: str) -> None: ...
 
 
+def backoff_seconds(failures: int, *, free: int, cap: int) -> float:
+    if failures < free:
+        return 0.0
+    return float(min(2 ** (failures - free), cap))
+
+
 class MemoryFailureStore:
+    """One process's counters; each method runs without yielding to the event loop, so it is atomic."""
+
     def __init__(self) -> None:
         self._entries: dict[str, Failures] = {}
 
-    async def get(self, key: str) -> Failures | None:
+    def _current(self, key: str) -> Failures | None:
         entry = self._entries.get(key)
         if entry is not None and time.time() - entry.last_at > COUNTER_TTL_SECONDS:
             del self._entries[key]
             return None
         return entry
 
+    async def get(self, key: str) -> Failures | None:
+        return self._current(key)
+
     async def add(self, key: str, at: float) -> None:
-        previous = await self.get(key)
+        previous = self._current(key)
         if previous is None and len(self._entries) >= MAX_MEMORY_ENTRIES:
             # Drop the stalest entry rather than grow without bound under a spray of names.
             del self._entries[min(self._entries, key=lambda k: self._entries[k].last_at)]
         self._entries[key] = Failures(count=(previous.count if previous else 0) + 1, last_at=at)
 
+    async def count_attempt(self, key: str, *, free: int, cap: int, at: float) -> float:
+        previous = self._current(key)
+        if previous is not None:
+            wait = previous.last_at + backoff_seconds(previous.count, free=free, cap=cap) - at
+            if wait > 0:
+                return wait
+        await self.add(key, at)
+        return 0.0
+
     async def clear(self, key: str) -> None:
         self._entries.pop(key, None)
+
+
+# count_attempt in one step on the server, so parallel attempts cannot all read the count before
+# any of them adds to it. The backoff is backoff_seconds(), written in Lua.
+_COUNT_ATTEMPT = """
+local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+local last_at = tonumber(redis.call('HGET', KEYS[1], 'last_at') or '0')
+local free, cap, at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if count >= free then
+  local wait = last_at + math.min(2 ^ (count - free), cap) - at
+  if wait > 0 then return tostring(wait) end
+end
+redis.call('HINCRBY', KEYS[1], 'count', 1)
+redis.call('HSET', KEYS[1], 'last_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return '0'
+"""
 
 
 class RedisFailureStore:
     def __init__(self, redis: Redis, *, prefix: str = "qortex:login-failures:") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._count_attempt = redis.register_script(_COUNT_ATTEMPT)
 
     async def get(self, key: str) -> Failures | None:
         count, last_at = await self._redis.hmget(self._prefix + key, ["count", "last_at"])
@@ -90,14 +129,12 @@ class RedisFailureStore:
             pipe.expire(self._prefix + key, COUNTER_TTL_SECONDS)
             await pipe.execute()
 
+    async def count_attempt(self, key: str, *, free: int, cap: int, at: float) -> float:
+        wait = await self._count_attempt(keys=[self._prefix + key], args=[free, cap, repr(at), COUNTER_TTL_SECONDS])
+        return float(wait)
+
     async def clear(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)
-
-
-def backoff_seconds(failures: int, *, free: int, cap: int) -> float:
-    if failures < free:
-        return 0.0
-    return float(min(2 ** (failures - free), cap))
 
 
 class LoginThrottle:
@@ -120,33 +157,29 @@ class LoginThrottle:
 
     async def admit(self, *, identifier: str, client_ip: str | None) -> None:
         """Raises LoginThrottled (429 with Retry-After) while either counter is in backoff; otherwise counts
-        the attempt against the account at once, before the slow password check, so concurrent guesses
-        see each other. A success clears it (`succeeded`); the address counts failures only (`failed`),
-        so people behind one address who log in successfully never throttle each other."""
-        await self._check(identifier=identifier, client_ip=client_ip)
+        the attempt against the account at once, before the slow password check and in the same step as
+        the check, so concurrent guesses see each other. A success clears it (`succeeded`); the address
+        counts failures only (`failed`), so people behind one address who log in successfully never
+        throttle each other."""
+        now = time.time()
         try:
-            await self._store.add(self._account_key(identifier), time.time())
+            wait = await self._address_wait(client_ip, now)
+            if wait <= 0:
+                wait = await self._store.count_attempt(
+                    self._account_key(identifier), free=self._account_free, cap=self._cap, at=now
+                )
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
-
-    async def _check(self, *, identifier: str, client_ip: str | None) -> None:
-        now = time.time()
-        wait = 0.0
-        checks = [(self._account_key(identifier), self._account_free)]
-        ip_key = self._ip_key(client_ip)
-        if ip_key is not None:
-            checks.append((ip_key, self._ip_free))
-        for key, free in checks:
-            try:
-                failures = await self._store.get(key)
-            except (RedisError, OSError) as error:
-                log.warning("login_throttle_unavailable", error_type=type(error).__name__)
-                return
-            if failures is not None:
-                delay = backoff_seconds(failures.count, free=free, cap=self._cap)
-                wait = max(wait, failures.last_at + delay - now)
+            return
         if wait > 0:
             raise LoginThrottled(max(1, math.ceil(wait)))
+
+    async def _address_wait(self, client_ip: str | None, now: float) -> float:
+        key = self._ip_key(client_ip)
+        failures = await self._store.get(key) if key is not None else None
+        if failures is None:
+            return 0.0
+        return failures.last_at + backoff_seconds(failures.count, free=self._ip_free, cap=self._cap) - now
 
     async def failed(self, *, client_ip: str | None) -> None:
         """Counts a failed attempt against the address (the account counted it on admission)."""

@@ -1,0 +1,35 @@
+"""The login throttle on Redis: parallel guesses at one account are admitted no more than the free ones."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from redis.asyncio import Redis
+
+from qortex.security.throttle import LoginThrottle, LoginThrottled, RedisFailureStore
+
+
+async def test_parallel_guesses_at_one_account_share_one_budget_on_redis(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    prefix = f"qortex-test:{uuid.uuid4().hex}:"
+    # Two replicas, each with its own connection pool, both on one Redis.
+    throttles = [
+        LoginThrottle(RedisFailureStore(redis, prefix=prefix), account_free=5, ip_free=1000, max_backoff_seconds=900)
+        for _ in range(2)
+    ]
+    try:
+        answers = await asyncio.gather(
+            *(throttles[n % 2].admit(identifier="alice", client_ip=f"10.0.0.{n}") for n in range(60)),
+            return_exceptions=True,
+        )
+        assert sum(answer is None for answer in answers) == 5
+        assert all(isinstance(answer, LoginThrottled) for answer in answers if answer is not None)
+        # A throttled attempt is not counted: the backoff stays at its first step.
+        refused = [answer for answer in answers if isinstance(answer, LoginThrottled)]
+        assert {answer.headers["Retry-After"] for answer in refused} == {"1"}
+    finally:
+        keys = [key async for key in redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

@@ -95,3 +95,8 @@ async def test_a_revoked_api_key_is_refused_by_another_instance_within_five_seco
         while (await b.get("/v1/models", headers=bearer(created["key"]))).status_code == 200:
             assert time.monotonic() - started < 5.0, "instance B still accepts the revoked key after 5 s"
             await asyncio.sleep(0.1)
+
+
+async def test_logout_is_refused_within_five_seconds_when_redis_is_configured_but_away(settings: Settings) -> None:
+    """With no subscription, each instance polls the database as often as it would without Redis."""
+    await check_propagation(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}), limit=5.0)

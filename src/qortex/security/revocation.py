@@ -8,7 +8,9 @@ the set learns of sessions ended by other processes depends on the deployment:
   channel. Every process subscribes, and on each (re)subscription first loads the set, so a process
   that starts or reconnects late still knows every session ended within the access token lifetime.
   Refusal is effective everywhere within the pub/sub delay (milliseconds; promised: 1 second). The
-  database poll below also runs, slowly, as a backstop for a publish lost while Redis was away.
+  database poll below also runs, every 15 s, as a backstop for a publish that failed while this
+  process's subscription stayed up. While a process's subscription is down (Redis away), and once
+  right after it is back, it polls the database every `session_poll_seconds` as without Redis.
 - Without Redis: every process polls `auth_sessions` for sessions ended recently, every
   `session_poll_seconds` (2 s; promised: 5 seconds). This is the one query that reads across tenants:
   it has to, because a process serves every tenant and any of them may end a session; it selects only
@@ -53,12 +55,14 @@ class SessionRevocations:
     ) -> None:
         self._db = db
         self._lifetime = token_lifetime
-        self._poll_seconds = BACKSTOP_POLL_SECONDS if redis_url else poll_seconds
+        self._poll_seconds = poll_seconds
         self._redis: Redis | None = Redis.from_url(redis_url, health_check_interval=30) if redis_url else None
         # Session id -> monotonic time after which no access token of it can still be valid.
         self._ended: dict[uuid.UUID, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        # When the current Redis subscription went live; None while there is none.
+        self._subscribed_since: datetime | None = None
 
     @property
     def uses_redis(self) -> bool:
@@ -69,9 +73,10 @@ class SessionRevocations:
 
     async def start(self) -> None:
         """Loads what has already ended and starts following new endings."""
-        await self._poll(since=utcnow() - self._lifetime - POLL_OVERLAP)
+        started = utcnow()
+        await self._poll(since=started - self._lifetime - POLL_OVERLAP)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._poll_forever(), name="qortex-session-poll"))
+        self._tasks.append(loop.create_task(self._poll_forever(started), name="qortex-session-poll"))
         if self._redis is not None:
             self._tasks.append(loop.create_task(self._follow_redis(), name="qortex-session-subscribe"))
             # Bounded wait: a Redis that is down must not keep the process from starting.
@@ -123,14 +128,23 @@ class SessionRevocations:
             )
             self._remember([row.id for row in rows])
 
-    async def _poll_forever(self) -> None:
+    async def _poll_forever(self, last_started: datetime) -> None:
         while True:
             await asyncio.sleep(self._poll_seconds)
             started = utcnow()
+            if self._redis_covers(last_started, started):
+                continue
             try:
-                await self._poll(since=started - timedelta(seconds=self._poll_seconds) - POLL_OVERLAP)
+                await self._poll(since=last_started - POLL_OVERLAP)
+                last_started = started
             except Exception as error:  # a database hiccup must not end the poll for good
                 log.warning("session_poll_failed", error_type=type(error).__name__)
+
+    def _redis_covers(self, last_started: datetime, now: datetime) -> bool:
+        """True while the subscription has carried every ending since the last poll, up to the backstop."""
+        since = self._subscribed_since
+        backstop_due = now - last_started >= timedelta(seconds=BACKSTOP_POLL_SECONDS)
+        return since is not None and since <= last_started and not backstop_due
 
     async def _follow_redis(self) -> None:
         assert self._redis is not None
@@ -141,6 +155,7 @@ class SessionRevocations:
                     # Subscribed first, then loaded: an ending published in between is in one or the other.
                     members = await self._redis.zrangebyscore(ENDED_SET, time.time(), "+inf")
                     self._remember([sid for sid in map(_session_id, members) if sid is not None])
+                    self._subscribed_since = utcnow()
                     self._subscribed.set()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
@@ -151,6 +166,7 @@ class SessionRevocations:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self._subscribed_since = None
                 log.warning("session_subscription_lost", error_type=type(error).__name__)
                 await asyncio.sleep(RECONNECT_SECONDS)
 

@@ -37,7 +37,7 @@ from qortex.tenants.router import router as tenant_router
 from qortex.web.client_ip import ClientIpMiddleware
 from qortex.web.dependencies import AppServices
 from qortex.web.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from qortex.web.problems import install_problem_handlers
+from qortex.web.problems import UnexpectedErrorMiddleware, install_problem_handlers
 from qortex.web.request_policy import RequestPolicy
 from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
 
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_cors(app, settings.cors_origins)
     # --- further middleware is added above this line (it runs after the body limit)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
     # Outermost, so the body limit's 413 and every other early answer carry the security headers too.
     app.add_middleware(SecurityHeadersMiddleware)

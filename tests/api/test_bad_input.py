@@ -55,6 +55,7 @@ async def test_malformed_json_and_non_finite_tokens_are_refused(
         ({"source": "s", "values": [1.0] * 8, "horizon": 0}, ["body", "horizon"]),
         ({"source": "s", "values": [1.0] * 8, "tenant_id": "other"}, ["body", "tenant_id"]),
         ({"source": "s\u0000", "values": [1.0] * 8}, ["body", "source"]),
+        ({"source": "s\u009b31m", "values": [1.0] * 8}, ["body", "source"]),
         ({"source": "s", "values": [1.0] * 8, "subject_ref": "a\u0000b"}, ["body", "subject_ref"]),
         ({"source": "s", "values": [1.0] * 8, "model": "default\u0000"}, ["body", "model"]),
     ],
@@ -113,3 +114,9 @@ async def test_control_characters_and_naive_dates_in_queries_are_refused(
         problem(await client.get("/v1/predictions", params={"created_before": extreme}, headers=acme.headers), 422)
     key = {"name": "k", "role": "viewer", "expires_at": "0001-01-01T00:00:00+05:00"}
     problem(await client.post("/v1/api-keys", json=key, headers=acme.headers), 422)
+    # PostgreSQL text cannot hold NUL: without the check this was a 500 there (and stored on SQLite).
+    for name in ("ci\x00key", "line\nbreak"):
+        refused = problem(
+            await client.post("/v1/api-keys", json={"name": name, "role": "viewer"}, headers=acme.headers), 422
+        )
+        assert refused["errors"][0]["loc"] == ["body", "name"]

@@ -18,6 +18,7 @@ from qortex.api import create_app
 from qortex.audit.models import AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
+from qortex.models import service as models_service
 from qortex.security.api_keys import parse_key
 from qortex.security.rbac import Role
 from qortex.tenants.models import Tenant
@@ -84,6 +85,22 @@ async def test_every_kind_of_response_carries_the_security_headers(
     assert [r.status_code for r in (ok, missing, invalid, too_large, unauthenticated)] == [200, 404, 422, 413, 401]
     for response in (ok, missing, invalid, too_large, unauthenticated):
         assert_security_headers(response)
+
+
+async def test_an_unexpected_error_is_a_500_problem_with_its_request_id_and_the_security_headers(
+    client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(**_: object) -> None:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(models_service, "list_models", broken)
+    answer = await client.get("/v1/models", headers={**acme.headers, "X-Request-ID": "trace-me-500"})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["x-request-id"] == "trace-me-500"
+    assert "trace-me-500" in answer.json()["instance"]
+    assert "a defect" not in answer.text
+    assert_security_headers(answer)
 
 
 async def test_the_docs_page_may_load_exactly_its_cdn_assets_and_its_own_inline_script(

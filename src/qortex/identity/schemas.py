@@ -27,7 +27,7 @@ from qortex.security.rbac import Role
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr = Field(min_length=1, max_length=100)
+    name: StrictStr = Field(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
     role: Role = Field(description="Role the key acts with; at most the creator's own permissions")
     expires_at: UtcDatetime | None = Field(default=None, description="Timezone-aware expiry; never if unset")
 

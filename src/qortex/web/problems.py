@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qortex.core.errors import PROBLEM_BASE, QortexError, problem_body
 
@@ -123,6 +124,37 @@ async def _on_unexpected_error(request: Request, error: Exception) -> Response:
         detail="the server failed to answer this request; it has been logged",
         request_id=request_id_of(request),
     )
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unhandled error with the 500 problem inside the request-id and security-header layers.
+
+    Starlette's own handler for `Exception` runs in its outermost middleware, whose answer would
+    bypass them: a 500 without `X-Request-ID` cannot be matched to its log line. After the response
+    has started nothing can be answered any more, so the error goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as error:
+            if started:
+                raise
+            response = await _on_unexpected_error(Request(scope), error)
+            await response(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -72,13 +72,15 @@ async def test_a_batch_answers_each_item_and_a_bad_item_fails_alone(
         {"source": "c", "values": series(seed=4), "colour": "red"},
         {"source": "d", "values": series(seed=5), "model": "no-such-model"},
         {"source": "e", "values": series(seed=6)},
+        "not an object",
+        None,
     ]
     response = await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert (answer["succeeded"], answer["failed"]) == (2, 3)
+    assert (answer["succeeded"], answer["failed"]) == (2, 5)
     statuses = [item["status"] for item in answer["items"]]
-    assert statuses == [201, 422, 422, 404, 201]
+    assert statuses == [201, 422, 422, 404, 201, 422, 422]
     assert answer["items"][1]["problem"]["errors"][0]["loc"] == ["body", "values"]
     assert answer["items"][2]["problem"]["errors"][0]["loc"] == ["body", "colour"]
     PredictionBatchOut.model_validate(answer)

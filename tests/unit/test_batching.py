@@ -166,6 +166,14 @@ async def test_stop_fails_every_pending_request_and_leaves_none_waiting(predicto
     assert not batcher.running and batcher.queue_depth == 0
 
 
+async def test_a_request_after_stop_is_refused_at_once(predictor: CountingPredictor) -> None:
+    batcher = await started()
+    await batcher.stop()
+    with pytest.raises(Overloaded, match="shutting down"):
+        await asyncio.wait_for(batcher.predict(predictor, [walk(1)], 1), timeout=5)
+    assert batcher.queue_depth == 0
+
+
 async def test_stop_fails_requests_the_worker_took_but_had_not_run(predictor: CountingPredictor) -> None:
     batcher = await started(max_wait_s=5.0)
     pending = [asyncio.create_task(batcher.predict(predictor, [walk(i)], 1)) for i in range(3)]

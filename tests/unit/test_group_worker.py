@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
+from qortex.core.errors import Overloaded
 from qortex.resilience.group_worker import GroupWorker
 
 
@@ -51,3 +54,70 @@ async def test_stopping_mid_group_handles_the_rest_once_and_nothing_twice() -> N
     await worker.stop()
     assert sorted(worker.handled) == ["0", "1", "2", "3"]
     assert all(item.done.done() for item in items)
+
+
+class Gate(GroupWorker[Item]):
+    """Handles each group only once `release` is set, counting how often each item is handled."""
+
+    def __init__(self) -> None:
+        super().__init__(name="test-gate", max_group=100)
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.handled: list[str] = []
+
+    async def handle(self, group: list[Item]) -> None:
+        self.entered.set()
+        await self.release.wait()
+        for item in group:
+            self.handled.append(item.name)
+            item.done.set_result(None)
+
+
+async def test_stop_lets_the_group_being_handled_finish_instead_of_cancelling_it() -> None:
+    worker = Gate()
+    worker.start()
+    first = Item("first")
+    worker.put(first)
+    await worker.entered.wait()
+    queued = Item("queued")
+    worker.put(queued)
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waiting for the group, not cancelling it
+    worker.release.set()
+    await stopping
+    assert worker.handled == ["first", "queued"]
+
+
+async def test_items_put_after_stop_are_refused_at_once() -> None:
+    worker = SlowRecorder()
+    worker.start()
+    await worker.stop()
+    with pytest.raises(Overloaded) as refused:
+        worker.put(Item("late"))
+    assert refused.value.status == 503
+
+
+class Failing(GroupWorker[Item]):
+    def __init__(self) -> None:
+        super().__init__(name="test-failing", max_group=1)
+        self.calls = 0
+
+    async def handle(self, group: list[Item]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a defect in one group")
+        for item in group:
+            item.done.set_result(None)
+
+
+async def test_a_group_that_raises_fails_its_own_items_and_the_worker_goes_on() -> None:
+    worker = Failing()
+    worker.start()
+    first, second = Item("first"), Item("second")
+    worker.put(first)
+    worker.put(second)
+    with pytest.raises(RuntimeError, match="a defect in one group"):
+        await first.done
+    await second.done
+    await worker.stop()

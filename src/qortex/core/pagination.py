@@ -32,7 +32,7 @@ def decode_cursor(cursor: str | None) -> uuid.UUID | None:
         return uuid.UUID(bytes=raw)
     except (binascii.Error, ValueError):
         raise InvalidInput(
-            "cursor is not one this API issued",
+            "cursor is malformed; pass back a next_cursor this API answered",
             errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}],
         ) from None
 

@@ -50,7 +50,10 @@ class PredictionBatchCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    items: list[dict[str, Any]] = Field(min_length=1)
+    # Any JSON value: an item that is not a prediction object (a string, null, a list) gets its own 422.
+    items: list[Any] = Field(
+        min_length=1, description="Prediction objects as for POST /v1/predictions; each is answered on its own"
+    )
 
 
 class FactorOut(BaseModel):

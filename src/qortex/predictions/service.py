@@ -247,7 +247,7 @@ async def create_batch(
     *,
     services: PredictionServices,
     scope: TenantScope,
-    items: list[dict[str, Any]],
+    items: list[Any],
     max_items: int,
     key: IdempotentRequest | None,
 ) -> Answer:
@@ -300,7 +300,7 @@ async def create_batch(
 _ITEMS: TypeAdapter[list[PredictionCreate]] = TypeAdapter(list[PredictionCreate])
 
 
-def _parse_items(items: list[dict[str, Any]]) -> list[PredictionCreate | ValidationError]:
+def _parse_items(items: list[Any]) -> list[PredictionCreate | ValidationError]:
     """Validates all items in one pass; only when some item is bad are they validated one by one."""
     try:
         return list(_ITEMS.validate_python(items))

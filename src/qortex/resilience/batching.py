@@ -44,6 +44,7 @@ class EngineBatcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qortex-engine")
         self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def queue_depth(self) -> int:
@@ -61,6 +62,7 @@ class EngineBatcher:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="qortex-engine-batcher")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -71,6 +73,8 @@ class EngineBatcher:
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def predict(self, predictor: Predictor, series: Sequence[np.ndarray], horizon: int) -> list[PredictionResult]:
+        if self._stopping:  # nothing reads the queue any more
+            raise Overloaded("the server is shutting down", retry_after_seconds=1)
         future: asyncio.Future[list[PredictionResult]] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Job(predictor, series, horizon, future))

@@ -2,15 +2,23 @@
 
 Group commit (many requests' rows, or audit events, in one transaction) is built on it: callers put
 an item with a future and wait; the worker handles whatever has gathered while the previous group
-was being handled. Items already taken when the task is stopped are still handled, and so are the
-ones left in the queue, so nothing a caller waits for is dropped at shutdown.
+was being handled. Stopping lets the group being handled finish (cancelling it mid-commit could
+leave a transaction committed that would then be handled again) and then handles everything still
+queued, so nothing a caller waits for is dropped or handled twice. Once stopping has begun, new
+items are refused at once with 503 instead of waiting on a queue that nobody reads any more.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+import structlog
+
+from qortex.core.errors import Overloaded
+
+log = structlog.get_logger("qortex.resilience.group_worker")
 
 
 class Awaited(Protocol):
@@ -21,13 +29,17 @@ class Awaited(Protocol):
 
 T = TypeVar("T", bound=Awaited)
 
+# Put on the queue by stop(): the worker returns when it reaches it.
+_STOP = object()
+
 
 class GroupWorker(ABC, Generic[T]):
     def __init__(self, *, name: str, max_group: int) -> None:
         self._name = name
         self._max_group = max_group
-        self._queue: asyncio.Queue[T] = asyncio.Queue()
+        self._queue: asyncio.Queue[T | object] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @abstractmethod
     async def handle(self, group: list[T]) -> None:
@@ -38,31 +50,37 @@ class GroupWorker(ABC, Generic[T]):
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
-        left = []
-        while not self._queue.empty():
-            left.append(self._queue.get_nowait())
-        await self._handle_unsettled(left)
+        """Returns once every item put before it has been handled."""
+        self._stopping = True
+        self._queue.put_nowait(_STOP)
+        if self._worker is None:  # never started: handle what was put here
+            await self._run()
+            return
+        # Shielded: a cancelled shutdown must not cancel a group mid-commit either.
+        await asyncio.shield(self._worker)
+        self._worker = None
 
     def put(self, item: T) -> None:
+        if self._stopping:
+            raise Overloaded("the server is shutting down", retry_after_seconds=1)
         self._queue.put_nowait(item)
 
     async def _run(self) -> None:
-        while True:
-            group = [await self._queue.get()]
-            try:
-                while len(group) < self._max_group and not self._queue.empty():
-                    group.append(self._queue.get_nowait())
-                await self.handle(group)
-            except asyncio.CancelledError:
-                # Stopped mid-group: finish what was not handled yet, and nothing twice.
-                await asyncio.shield(self._handle_unsettled(group))
-                raise
+        stopped = False
+        while not stopped:
+            taken = [await self._queue.get()]
+            while len(taken) < self._max_group and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
+            stopped = any(item is _STOP for item in taken)
+            group = cast("list[T]", [item for item in taken if item is not _STOP])
+            if group:
+                await self._handle_settling_all(group)
 
-    async def _handle_unsettled(self, group: list[T]) -> None:
-        unsettled = [item for item in group if not item.done.done()]
-        if unsettled:
-            await self.handle(unsettled)
+    async def _handle_settling_all(self, group: list[T]) -> None:
+        try:
+            await self.handle(group)
+        except Exception as error:  # the worker must outlive any one group, or every later caller waits forever
+            log.exception("group_failed", worker=self._name, error_type=type(error).__name__)
+            for item in group:
+                if not item.done.done():
+                    item.done.set_exception(error)

@@ -18,11 +18,13 @@ from qortex.api import create_app
 from qortex.audit.models import AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
+from qortex.limits.service import set_tenant_limits
 from qortex.models import service as models_service
 from qortex.security.api_keys import parse_key
 from qortex.security.rbac import Role
 from qortex.tenants.models import Tenant
 from qortex.tenants.policy import TenantPolicyCache
+from tests.api.people import add_user, bearer, login
 from tests.conftest import TenantCredentials, client_at, key_for
 
 CONSOLE = "https://console.example.com"
@@ -85,6 +87,30 @@ async def test_every_kind_of_response_carries_the_security_headers(
     assert [r.status_code for r in (ok, missing, invalid, too_large, unauthenticated)] == [200, 404, 422, 413, 401]
     for response in (ok, missing, invalid, too_large, unauthenticated):
         assert_security_headers(response)
+
+
+async def test_a_persons_refusals_and_changes_name_the_person_and_the_resolved_address(
+    app: FastAPI, db: Database, acme: TenantCredentials
+) -> None:
+    """Audit records name a person by user id (as every other record does), never by session id."""
+    user_id = await add_user(app, acme.tenant, "olivia", Role.OWNER)
+    forwarded = {"X-Forwarded-For": "192.0.2.44"}
+    async with client_at(app, "10.0.0.5") as proxy:
+        session = bearer((await login(proxy, "olivia")).json()["access_token"])
+        assert (await proxy.post("/v1/tenant/signing-secret", headers=session | forwarded)).status_code == 201
+        await set_tenant_limits(db=db, scope=acme.tenant.scope, plan=None, overrides={"requests_per_minute": 1})
+        app.state.services.limits.forget(acme.tenant.id)
+        statuses = [(await proxy.get("/v1/tenant", headers=session | forwarded)).status_code for _ in range(2)]
+    assert statuses == [200, 429]
+    async with db.tenant_session(acme.tenant.scope) as session_db:
+        events = (
+            await session_db.scalars(
+                select(AuditEvent).where(AuditEvent.action.in_(["tenant.signing_secret_rotated", "rate_limited"]))
+            )
+        ).all()
+    assert sorted(record.action for record in events) == ["rate_limited", "tenant.signing_secret_rotated"]
+    for record in events:
+        assert (record.actor_kind, record.actor_id, record.client_ip) == ("user", str(user_id), "192.0.2.44")
 
 
 async def test_an_unexpected_error_is_a_500_problem_with_its_request_id_and_the_security_headers(

@@ -45,6 +45,7 @@ from qortex.limits.schemas import LimitUsage, TenantUsage
 from qortex.limits.storage import LimitStorage
 from qortex.security.principal import Principal
 from qortex.tenants import repository as tenant_repository
+from qortex.web.client_ip import client_ip
 
 log = structlog.get_logger("qortex.limits")
 
@@ -348,12 +349,12 @@ class RateLimits:
         record = AuditRecord(
             action="rate_limited",
             outcome="denied",
-            actor_kind=principal.credential_kind,
-            actor_id=str(principal.credential_id),
+            actor_kind=principal.actor_kind,
+            actor_id=principal.actor_id,
             target_type="limit",
             target_id=name,
             request_id=getattr(request.state, "request_id", None),
-            client_ip=request.client.host if request.client else None,
+            client_ip=client_ip(request),
             details={
                 "limit": limit,
                 "method": request.method,

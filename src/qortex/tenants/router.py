@@ -35,8 +35,8 @@ def _out(tenant: Tenant) -> TenantOut:
 
 def _caller(request: Request, principal: Principal) -> service.Caller:
     return service.Caller(
-        actor_kind=principal.credential_kind,
-        actor_id=str(principal.credential_id),
+        actor_kind=principal.actor_kind,
+        actor_id=principal.actor_id,
         request_id=request_id_of(request),
         client_ip=client_ip(request),
     )

@@ -96,8 +96,8 @@ class RequestPolicy:
         record = AuditRecord(
             action=action,
             outcome="failure",
-            actor_kind=principal.credential_kind,
-            actor_id=str(principal.credential_id),
+            actor_kind=principal.actor_kind,
+            actor_id=principal.actor_id,
             request_id=request_id_of(request),
             client_ip=ip,
             details={

@@ -176,7 +176,7 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     async with db.system_session() as session:
         user = await repo.find_for_login(session=session, login=name)
     # An account has one budget whether it is named by username or by email.
-    throttled_as = _throttle_identity(user.id) if user is not None else name
+    throttled_as = _throttle_identity(user.id) if user is not None else f"name:{name}"
     await auth.throttle.admit(identifier=throttled_as, client_ip=origin.client_ip)
     # The password is verified even for an unknown or inactive account, so every refusal costs the same.
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)

@@ -143,7 +143,9 @@ class SessionRevocations:
     def _redis_covers(self, last_started: datetime, now: datetime) -> bool:
         """True while the subscription has carried every ending since the last poll, up to the backstop."""
         since = self._subscribed_since
-        backstop_due = now - last_started >= timedelta(seconds=BACKSTOP_POLL_SECONDS)
+        # Polls fall on ticks, so poll on the last tick before the backstop interval would be exceeded.
+        next_tick = now + timedelta(seconds=self._poll_seconds)
+        backstop_due = next_tick - last_started > timedelta(seconds=BACKSTOP_POLL_SECONDS)
         return since is not None and since <= last_started and not backstop_due
 
     async def _follow_redis(self) -> None:

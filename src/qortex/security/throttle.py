@@ -13,7 +13,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 from redis.asyncio import Redis
@@ -44,10 +44,17 @@ class Failures:
     last_at: float
 
 
+# What one step on a counter does: report its wait only; count an attempt unless it must wait; count
+# a failure whatever the wait.
+Step = Literal["check", "attempt", "failure"]
+
+
 class FailureStore(Protocol):
-    async def get(self, key: str) -> Failures | None: ...
-    async def add(self, key: str, at: float) -> None: ...
-    async def count_attempt(self, key: str, *, free: int, cap: int, at: float) -> float: ...
+    async def step(self, key: str, *, mode: Step, free: int, cap: int) -> float:
+        """Returns the seconds the counter's backoff still has to run (> 0: nothing was counted in
+        "check" and "attempt" mode); reads the clock, and counts, in one atomic step."""
+        ...
+
     async def clear(self, key: str) -> None: ...
 
 
@@ -63,49 +70,44 @@ class MemoryFailureStore:
     def __init__(self) -> None:
         self._entries: dict[str, Failures] = {}
 
-    def _current(self, key: str) -> Failures | None:
-        entry = self._entries.get(key)
-        if entry is not None and time.time() - entry.last_at > COUNTER_TTL_SECONDS:
+    async def step(self, key: str, *, mode: Step, free: int, cap: int) -> float:
+        now = time.time()
+        previous = self._entries.get(key)
+        if previous is not None and now - previous.last_at > COUNTER_TTL_SECONDS:
             del self._entries[key]
-            return None
-        return entry
-
-    async def get(self, key: str) -> Failures | None:
-        return self._current(key)
-
-    async def add(self, key: str, at: float) -> None:
-        previous = self._current(key)
-        if previous is None and len(self._entries) >= MAX_MEMORY_ENTRIES:
-            # Drop the stalest entry rather than grow without bound under a spray of names.
-            del self._entries[min(self._entries, key=lambda k: self._entries[k].last_at)]
-        self._entries[key] = Failures(count=(previous.count if previous else 0) + 1, last_at=at)
-
-    async def count_attempt(self, key: str, *, free: int, cap: int, at: float) -> float:
-        previous = self._current(key)
-        if previous is not None:
-            wait = previous.last_at + backoff_seconds(previous.count, free=free, cap=cap) - at
+            previous = None
+        if previous is not None and mode != "failure":
+            wait = previous.last_at + backoff_seconds(previous.count, free=free, cap=cap) - now
             if wait > 0:
                 return wait
-        await self.add(key, at)
+        if mode != "check":
+            if previous is None and len(self._entries) >= MAX_MEMORY_ENTRIES:
+                # Drop the stalest entry rather than grow without bound under a spray of names.
+                del self._entries[min(self._entries, key=lambda k: self._entries[k].last_at)]
+            self._entries[key] = Failures(count=(previous.count if previous else 0) + 1, last_at=now)
         return 0.0
 
     async def clear(self, key: str) -> None:
         self._entries.pop(key, None)
 
 
-# count_attempt in one step on the server, so parallel attempts cannot all read the count before
-# any of them adds to it. The backoff is backoff_seconds(), written in Lua.
-_COUNT_ATTEMPT = """
+# MemoryFailureStore.step as one script, so parallel attempts on any replica cannot all read the count
+# before one of them adds to it, and every replica's times come from one clock, Redis's own.
+_STEP = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
 local last_at = tonumber(redis.call('HGET', KEYS[1], 'last_at') or '0')
-local free, cap, at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if count >= free then
-  local wait = last_at + math.min(2 ^ (count - free), cap) - at
+local mode, free, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if mode ~= 'failure' and count >= free then
+  local wait = last_at + math.min(2 ^ (count - free), cap) - now
   if wait > 0 then return tostring(wait) end
 end
-redis.call('HINCRBY', KEYS[1], 'count', 1)
-redis.call('HSET', KEYS[1], 'last_at', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+if mode ~= 'check' then
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+  redis.call('HSET', KEYS[1], 'last_at', string.format('%.6f', now))
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
 return '0'
 """
 
@@ -114,23 +116,10 @@ class RedisFailureStore:
     def __init__(self, redis: Redis, *, prefix: str = "qortex:login-failures:") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._count_attempt = redis.register_script(_COUNT_ATTEMPT)
+        self._step = redis.register_script(_STEP)
 
-    async def get(self, key: str) -> Failures | None:
-        count, last_at = await self._redis.hmget(self._prefix + key, ["count", "last_at"])
-        if count is None or last_at is None:
-            return None
-        return Failures(count=int(count), last_at=float(last_at))
-
-    async def add(self, key: str, at: float) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(self._prefix + key, "count", 1)
-            pipe.hset(self._prefix + key, "last_at", repr(at))
-            pipe.expire(self._prefix + key, COUNTER_TTL_SECONDS)
-            await pipe.execute()
-
-    async def count_attempt(self, key: str, *, free: int, cap: int, at: float) -> float:
-        wait = await self._count_attempt(keys=[self._prefix + key], args=[free, cap, repr(at), COUNTER_TTL_SECONDS])
+    async def step(self, key: str, *, mode: Step, free: int, cap: int) -> float:
+        wait = await self._step(keys=[self._prefix + key], args=[mode, free, cap, COUNTER_TTL_SECONDS])
         return float(wait)
 
     async def clear(self, key: str) -> None:
@@ -161,25 +150,19 @@ class LoginThrottle:
         the check, so concurrent guesses see each other. A success clears it (`succeeded`); the address
         counts failures only (`failed`), so people behind one address who log in successfully never
         throttle each other."""
-        now = time.time()
+        ip_key = self._ip_key(client_ip)
         try:
-            wait = await self._address_wait(client_ip, now)
+            wait = 0.0
+            if ip_key is not None:
+                wait = await self._store.step(ip_key, mode="check", free=self._ip_free, cap=self._cap)
             if wait <= 0:
-                wait = await self._store.count_attempt(
-                    self._account_key(identifier), free=self._account_free, cap=self._cap, at=now
-                )
+                account = self._account_key(identifier)
+                wait = await self._store.step(account, mode="attempt", free=self._account_free, cap=self._cap)
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
             return
         if wait > 0:
             raise LoginThrottled(max(1, math.ceil(wait)))
-
-    async def _address_wait(self, client_ip: str | None, now: float) -> float:
-        key = self._ip_key(client_ip)
-        failures = await self._store.get(key) if key is not None else None
-        if failures is None:
-            return 0.0
-        return failures.last_at + backoff_seconds(failures.count, free=self._ip_free, cap=self._cap) - now
 
     async def failed(self, *, client_ip: str | None) -> None:
         """Counts a failed attempt against the address (the account counted it on admission)."""
@@ -187,7 +170,7 @@ class LoginThrottle:
         if key is None:
             return
         try:
-            await self._store.add(key, time.time())
+            await self._store.step(key, mode="failure", free=self._ip_free, cap=self._cap)
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
 

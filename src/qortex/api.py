@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.asyncio import ConnectionPool
 
 from qortex import __version__
 from qortex.audit.service import AuditWriter
@@ -31,6 +32,7 @@ from qortex.observability.logging import configure_logging
 from qortex.predictions.router import router as predictions_router
 from qortex.resilience.batching import EngineBatcher
 from qortex.security.signing import nonce_store
+from qortex.security.tokens import parse_keyring
 from qortex.tenants import service as tenant_service
 from qortex.tenants.policy import TenantPolicyCache
 from qortex.tenants.router import router as tenant_router
@@ -42,7 +44,27 @@ from qortex.web.request_policy import RequestPolicy
 from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
 
 
+def startup_problems(settings: Settings) -> list[str]:
+    """What would keep the app from starting or from serving safely, found before anything is written."""
+    problems = settings.production_problems()
+    if settings.jwt_signing_keys is not None:
+        try:
+            parse_keyring(settings.jwt_signing_keys.get_secret_value())
+        except ValueError as error:
+            problems.append(str(error))
+    if settings.redis_url:
+        try:
+            ConnectionPool.from_url(settings.redis_url)  # parses only: connections open on first use
+        except ValueError as error:
+            problems.append(f"QORTEX_REDIS_URL: {error}")
+    return problems
+
+
 async def start_services(settings: Settings) -> AppServices:
+    # Also checked here, not only by `qortex serve`: the app factory may be served by any ASGI server.
+    problems = startup_problems(settings)
+    if problems:
+        raise RuntimeError("; ".join(problems))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, schema=settings.database_schema)
     if settings.auto_migrate:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from qortex.api import YOUNG_GC_THRESHOLD, create_app
 from qortex.core.config import Settings
 
@@ -21,3 +23,11 @@ async def test_a_stopped_app_restores_the_collector_and_can_be_collected(setting
     del app
     gc.collect()
     assert database() is None
+
+
+async def test_the_app_refuses_to_start_in_production_on_the_embedded_defaults(settings: Settings) -> None:
+    """Served by any ASGI server (not only `qortex serve`), production needs an explicit database and keys."""
+    app = create_app(settings.model_copy(update={"env": "production", "database_url": None}))
+    with pytest.raises(RuntimeError, match="QORTEX_DATABASE_URL must be set explicitly in production"):
+        async with app.router.lifespan_context(app):
+            pass

@@ -52,6 +52,13 @@ def invoke_narrow(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, *args: str
     return invoke(runner, *args)
 
 
+def invoke_narrow_ok(runner: CliRunner, *args: str) -> Result:
+    """Runs a command that must succeed in a 40-column terminal."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLUMNS", "40")
+        return ok(runner, *args)
+
+
 def assert_one_line_error(result: Result, expected: str) -> None:
     assert result.exit_code != 0
     assert isinstance(result.exception, SystemExit), result.exception
@@ -70,9 +77,10 @@ def test_init_prints_an_owner_key_once_and_a_second_init_does_not(qortex: CliRun
     assert len(KEY.findall(first.stdout)) == 1
     assert "shown only this once" in first.stdout
 
-    second = ok(qortex, "init")
+    second = invoke_narrow_ok(qortex, "init")
     assert KEY.search(second.stdout) is None
-    assert "qortex keys create" in second.stdout
+    # Whole on one line even in a narrow terminal or a log, so it can be copied.
+    assert "Create another with: qortex keys create --name NAME --role owner" in second.stdout
 
 
 def test_migrate_on_a_fresh_data_dir_creates_the_database(qortex: CliRunner, tmp_path: Path) -> None:
@@ -88,6 +96,24 @@ def test_serve_refuses_production_without_an_explicit_database(
     monkeypatch.setenv("QORTEX_ENV", "production")
     get_settings.cache_clear()
     assert_one_line_error(invoke(qortex, "serve"), "QORTEX_DATABASE_URL must be set explicitly in production")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("QORTEX_JWT_SIGNING_KEYS", "k1:short", "the JWT signing key 'k1' is shorter than 32 bytes"),
+        ("QORTEX_REDIS_URL", "bogus://x", "QORTEX_REDIS_URL: Redis URL must specify one of the following schemes"),
+    ],
+)
+def test_serve_refuses_a_configuration_that_cannot_start_before_creating_anything(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    result = invoke_narrow(qortex, monkeypatch, "serve")
+    assert_one_line_error(result, expected)
+    assert KEY.search(result.output) is None
+    assert not (tmp_path / "data" / "qortex.db").exists()
 
 
 def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:

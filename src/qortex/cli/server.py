@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from qortex.api import startup_problems
 from qortex.cli._common import console, fail, one_line_errors, open_database, run
 from qortex.core.config import get_settings
 from qortex.core.migrate import current_revision
@@ -20,7 +21,8 @@ async def _initialise() -> None:
     async with open_database() as db:
         created = await tenant_service.ensure_first_tenant(db=db)
     if created is None:
-        console.print(f"Qortex is initialised. {NEW_KEY_HINT}", highlight=False)
+        # soft_wrap: piped into a log, the command must not be broken across lines.
+        console.print(f"Qortex is initialised. {NEW_KEY_HINT}", highlight=False, soft_wrap=True)
         return
     tenant, key = created
     console.print(f"Created tenant [bold]{tenant.name}[/] and its owner API key (shown only this once):")
@@ -56,7 +58,8 @@ def serve(
 ) -> None:
     """Serves the API. In embedded mode it migrates and initialises the database first."""
     settings = get_settings()
-    problems = settings.production_problems()
+    # Before _initialise: a configuration that cannot start must not create a tenant and print a key first.
+    problems = startup_problems(settings)
     if problems:
         raise fail("; ".join(problems))
     if settings.auto_migrate:

@@ -12,6 +12,9 @@ from sqlalchemy.engine import Connection
 from qortex.core.config import Settings
 from qortex.core.database import Database
 
+# pg_advisory_xact_lock key held while migrating: the bytes of "qortex" as an integer.
+MIGRATION_LOCK_KEY = int.from_bytes(b"qortex", "big")
+
 
 def alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
@@ -27,6 +30,10 @@ async def upgrade_to_head(database: Database, *, app_role: str | None = None) ->
         command.upgrade(alembic_config(connection), "head")
 
     async with database.engine.begin() as connection:
+        if not database.is_sqlite:
+            # Replicas starting together would otherwise migrate and grant at once, and concurrent
+            # GRANTs fail ("tuple concurrently updated"). SQLite serialises writers by itself.
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await connection.run_sync(_upgrade)
         if app_role and not database.is_sqlite:
             role = connection.dialect.identifier_preparer.quote(app_role)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.core.database import Database, TenantScope
@@ -17,28 +18,40 @@ DEFAULT_MODEL_NAME = "default"
 
 
 async def register_builtin_models(*, db: Database, scope: TenantScope, runtime: ModelRuntime | None = None) -> Model:
-    """Registers the shipped default model for a tenant (once per artifact version) and makes it the default."""
+    """Registers the shipped default model for a tenant (once per artifact version) and makes it the default.
+
+    Replicas starting together after a new version ships all try to register it; the unique
+    (tenant, name, version) constraint lets one win, and the others use its row.
+    """
     predictor = (runtime or ModelRuntime()).builtin_default()
     metadata = predictor.metadata
-    content_sha256 = str(metadata["model_hash"])
     version = str(metadata["model_version"])
-    async with db.tenant_session(scope, write=True) as session:
-        model = await repository.get_version(session=session, scope=scope, name=DEFAULT_MODEL_NAME, version=version)
-        if model is None:
-            await repository.clear_default(session=session, scope=scope)
-            model = Model(
-                tenant_id=scope.tenant_id,
-                name=DEFAULT_MODEL_NAME,
-                version=version,
-                artifact=BUILTIN_DEFAULT,
-                content_sha256=content_sha256,
-                is_default=True,
-                horizon=int(metadata["horizon"]),
-                metrics=dict(metadata.get("metrics") or {}),
-                lineage=dict(metadata.get("lineage") or {}),
+    try:
+        async with db.tenant_session(scope, write=True) as session:
+            model = await repository.get_version(session=session, scope=scope, name=DEFAULT_MODEL_NAME, version=version)
+            if model is None:
+                await repository.clear_default(session=session, scope=scope)
+                model = Model(
+                    tenant_id=scope.tenant_id,
+                    name=DEFAULT_MODEL_NAME,
+                    version=version,
+                    artifact=BUILTIN_DEFAULT,
+                    content_sha256=str(metadata["model_hash"]),
+                    is_default=True,
+                    horizon=int(metadata["horizon"]),
+                    metrics=dict(metadata.get("metrics") or {}),
+                    lineage=dict(metadata.get("lineage") or {}),
+                )
+                repository.add(session=session, scope=scope, model=model)
+        return model
+    except IntegrityError:
+        async with db.tenant_session(scope) as session:
+            registered = await repository.get_version(
+                session=session, scope=scope, name=DEFAULT_MODEL_NAME, version=version
             )
-            repository.add(session=session, scope=scope, model=model)
-    return model
+        if registered is None:
+            raise
+        return registered
 
 
 async def list_models(*, db: Database, scope: TenantScope, limit: int, after: uuid.UUID | None) -> Page[Model]:

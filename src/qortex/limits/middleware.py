@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from qortex.limits.service import STATE_KEY, Admission
+from qortex.web.asgi import HttpMiddleware
 
 
 def _admission(scope: Scope) -> Admission | None:
@@ -12,17 +13,10 @@ def _admission(scope: Scope) -> Admission | None:
     return admission if isinstance(admission, Admission) else None
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(HttpMiddleware):
     """Authentication admits the request (`RateLimits.admit`); this finishes it, whatever the outcome."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 admission = _admission(scope)

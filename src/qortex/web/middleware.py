@@ -9,21 +9,16 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qortex.web.asgi import HttpMiddleware
 from qortex.web.problems import problem_response
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HttpMiddleware):
     """Gives every request an id (the client's, if well-formed) and echoes it as `X-Request-ID`."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
         request_id = offered if offered and _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -48,17 +43,14 @@ def _too_large_detail(max_bytes: int) -> str:
     return f"the request body exceeds the limit of {max_bytes} bytes"
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(HttpMiddleware):
     """Refuses bodies above `max_bytes` with 413: at once from Content-Length, else as chunks arrive."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None:
             try:

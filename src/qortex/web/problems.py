@@ -10,9 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from qortex.core.errors import PROBLEM_BASE, QortexError, problem_body
+from qortex.web.asgi import HttpMiddleware
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("qortex.web")
@@ -126,7 +127,7 @@ async def _on_unexpected_error(request: Request, error: Exception) -> Response:
     )
 
 
-class UnexpectedErrorMiddleware:
+class UnexpectedErrorMiddleware(HttpMiddleware):
     """Answers an unhandled error with the 500 problem inside the request-id and security-header layers.
 
     Starlette's own handler for `Exception` runs in its outermost middleware, whose answer would
@@ -134,13 +135,7 @@ class UnexpectedErrorMiddleware:
     has started nothing can be answered any more, so the error goes on to the server.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_tracking(message: Message) -> None:

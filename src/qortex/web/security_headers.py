@@ -18,6 +18,8 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qortex.web.asgi import HttpMiddleware
+
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 _CDN = "https://cdn.jsdelivr.net"
@@ -63,17 +65,14 @@ def _with_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> Message
     return {**message, "headers": headers}
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(HttpMiddleware):
     """Adds HSTS, nosniff, frame denial, CSP, no-referrer and `Cache-Control: no-store` to every response."""
 
     def __init__(self, app: ASGIApp, *, docs_paths: frozenset[str] = DOCS_PATHS) -> None:
-        self.app = app
+        super().__init__(app)
         self.docs_paths = docs_paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] in self.docs_paths:
             await self._docs_page(scope, receive, send)
             return

@@ -131,6 +131,28 @@ async def test_role_change_password_reset_and_deactivation_end_the_users_session
     assert all("nina" not in str(e.details) and e.actor_id != "nina" for e in rows)
 
 
+async def test_keys_minted_from_a_session_cannot_do_what_the_session_may_not_to_its_own_person(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """A stolen access token must not take the account over by minting a key and resetting through it."""
+    admin_id = await add_user(app, acme.tenant, "oscar", Role.ADMIN)
+    session = bearer((await login(client, "oscar")).json()["access_token"])
+    minted = await client.post("/v1/api-keys", json={"name": "minted", "role": "admin"}, headers=session)
+    assert minted.status_code == 201, minted.text
+    by_key = bearer(minted.json()["key"])
+    # A key minted by that key still acts for the same person.
+    again = await client.post("/v1/api-keys", json={"name": "minted again", "role": "admin"}, headers=by_key)
+    for key in (by_key, bearer(again.json()["key"])):
+        for change in ({"password": "taken over by a thief"}, {"role": "viewer"}):
+            assert (await client.patch(f"/v1/users/{admin_id}", json=change, headers=key)).status_code == 403
+        assert (await client.delete(f"/v1/users/{admin_id}", headers=key)).status_code == 403
+    assert (await login(client, "oscar")).status_code == 200
+    # For anyone else the key is as the admin: it may reset an analyst's password.
+    analyst_id = await add_user(app, acme.tenant, "pia")
+    reset = await client.patch(f"/v1/users/{analyst_id}", json={"password": "reset by the admin"}, headers=by_key)
+    assert reset.status_code == 200
+
+
 async def test_another_tenants_user_is_not_found(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, globex: TenantCredentials
 ) -> None:

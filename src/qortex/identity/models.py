@@ -22,6 +22,9 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The person whose session minted the key, directly or through keys minted so; None for keys an
+    # operator made. Not a foreign key: erasing a person must not have to rewrite their keys.
+    minted_for_user_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
 
 
 class User(Base):

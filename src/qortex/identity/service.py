@@ -114,6 +114,8 @@ async def create_key(
         secret_sha256=api_keys.hash_secret(secret),
         expires_at=expires_at,
         created_at=utcnow(),
+        # A key minted from a session acts for its person, so it cannot do what that session may not.
+        minted_for_user_id=actor.person_id if actor is not None else None,
     )
     stored = {**_public_fields(key), "key": None}
     record = _key_audit("api_key.create", key.id, actor, details={"role": role.value})
@@ -176,7 +178,11 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
         entry = _CachedKey(
             secret_sha256=key.secret_sha256,
             principal=Principal(
-                tenant_id=key.tenant_id, role=Role(key.role), credential_id=key.id, credential_kind="api_key"
+                tenant_id=key.tenant_id,
+                role=Role(key.role),
+                credential_id=key.id,
+                credential_kind="api_key",
+                minted_for_user_id=key.minted_for_user_id,
             ),
             expires_at=key.expires_at,
             cached_at=time.monotonic(),

@@ -177,7 +177,9 @@ async def update_user(
         _check_grant(actor, changes.role)
     if changes.password is not None:
         _check_password(changes.password)
-    is_self = actor is not None and actor.user_id == user_id
+    # Also through a key minted from the person's session: else a stolen access token could mint a key
+    # and take the account over with it.
+    is_self = actor is not None and actor.person_id == user_id
     if is_self and (changes.role is not None or changes.active is False):
         raise Forbidden("you may not change your own role or deactivate yourself")
     if is_self and changes.password is not None:

@@ -17,6 +17,8 @@ class Principal:
     credential_kind: str
     # The person behind a session credential; None for API keys.
     user_id: uuid.UUID | None = None
+    # For an API key minted from a person's session (or by a key minted so): that person.
+    minted_for_user_id: uuid.UUID | None = None
 
     @property
     def scope(self) -> TenantScope:
@@ -31,6 +33,11 @@ class Principal:
     def actor_id(self) -> str:
         """A pseudonymous id for audit records: the user's id or the key's id, never a name."""
         return str(self.user_id or self.credential_id)
+
+    @property
+    def person_id(self) -> uuid.UUID | None:
+        """The person this principal acts for: a session's user, or the person a key was minted for."""
+        return self.user_id or self.minted_for_user_id
 
     def can(self, permission: Permission) -> bool:
         return grants(self.role, permission)

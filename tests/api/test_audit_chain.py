@@ -8,6 +8,7 @@ from sqlalchemy import delete, select, update
 
 from qortex.audit import service as audit
 from qortex.audit.models import AuditEvent
+from qortex.core.config import Settings
 from qortex.core.database import Database
 from tests.conftest import TenantCredentials
 
@@ -76,3 +77,30 @@ async def test_concurrent_writers_never_fork_a_chain(
                 await session.scalars(select(AuditEvent.tenant_id).where(AuditEvent.tenant_id == who.tenant.id))
             )
         assert tenants == {who.tenant.id}
+
+
+async def test_verifying_while_another_process_appends_never_reports_a_break(
+    db: Database, settings: Settings, acme: TenantCredentials
+) -> None:
+    await write_events(db, acme, 300)
+    other_process = Database(settings.resolved_database_url, schema=settings.database_schema)
+    stop = asyncio.Event()
+
+    async def append_until_stopped() -> int:
+        appended = 0
+        while not stop.is_set():
+            await write_events(other_process, acme, 1)
+            appended += 1
+        return appended
+
+    appender = asyncio.create_task(append_until_stopped())
+    try:
+        verdicts = [await audit.verify(db=db, scope=acme.tenant.scope) for _ in range(15)]
+    finally:
+        stop.set()
+        appended = await appender
+        await other_process.dispose()
+    assert [v for v in verdicts if not v.intact] == []
+    assert appended > 0
+    final = await audit.verify(db=db, scope=acme.tenant.scope)
+    assert final.intact and final.events_checked >= 300 + appended

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -94,7 +95,11 @@ def eval_command(
             report = evaluate(loaded, config, progress=advance)
         if not report.rows:
             raise ValueError(f"no series in {datasets!r} is long enough for window {window}; try --window 16")
-        console.print(render_table(report))
+        table = render_table(report)
+        if not console.is_terminal:
+            # Piped or logged, Rich would squeeze the table into 80 columns and elide every number.
+            console.width = Measurement.get(console, console.options.update(width=10_000), table).maximum
+        console.print(table)
         for reason in report.skipped:
             errors.print(f"skipped: {reason}", highlight=False, soft_wrap=True)
         if json_out is not None:

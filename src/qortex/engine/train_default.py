@@ -9,8 +9,9 @@
    dataset its name, source, package and version, number of series and points, and a SHA-256 of
    its values, plus one SHA-256 over all of them.
 
-Everything is seeded by :class:`EngineConfig`, so two runs on the same package versions produce the
-same model.
+Everything is seeded by :class:`EngineConfig` and runs with one BLAS thread, so two runs on the same
+package versions produce the same parameters (the same ``model_hash``; the metadata's ``created_at``,
+and so its ``content_hash``, differ).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 from qortex.engine import EngineConfig, Predictor
 from qortex.engine.datasets import Dataset, load_collection
@@ -105,9 +108,10 @@ def train_default(
     datasets = load_collection(TRAINING_COLLECTION)
     metrics = walk_forward_metrics(datasets, horizon=horizon, config=config)
     series = [s for ds in datasets for s in ds.series]
-    predictor = Predictor(config).fit(
-        series, horizon=horizon, lineage=lineage(datasets, horizon=horizon, config=config)
-    )
+    with threadpool_limits(limits=1):
+        predictor = Predictor(config).fit(
+            series, horizon=horizon, lineage=lineage(datasets, horizon=horizon, config=config)
+        )
     predictor.set_metrics(metrics)
     out.parent.mkdir(parents=True, exist_ok=True)
     predictor.save(out)

@@ -188,6 +188,8 @@ def test_eval_command_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     assert "persistence" in result.output
+    # Not a terminal (CliRunner captures): the table is as wide as it needs, so no number is elided.
+    assert "…" not in result.output
     report = json.loads(out.read_text())
     assert {r["method"] for r in report["rows"]} == {"majority", "persistence"}
     assert report["config"]["window"] == 16

@@ -23,10 +23,18 @@ async def write_events(db: Database, who: TenantCredentials, count: int) -> None
 
 
 async def test_an_untouched_chain_verifies(db: Database, acme: TenantCredentials) -> None:
-    already = (await audit.verify(db=db, scope=acme.tenant.scope)).events_checked  # the owner key's creation
+    already = (await audit.verify(db=db, scope=acme.tenant.scope)).events_checked  # its creation and its key's
     await write_events(db, acme, 5)
     verdict = await audit.verify(db=db, scope=acme.tenant.scope)
     assert verdict.intact and verdict.events_checked == already + 5
+
+
+async def test_a_tenants_chain_begins_with_its_creation_by_an_operator(db: Database, acme: TenantCredentials) -> None:
+    async with db.tenant_session(acme.tenant.scope) as session:
+        first = await session.scalar(select(AuditEvent).where(AuditEvent.seq == 1))
+    assert first is not None
+    assert (first.action, first.actor_kind, first.target_id) == ("tenant.create", "operator", str(acme.tenant.id))
+    assert first.details == {"name": "acme", "plan": "standard"}
 
 
 async def test_an_edited_event_is_detected(db: Database, owner_db: Database, acme: TenantCredentials) -> None:

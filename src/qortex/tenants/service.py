@@ -38,9 +38,19 @@ async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
     if plan not in PLANS:
         raise InvalidInput(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
     tenant = Tenant(id=new_id(), name=name, plan=plan)
+    # The first event of the tenant's audit chain: an operator's act on the host (the CLI).
+    record = AuditRecord(
+        action="tenant.create",
+        actor_kind="operator",
+        target_type="tenant",
+        target_id=str(tenant.id),
+        details={"name": name, "plan": plan},
+    )
     try:
         async with db.tenant_session(tenant.scope, write=True) as session:
             repository.add(session=session, scope=tenant.scope, tenant=tenant)
+            await session.flush()
+            await audit_service.append(session=session, scope=tenant.scope, records=[record])
     except IntegrityError:
         raise Conflict(f"tenant {name!r} already exists") from None
     await model_service.register_builtin_models(db=db, scope=tenant.scope)

@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import delete, select, update
 
 from qortex.audit import service as audit
-from qortex.audit.models import AuditEvent
+from qortex.audit.models import AuditChainHead, AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
 from tests.conftest import TenantCredentials
@@ -51,6 +51,22 @@ async def test_a_deleted_event_is_detected_even_the_last(
     await write_events(db, acme, 5)
     async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
         await session.execute(delete(AuditEvent).where(AuditEvent.seq == 5))
+    assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
+
+
+async def test_a_head_moved_back_or_deleted_is_detected(db: Database, acme: TenantCredentials) -> None:
+    """The app's own role may write the head row (it moves it on every append), so it must not be trusted blindly."""
+    await write_events(db, acme, 5)
+    async with db.tenant_session(acme.tenant.scope) as session:
+        second = await session.scalar(select(AuditEvent).where(AuditEvent.seq == 2))
+    assert second is not None
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(
+            update(AuditChainHead).where(AuditChainHead.tenant_id == acme.tenant.id).values(seq=2, hash=second.hash)
+        )
+    assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(delete(AuditChainHead).where(AuditChainHead.tenant_id == acme.tenant.id))
     assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
 
 

@@ -45,13 +45,11 @@ def add(*, session: AsyncSession, scope: TenantScope, rows: Sequence[AuditEvent]
     session.add_all(rows)
 
 
-async def iterate(
-    *, session: AsyncSession, scope: TenantScope, up_to_seq: int, batch: int = 1000
-) -> AsyncIterator[AuditEvent]:
-    """The tenant's events up to `up_to_seq`, in chain order."""
+async def iterate(*, session: AsyncSession, scope: TenantScope, batch: int = 1000) -> AsyncIterator[AuditEvent]:
+    """Every event of the tenant in chain order."""
     result = await session.stream_scalars(
         select(AuditEvent)
-        .where(AuditEvent.tenant_id == scope.tenant_id, AuditEvent.seq <= up_to_seq)
+        .where(AuditEvent.tenant_id == scope.tenant_id)
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=batch)
     )

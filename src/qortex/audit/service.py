@@ -126,18 +126,16 @@ class ChainVerdict:
 
 
 async def verify(*, db: Database, scope: TenantScope) -> ChainVerdict:
-    """Recomputes the chain up to its head: any edited, deleted, inserted or reordered event breaks it.
+    """Recomputes the chain: any edited, deleted, inserted or reordered event breaks it, and so does a
+    head that does not end it (moved back, deleted, or left behind by events added after it).
 
-    The head is read first and only events up to it are checked: each statement of a PostgreSQL
-    transaction sees what has committed by then, so an event appended by another process while this
-    runs would otherwise look like a chain longer than its head. It is checked on the next run.
+    The events and the head are read from one snapshot: otherwise an event appended by another
+    process between the two reads would make an intact chain look longer than its head.
     """
     checked = 0
     previous = GENESIS
-    async with db.tenant_session(scope) as session:
-        head = await repository.get_head(session=session, scope=scope)
-        head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
-        async for event in repository.iterate(session=session, scope=scope, up_to_seq=head_seq):
+    async with db.tenant_session(scope, snapshot=True) as session:
+        async for event in repository.iterate(session=session, scope=scope):
             expected_seq = checked + 1
             if event.seq != expected_seq:
                 return ChainVerdict(False, checked, expected_seq, f"event {expected_seq} is missing or out of order")
@@ -147,6 +145,8 @@ async def verify(*, db: Database, scope: TenantScope) -> ChainVerdict:
                 return ChainVerdict(False, checked, event.seq, f"event {event.seq} was altered after it was written")
             previous = event.hash
             checked += 1
+        head = await repository.get_head(session=session, scope=scope)
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
     if (head_seq, head_hash) != (checked, previous):
         return ChainVerdict(False, checked, checked + 1, f"the chain ends at event {checked}, its head says {head_seq}")
     return ChainVerdict(True, checked)

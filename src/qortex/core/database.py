@@ -133,20 +133,29 @@ class Database:
         self._sqlite_writer = asyncio.Lock()
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+    async def _transaction(self, *, write: bool, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
         async with AsyncExitStack() as stack:
             if write and self.is_sqlite:
                 await stack.enter_async_context(self._sqlite_writer)
             session = await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(session.begin())
             # Options given when the session first takes its connection reach the BEGIN hook above.
-            await session.connection(execution_options={"qortex_write": write})
+            options: dict[str, Any] = {"qortex_write": write}
+            if snapshot and not self.is_sqlite:
+                # A SQLite transaction reads one snapshot already; PostgreSQL's default gives each statement its own.
+                options["isolation_level"] = "REPEATABLE READ"
+            await session.connection(execution_options=options)
             yield session
 
     @asynccontextmanager
-    async def tenant_session(self, scope: TenantScope, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """One transaction on behalf of one tenant; commits on success, rolls back on error."""
-        async with self._transaction(write=write) as session:
+    async def tenant_session(
+        self, scope: TenantScope, *, write: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """One transaction on behalf of one tenant; commits on success, rolls back on error.
+
+        `snapshot`: every statement sees the database as of the first one (for reads that must agree).
+        """
+        async with self._transaction(write=write, snapshot=snapshot) as session:
             if not self.is_sqlite:
                 await session.execute(
                     text("SELECT set_config('qortex.tenant_id', :tenant, true)"),

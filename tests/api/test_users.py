@@ -143,7 +143,7 @@ async def test_keys_minted_from_a_session_cannot_do_what_the_session_may_not_to_
     # A key minted by that key still acts for the same person.
     again = await client.post("/v1/api-keys", json={"name": "minted again", "role": "admin"}, headers=by_key)
     for key in (by_key, bearer(again.json()["key"])):
-        for change in ({"password": "taken over by a thief"}, {"role": "viewer"}):
+        for change in ({"password": "taken over by a thief"}, {"role": "viewer"}, {"active": True}):
             assert (await client.patch(f"/v1/users/{admin_id}", json=change, headers=key)).status_code == 403
         assert (await client.delete(f"/v1/users/{admin_id}", headers=key)).status_code == 403
     assert (await login(client, "oscar")).status_code == 200
@@ -151,6 +151,40 @@ async def test_keys_minted_from_a_session_cannot_do_what_the_session_may_not_to_
     analyst_id = await add_user(app, acme.tenant, "pia")
     reset = await client.patch(f"/v1/users/{analyst_id}", json={"password": "reset by the admin"}, headers=by_key)
     assert reset.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"active": False}, "deactivation"),
+        ({"role": "analyst"}, "role_change"),
+        ({"password": "reset by owner"}, "password_change"),
+    ],
+)
+async def test_deactivation_a_role_change_or_a_reset_revokes_the_keys_minted_for_the_person(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    acme: TenantCredentials,
+    db: Database,
+    change: dict[str, object],
+    reason: str,
+) -> None:
+    person_id = await add_user(app, acme.tenant, "quinn", Role.ADMIN)
+    session = bearer((await login(client, "quinn")).json()["access_token"])
+    minted = (await client.post("/v1/api-keys", json={"name": "quinn's", "role": "admin"}, headers=session)).json()
+    assert (await client.get("/v1/api-keys", headers=bearer(minted["key"]))).status_code == 200
+
+    assert (await client.patch(f"/v1/users/{person_id}", json=change, headers=acme.headers)).status_code == 200
+
+    assert (await client.get("/v1/api-keys", headers=bearer(minted["key"]))).status_code == 401
+    assert (await client.get("/v1/api-keys", headers=acme.headers)).status_code == 200  # an operator's key stays
+    async with db.tenant_session(acme.tenant.scope) as session_db:
+        revoked = (
+            await session_db.scalars(
+                select(AuditEvent).where(AuditEvent.action == "api_key.revoke", AuditEvent.target_id == minted["id"])
+            )
+        ).all()
+    assert [event.details for event in revoked] == [{"reason": reason}]
 
 
 async def test_another_tenants_user_is_not_found(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.core.database import TenantScope, allow_lookup
@@ -23,6 +24,24 @@ async def find_for_authentication(*, session: AsyncSession, key_id: uuid.UUID) -
 
 async def get(*, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID) -> ApiKey | None:
     return await session.scalar(select(ApiKey).where(ApiKey.tenant_id == scope.tenant_id, ApiKey.id == key_id))
+
+
+async def revoke_minted_for(
+    *, session: AsyncSession, scope: TenantScope, user_id: uuid.UUID, at: datetime
+) -> list[uuid.UUID]:
+    """Revokes the live keys minted for a person; returns their ids."""
+    ids = list(
+        await session.scalars(
+            select(ApiKey.id).where(
+                ApiKey.tenant_id == scope.tenant_id, ApiKey.minted_for_user_id == user_id, ApiKey.revoked_at.is_(None)
+            )
+        )
+    )
+    if ids:
+        await session.execute(
+            update(ApiKey).where(ApiKey.tenant_id == scope.tenant_id, ApiKey.id.in_(ids)).values(revoked_at=at)
+        )
+    return ids
 
 
 async def list_keys(

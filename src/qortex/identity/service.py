@@ -74,7 +74,7 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _key_audit(
+def key_audit(
     action: str, key_id: uuid.UUID, actor: Principal | None, details: dict[str, Any] | None = None
 ) -> AuditRecord:
     # Without a principal the act is an operator's at the command line.
@@ -118,7 +118,7 @@ async def create_key(
         minted_for_user_id=actor.person_id if actor is not None else None,
     )
     stored = {**_public_fields(key), "key": None}
-    record = _key_audit("api_key.create", key.id, actor, details={"role": role.value})
+    record = key_audit("api_key.create", key.id, actor, details={"role": role.value})
 
     async def record_creation(session: AsyncSession) -> None:
         await audit.append(session=session, scope=scope, records=[record])
@@ -159,7 +159,7 @@ async def revoke_key(
             raise Forbidden(f"role {actor.role.value!r} may not revoke keys with role {key.role!r}")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
-        await audit.append(session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor)])
+        await audit.append(session=session, scope=scope, records=[key_audit("api_key.revoke", key_id, actor)])
     if cache is not None:
         cache.forget(key_id)
 

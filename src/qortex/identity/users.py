@@ -25,9 +25,11 @@ from qortex.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
+from qortex.identity import repository as key_repository
 from qortex.identity import user_repository as repo
 from qortex.identity.auth_service import Origin
 from qortex.identity.models import User
+from qortex.identity.service import ApiKeyCache, key_audit
 from qortex.security.passwords import Passwords, policy_problem
 from qortex.security.principal import Principal
 from qortex.security.rbac import Role, can_grant
@@ -170,8 +172,10 @@ async def update_user(
     changes: UserChanges,
     actor: Principal | None = None,
     origin: Origin | None = None,
+    key_cache: ApiKeyCache | None = None,
 ) -> User:
-    """Applies changes; a new role, a password reset or a deactivation ends the user's sessions everywhere."""
+    """Applies changes; a new role, a password reset or a deactivation ends the user's sessions everywhere
+    and revokes the API keys minted for them (a thief's keys, or power the person no longer has)."""
     origin = origin or Origin()
     if changes.role is not None:
         _check_grant(actor, changes.role)
@@ -180,8 +184,8 @@ async def update_user(
     # Also through a key minted from the person's session: else a stolen access token could mint a key
     # and take the account over with it.
     is_self = actor is not None and actor.person_id == user_id
-    if is_self and (changes.role is not None or changes.active is False):
-        raise Forbidden("you may not change your own role or deactivate yourself")
+    if is_self and (changes.role is not None or changes.active is not None):
+        raise Forbidden("you may not change your own role or deactivate or reactivate yourself")
     if is_self and changes.password is not None:
         # A reset needs no current password; one's own change does, so a stolen access token cannot make one.
         raise Forbidden("change your own password with POST /v1/auth/password, which asks for the current one")
@@ -190,6 +194,7 @@ async def update_user(
     records: list[AuditRecord] = []
     end_reason: str | None = None
     ended: list[uuid.UUID] = []
+    revoked_keys: list[uuid.UUID] = []
     try:
         async with db.tenant_session(scope, write=True) as session:
             user = await repo.get_user(session=session, scope=scope, user_id=user_id, for_update=True)
@@ -234,10 +239,20 @@ async def update_user(
                 ended = await repo.end_sessions(
                     session=session, scope=scope, at=now, reason=end_reason, user_id=user.id
                 )
+                revoked_keys = await key_repository.revoke_minted_for(
+                    session=session, scope=scope, user_id=user.id, at=now
+                )
+                records += [
+                    key_audit("api_key.revoke", key_id, actor, details={"reason": end_reason})
+                    for key_id in revoked_keys
+                ]
             await session.flush()
             await audit.append(session=session, scope=scope, records=records)
     except IntegrityError:
         raise Conflict(TAKEN) from None
     if revocations is not None:
         await revocations.end(ended)
+    if key_cache is not None:  # elsewhere the cache forgets them within its few seconds
+        for key_id in revoked_keys:
+            key_cache.forget(key_id)
     return user

@@ -110,6 +110,7 @@ async def update_user(
         ),
         actor=principal,
         origin=origin_of(request),
+        key_cache=services.key_cache,
     )
     return UserOut.model_validate(user)
 
@@ -126,5 +127,6 @@ async def deactivate_user(user_id: uuid.UUID, principal: CanManage, services: Se
         changes=users.UserChanges(active=False),
         actor=principal,
         origin=origin_of(request),
+        key_cache=services.key_cache,
     )
     return Response(status_code=204)

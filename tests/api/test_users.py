@@ -187,6 +187,22 @@ async def test_deactivation_a_role_change_or_a_reset_revokes_the_keys_minted_for
     assert [event.details for event in revoked] == [{"reason": reason}]
 
 
+async def test_changing_ones_own_password_revokes_the_keys_minted_for_oneself(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """What one does on suspecting a stolen session: the thief's minted keys must stop too."""
+    await add_user(app, acme.tenant, "rosa", Role.ADMIN)
+    session = bearer((await login(client, "rosa")).json()["access_token"])
+    minted = (await client.post("/v1/api-keys", json={"name": "thief's", "role": "admin"}, headers=session)).json()
+    changed = await client.post(
+        "/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": "a fresh and longer secret"},
+        headers=session,
+    )
+    assert changed.status_code == 204
+    assert (await client.get("/v1/api-keys", headers=bearer(minted["key"]))).status_code == 401
+
+
 async def test_another_tenants_user_is_not_found(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, globex: TenantCredentials
 ) -> None:

@@ -97,6 +97,7 @@ async def change_password(
         current=body.current_password.get_secret_value(),
         new=body.new_password.get_secret_value(),
         origin=origin_of(request),
+        key_cache=services.key_cache,
     )
     return Response(status_code=204)
 

@@ -23,8 +23,10 @@ from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, IpNotAllowed, Unauthenticated
 from qortex.core.ids import new_id
+from qortex.identity import repository as key_repository
 from qortex.identity import user_repository as repo
 from qortex.identity.models import AuthSession, RefreshToken, User
+from qortex.identity.service import ApiKeyCache, key_audit
 from qortex.security import tokens
 from qortex.security.allowlist import contains
 from qortex.security.passwords import Passwords
@@ -332,9 +334,17 @@ async def logout(*, db: Database, auth: AuthServices, principal: Principal, orig
 
 
 async def change_own_password(
-    *, db: Database, auth: AuthServices, principal: Principal, current: str, new: str, origin: Origin
+    *,
+    db: Database,
+    auth: AuthServices,
+    principal: Principal,
+    current: str,
+    new: str,
+    origin: Origin,
+    key_cache: ApiKeyCache | None = None,
 ) -> None:
-    """A person changes their own password, proving the current one; every session of theirs ends."""
+    """A person changes their own password, proving the current one; every session of theirs ends and
+    every key minted for them is revoked."""
     if principal.user_id is None:
         raise InvalidInput("only a person's session can change its password")
     scope = principal.scope
@@ -364,9 +374,20 @@ async def change_own_password(
         row.password_changed_at = now
         row.updated_at = now
         ended = await repo.end_sessions(session=session, scope=scope, at=now, reason="password_change", user_id=row.id)
+        # Changing one's password is what one does on suspecting a theft: the thief's minted keys go too.
+        revoked_keys = await key_repository.revoke_minted_for(session=session, scope=scope, user_id=row.id, at=now)
         await audit.append(
             session=session,
             scope=scope,
-            records=[_record("user.password_change", user_id=row.id, origin=origin, sessions_ended=str(len(ended)))],
+            records=[
+                _record("user.password_change", user_id=row.id, origin=origin, sessions_ended=str(len(ended))),
+                *(
+                    key_audit("api_key.revoke", key_id, principal, {"reason": "password_change"})
+                    for key_id in revoked_keys
+                ),
+            ],
         )
     await auth.revocations.end(ended)
+    if key_cache is not None:
+        for key_id in revoked_keys:
+            key_cache.forget(key_id)

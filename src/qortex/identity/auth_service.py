@@ -23,10 +23,9 @@ from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, IpNotAllowed, Unauthenticated
 from qortex.core.ids import new_id
-from qortex.identity import repository as key_repository
 from qortex.identity import user_repository as repo
 from qortex.identity.models import AuthSession, RefreshToken, User
-from qortex.identity.service import ApiKeyCache, key_audit
+from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security import tokens
 from qortex.security.allowlist import contains
 from qortex.security.passwords import Passwords
@@ -374,20 +373,15 @@ async def change_own_password(
         row.password_changed_at = now
         row.updated_at = now
         ended = await repo.end_sessions(session=session, scope=scope, at=now, reason="password_change", user_id=row.id)
-        # Changing one's password is what one does on suspecting a theft: the thief's minted keys go too.
-        revoked_keys = await key_repository.revoke_minted_for(session=session, scope=scope, user_id=row.id, at=now)
         await audit.append(
             session=session,
             scope=scope,
-            records=[
-                _record("user.password_change", user_id=row.id, origin=origin, sessions_ended=str(len(ended))),
-                *(
-                    key_audit("api_key.revoke", key_id, principal, {"reason": "password_change"})
-                    for key_id in revoked_keys
-                ),
-            ],
+            records=[_record("user.password_change", user_id=row.id, origin=origin, sessions_ended=str(len(ended)))],
+        )
+        # Changing one's password is what one does on suspecting a theft: the thief's minted keys go too.
+        revoked_keys = await revoke_keys_minted_for(
+            session=session, scope=scope, user_id=row.id, at=now, actor=principal, reason="password_change"
         )
     await auth.revocations.end(ended)
     if key_cache is not None:
-        for key_id in revoked_keys:
-            key_cache.forget(key_id)
+        key_cache.forget(*revoked_keys)

@@ -59,8 +59,9 @@ class ApiKeyCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def forget(self, key_id: uuid.UUID) -> None:
-        self._entries.pop(key_id, None)
+    def forget(self, *key_ids: uuid.UUID) -> None:
+        for key_id in key_ids:
+            self._entries.pop(key_id, None)
 
 
 def _public_fields(key: ApiKey) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def key_audit(
+def _key_audit(
     action: str, key_id: uuid.UUID, actor: Principal | None, details: dict[str, Any] | None = None
 ) -> AuditRecord:
     # Without a principal the act is an operator's at the command line.
@@ -86,6 +87,26 @@ def key_audit(
         target_id=str(key_id),
         details=details or {},
     )
+
+
+async def revoke_keys_minted_for(
+    *,
+    session: AsyncSession,
+    scope: TenantScope,
+    user_id: uuid.UUID,
+    at: datetime,
+    actor: Principal | None,
+    reason: str,
+) -> list[uuid.UUID]:
+    """Revokes the live keys minted for a person and records each revocation, in the caller's transaction.
+
+    The caller forgets the returned ids in its key cache after the commit.
+    """
+    revoked = await repository.revoke_minted_for(session=session, scope=scope, user_id=user_id, at=at)
+    if revoked:
+        records = [_key_audit("api_key.revoke", key_id, actor, {"reason": reason}) for key_id in revoked]
+        await audit.append(session=session, scope=scope, records=records)
+    return revoked
 
 
 async def create_key(
@@ -118,7 +139,7 @@ async def create_key(
         minted_for_user_id=actor.person_id if actor is not None else None,
     )
     stored = {**_public_fields(key), "key": None}
-    record = key_audit("api_key.create", key.id, actor, details={"role": role.value})
+    record = _key_audit("api_key.create", key.id, actor, details={"role": role.value})
 
     async def record_creation(session: AsyncSession) -> None:
         await audit.append(session=session, scope=scope, records=[record])
@@ -159,7 +180,7 @@ async def revoke_key(
             raise Forbidden(f"role {actor.role.value!r} may not revoke keys with role {key.role!r}")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
-        await audit.append(session=session, scope=scope, records=[key_audit("api_key.revoke", key_id, actor)])
+        await audit.append(session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor)])
     if cache is not None:
         cache.forget(key_id)
 

@@ -25,11 +25,10 @@ from qortex.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
-from qortex.identity import repository as key_repository
 from qortex.identity import user_repository as repo
 from qortex.identity.auth_service import Origin
 from qortex.identity.models import User
-from qortex.identity.service import ApiKeyCache, key_audit
+from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security.passwords import Passwords, policy_problem
 from qortex.security.principal import Principal
 from qortex.security.rbac import Role, can_grant
@@ -239,20 +238,16 @@ async def update_user(
                 ended = await repo.end_sessions(
                     session=session, scope=scope, at=now, reason=end_reason, user_id=user.id
                 )
-                revoked_keys = await key_repository.revoke_minted_for(
-                    session=session, scope=scope, user_id=user.id, at=now
-                )
-                records += [
-                    key_audit("api_key.revoke", key_id, actor, details={"reason": end_reason})
-                    for key_id in revoked_keys
-                ]
             await session.flush()
             await audit.append(session=session, scope=scope, records=records)
+            if end_reason is not None:
+                revoked_keys = await revoke_keys_minted_for(
+                    session=session, scope=scope, user_id=user.id, at=now, actor=actor, reason=end_reason
+                )
     except IntegrityError:
         raise Conflict(TAKEN) from None
     if revocations is not None:
         await revocations.end(ended)
     if key_cache is not None:  # elsewhere the cache forgets them within its few seconds
-        for key_id in revoked_keys:
-            key_cache.forget(key_id)
+        key_cache.forget(*revoked_keys)
     return user

@@ -38,7 +38,7 @@ from qortex.tenants.policy import TenantPolicyCache
 from qortex.tenants.router import router as tenant_router
 from qortex.web.client_ip import ClientIpMiddleware
 from qortex.web.dependencies import AppServices
-from qortex.web.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from qortex.web.middleware import BodySizeLimitMiddleware, HeadAsGetMiddleware, RequestIdMiddleware
 from qortex.web.problems import UnexpectedErrorMiddleware, install_problem_handlers
 from qortex.web.request_policy import RequestPolicy
 from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
@@ -148,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Multi-tenant time-series direction predictions with calibrated confidence and explanations.",
         lifespan=lifespan,
+        # A trailing slash is a different, unknown path (404), not a redirect built from the Host header.
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
     for router in (health_router, predictions_router, models_router, api_keys_router):
@@ -158,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(ClientIpMiddleware, trusted_proxies=settings.trusted_proxies)
     add_cors(app, settings.cors_origins)

@@ -119,3 +119,142 @@ async def test_control_characters_and_naive_dates_in_queries_are_refused(
             await client.post("/v1/api-keys", json={"name": name, "role": "viewer"}, headers=acme.headers), 422
         )
         assert refused["errors"][0]["loc"] == ["body", "name"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"source": "a", "source": "b", "values": [1, 2, 3, 4, 5, 6, 7, 8]}',
+        '{"source": "s", "values": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 1, "horizon": 1}',
+    ],
+)
+async def test_duplicate_keys_are_refused_not_resolved(
+    client: httpx.AsyncClient, acme: TenantCredentials, raw: str
+) -> None:
+    headers = {**acme.headers, "Content-Type": "application/json"}
+    body = problem(await client.post("/v1/predictions", content=raw, headers=headers), 400)
+    assert body["type"] == "https://qortex.dev/problems/malformed-body"
+    assert "duplicate key" in str(body["detail"])
+    listed = await client.get("/v1/predictions", headers=acme.headers)
+    assert listed.json()["items"] == []
+
+
+async def test_a_duplicate_key_in_a_nested_object_is_refused(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    raw = '{"items": [{"source": "a", "values": [1, 2, 3, 4, 5, 6, 7, 8], "values": [8, 7, 6, 5, 4, 3, 2, 1]}]}'
+    headers = {**acme.headers, "Content-Type": "application/json"}
+    problem(await client.post("/v1/predictions/batch", content=raw, headers=headers), 400)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", None]
+)
+async def test_a_body_not_declared_as_json_is_415(
+    client: httpx.AsyncClient, acme: TenantCredentials, content_type: str | None
+) -> None:
+    request = client.build_request("POST", "/v1/predictions", content=VALID, headers=acme.headers)
+    assert "content-type" not in request.headers
+    if content_type is not None:
+        request.headers["content-type"] = content_type
+    body = problem(await client.send(request), 415)
+    assert body["type"] == "https://qortex.dev/problems/unsupported-media-type"
+
+
+async def test_json_media_types_with_parameters_are_accepted(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/problem+json"):
+        headers = {**acme.headers, "Content-Type": content_type}
+        assert (await client.post("/v1/predictions", content=VALID, headers=headers)).status_code == 201
+
+
+async def test_a_trailing_slash_is_404_not_a_redirect(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    answer = await client.post("/v1/predictions/", content=VALID, headers={**acme.headers, "Host": "evil.example"})
+    problem(answer, 404)
+    assert "location" not in answer.headers
+
+
+async def test_head_answers_wherever_get_does_without_a_body(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    for path in ("/health/live", "/v1/predictions", "/v1/models"):
+        got = await client.get(path, headers=acme.headers)
+        head = await client.head(path, headers=acme.headers)
+        assert head.status_code == got.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert "x-request-id" in head.headers
+    refused = await client.head("/v1/auth/login")
+    assert refused.status_code == 405
+    assert refused.content == b""
+
+
+@pytest.mark.parametrize("offered", ["abc\n", "abc\r", " abc", "a" * 129])
+async def test_a_request_id_outside_its_alphabet_is_replaced(client: httpx.AsyncClient, offered: str) -> None:
+    # httpx refuses to send a newline in a header, so the header is set on the scope-level request.
+    request = client.build_request("GET", "/health/live")
+    request.headers["x-request-id"] = "placeholder"
+    request.headers._list = [  # type: ignore[attr-defined]
+        (raw, lower, offered.encode() if lower == b"x-request-id" else value)
+        for raw, lower, value in request.headers._list  # type: ignore[attr-defined]
+    ]
+    answered = (await client.send(request)).headers["x-request-id"]
+    assert answered != offered
+    assert len(answered) == 32
+
+
+@pytest.mark.parametrize(
+    "text", ["a\u0085b", "\u202eabc", "a\u2028b", "a\u2029b", "\u2066x\u2069", "a\u200fb", "a\x9bb"]
+)
+async def test_c1_line_separators_and_bidi_controls_are_refused(
+    client: httpx.AsyncClient, acme: TenantCredentials, text: str
+) -> None:
+    refused = problem(
+        await client.post("/v1/predictions", json={"source": text, "values": [1.0] * 8}, headers=acme.headers), 422
+    )
+    assert refused["errors"][0]["loc"] == ["body", "source"]  # type: ignore[index]
+    problem(await client.post("/v1/api-keys", json={"name": text, "role": "viewer"}, headers=acme.headers), 422)
+
+
+async def test_emoji_joiners_and_accents_are_kept(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    source = "é 😀 👨\u200d👩\u200d👧 نیم\u200cفاصله"
+    made = await client.post("/v1/predictions", json={"source": source, "values": [1.0] * 8}, headers=acme.headers)
+    assert made.status_code == 201
+    assert made.json()["source"] == source
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"name": "   ", "role": "viewer"},
+        {"name": "k", "role": "viewer", "expires_at": "2000-01-01T00:00:00Z"},
+        {"name": "k", "role": "viewer", "expires_at": 1900000000},
+        {"name": "k", "role": "viewer", "expires_at": "1900000000"},
+    ],
+)
+async def test_blank_names_past_expiries_and_numeric_dates_make_no_key(
+    client: httpx.AsyncClient, acme: TenantCredentials, key: dict[str, object]
+) -> None:
+    problem(await client.post("/v1/api-keys", json=key, headers=acme.headers), 422)
+
+
+async def test_api_key_names_are_stripped(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    made = await client.post("/v1/api-keys", json={"name": "  ci  ", "role": "viewer"}, headers=acme.headers)
+    assert made.status_code == 201
+    assert made.json()["name"] == "ci"
+
+
+@pytest.mark.parametrize("instant", ["0", "-1", "1700000000000", "1.5e9"])
+async def test_date_filters_take_iso_8601_not_numbers(
+    client: httpx.AsyncClient, acme: TenantCredentials, instant: str
+) -> None:
+    answer = problem(await client.get("/v1/predictions", params={"created_after": instant}, headers=acme.headers), 422)
+    assert "ISO 8601" in str(answer["errors"])
+
+
+async def test_a_model_reference_with_an_empty_version_is_not_found(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    body = {"source": "s", "values": [1.0] * 8, "model": "default@"}
+    problem(await client.post("/v1/predictions", json=body, headers=acme.headers), 404)

@@ -245,3 +245,14 @@ async def test_api_key_creation_and_revocation_are_audited(
         ("api_key.create", "api_key", me["api_key"]["id"]),
         ("api_key.revoke", "api_key", me["api_key"]["id"]),
     ]
+
+
+@pytest.mark.parametrize("active", ["no", "off", "0", 0, "yes", 1, 1.0])
+async def test_active_takes_a_json_boolean_only(
+    client: httpx.AsyncClient, acme: TenantCredentials, active: object
+) -> None:
+    created = await client.post("/v1/users", json=new_user("ivan"), headers=acme.headers)
+    ivan = created.json()
+    refused = await client.patch(f"/v1/users/{ivan['id']}", json={"active": active}, headers=acme.headers)
+    assert refused.status_code == 422, refused.text
+    assert (await client.get(f"/v1/users/{ivan['id']}", headers=acme.headers)).json()["active"] is True

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 
 def utcnow() -> datetime:
@@ -19,5 +20,16 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("the instant is outside the supported range once converted to UTC") from None
 
 
-# A client-supplied instant: it must carry a timezone and exist in UTC (stored values are UTC).
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_8601_only(value: object) -> object:
+    # Pydantic would read a number (or a string of digits) as Unix seconds or milliseconds: a client that
+    # sent one meant something else, so it is refused rather than guessed at.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("must be an ISO 8601 date-time with a timezone, such as 2026-01-31T12:00:00Z")
+    return value
+
+
+# A client-supplied instant: ISO 8601 with a timezone, which must exist in UTC (stored values are UTC).
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), AfterValidator(_to_utc)]

@@ -2,5 +2,7 @@
 
 from __future__ import annotations
 
-# Control characters (NUL above all, which PostgreSQL text cannot hold) are refused, not stripped.
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+# Refused, not stripped: control characters (C0, DEL, C1; PostgreSQL text cannot hold NUL), line and
+# paragraph separators (they split log lines), and bidirectional formatting controls (they make a name
+# display as something else in terminals and consoles). Joiners stay allowed: emoji and scripts need them.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]*$"

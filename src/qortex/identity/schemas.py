@@ -14,22 +14,34 @@ from pydantic import (
     EmailStr,
     Field,
     SecretStr,
+    StrictBool,
     StrictStr,
     StringConstraints,
 )
 
-from qortex.core.clock import UtcDatetime
+from qortex.core.clock import UtcDatetime, utcnow
 from qortex.core.text import NO_CONTROL_CHARACTERS
 from qortex.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_problem
 from qortex.security.rbac import Role
 
 
+def _in_the_future(value: datetime) -> datetime:
+    # A key that is dead on arrival is a mistake in the request, not something to hand out.
+    if value <= utcnow():
+        raise ValueError("must be in the future")
+    return value
+
+
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr = Field(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
+    name: Annotated[
+        StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
+    ]
     role: Role = Field(description="Role the key acts with; at most the creator's own permissions")
-    expires_at: UtcDatetime | None = Field(default=None, description="Timezone-aware expiry; never if unset")
+    expires_at: Annotated[UtcDatetime, AfterValidator(_in_the_future)] | None = Field(
+        default=None, description="Timezone-aware expiry, in the future; never if unset"
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -96,7 +108,9 @@ class UserUpdate(BaseModel):
     display_name: DisplayName | None = None
     role: Role | None = Field(default=None, description="Changing it ends the user's sessions")
     password: NewPassword | None = Field(default=None, description="An administrator's reset; ends the sessions")
-    active: bool | None = Field(default=None, description="false deactivates (ends the sessions), true reactivates")
+    active: StrictBool | None = Field(
+        default=None, description="false deactivates (ends the sessions), true reactivates"
+    )
 
 
 class UserOut(BaseModel):

@@ -91,7 +91,7 @@ async def _by_reference(*, session: AsyncSession, scope: TenantScope, reference:
         return await repository.get(session=session, scope=scope, model_id=uuid.UUID(reference))
     except ValueError:
         pass
-    name, _, version = reference.partition("@")
-    if version:
+    name, at, version = reference.partition("@")
+    if at:
         return await repository.get_version(session=session, scope=scope, name=name, version=version)
     return await repository.get_latest_by_name(session=session, scope=scope, name=name)

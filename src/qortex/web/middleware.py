@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, and a body size limit enforced while the body streams in."""
+"""Pure ASGI middleware: request ids, a body size limit enforced while the body streams in, HEAD as GET."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qortex.web.asgi import HttpMiddleware
 from qortex.web.problems import problem_response
 
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestIdMiddleware(HttpMiddleware):
@@ -20,7 +20,7 @@ class RequestIdMiddleware(HttpMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = offered if offered and _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if offered and _CLIENT_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -101,3 +101,31 @@ class BodySizeLimitMiddleware(HttpMiddleware):
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+ORIGINAL_METHOD = "qortex.original_method"
+
+
+class HeadAsGetMiddleware(HttpMiddleware):
+    """HEAD is answered wherever GET is (RFC 9110, 9.3.2): the GET route runs and its body is dropped.
+
+    FastAPI routes declare GET only, and load balancers often probe health with HEAD.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+            elif not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app({**scope, "method": "GET", ORIGINAL_METHOD: "HEAD"}, receive, send_headers_only)
+
+
+def request_method(scope: Scope) -> str:
+    """The method the client sent (HEAD stays HEAD for signatures and audit records)."""
+    return str(scope.get(ORIGINAL_METHOD, scope["method"]))

@@ -83,7 +83,10 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = _field_errors(error)
     if any(e["type"] == "json_invalid" for e in errors):
-        detail = "the body is not valid JSON (NaN and Infinity are not JSON numbers)"
+        reasons = [str(e.get("ctx", {}).get("error", "")) for e in error.errors() if e.get("type") == "json_invalid"]
+        detail = "the body is not valid JSON (NaN and Infinity are not JSON numbers, keys must not repeat)"
+        if any(reasons):
+            detail += ": " + "; ".join(r for r in reasons if r)
         return problem_response(
             status=400,
             slug="malformed-body",

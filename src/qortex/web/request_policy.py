@@ -21,6 +21,7 @@ from qortex.security.allowlist import contains
 from qortex.security.principal import Principal
 from qortex.tenants.policy import TenantPolicyCache
 from qortex.web.client_ip import client_ip
+from qortex.web.middleware import request_method
 from qortex.web.problems import request_id_of
 
 log = structlog.get_logger("qortex.web")
@@ -60,7 +61,7 @@ class RequestPolicy:
                 raise signing.SignatureMismatch("this tenant requires signed requests but has no signing secret yet")
             verified = signing.verify(
                 secret=policy.signing_secret,
-                method=request.method,
+                method=request_method(request.scope),
                 target=signing.request_target(
                     request.scope.get("raw_path") or request.url.path, request.scope.get("query_string", b"")
                 ),
@@ -102,7 +103,7 @@ class RequestPolicy:
             client_ip=ip,
             details={
                 "reason": reason,
-                "method": request.method,
+                "method": request_method(request.scope),
                 "path": request.url.path,
                 "unrecorded_before": last[1] if last is not None else 0,
             },

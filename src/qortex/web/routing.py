@@ -1,8 +1,10 @@
-"""Strict JSON for every route: NaN, Infinity, duplicate-free standard JSON only (orjson)."""
+"""Strict JSON for every route: declared as JSON, standard JSON only (no NaN or Infinity), no duplicate keys."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
+from email.message import Message
 from typing import Any
 
 import orjson
@@ -10,20 +12,62 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from qortex.core.errors import QortexError
+
+
+class UnsupportedMediaType(QortexError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                # A decode error, so FastAPI answers it like any other malformed body.
+                raise json.JSONDecodeError(f"duplicate key {key!r}", "", 0)
+            seen.add(key)
+    return found
+
+
+# Parsers disagree on which of two equal keys wins (a proxy may read the first, orjson keeps the last),
+# so a body with both is refused instead of read one way here and another way elsewhere.
+_DUPLICATE_KEYS = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
+def is_json(content_type: str) -> bool:
+    message = Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
 
 class StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            # orjson refuses NaN, Infinity and numbers that overflow a double, which the stdlib accepts.
-            self._json = orjson.loads(await self.body())
+            body = await self.body()
+            # orjson refuses NaN, Infinity and numbers that overflow a double, which the stdlib accepts; the
+            # stdlib pass after it only looks for duplicate keys.
+            parsed = orjson.loads(body)
+            _DUPLICATE_KEYS.decode(body.decode())
+            self._json = parsed
         return self._json
 
 
 class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_body = self.body_field is not None
 
         async def strict_handler(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            strict = StrictJSONRequest(request.scope, request.receive)
+            if takes_body:
+                content_type = strict.headers.get("content-type")
+                if (content_type or await strict.body()) and not is_json(content_type or ""):
+                    raise UnsupportedMediaType(
+                        f"the body must be JSON (Content-Type: application/json), not {content_type or 'untyped'}"
+                    )
+            return await handler(strict)
 
         return strict_handler

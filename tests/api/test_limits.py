@@ -158,6 +158,42 @@ async def test_the_daily_prediction_quota_counts_every_batch_item(
     assert len(listed.json()["items"]) == 5
 
 
+async def test_requests_and_items_that_make_no_prediction_are_not_charged(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, predictions_per_day=3)
+    for failing in (
+        {"source": "s", "values": series(1), "model": "nope"},
+        {"source": "s", "values": series(1), "horizon": 2},
+    ):
+        assert (await client.post("/v1/predictions", json=failing, headers=acme.headers)).status_code in (404, 422)
+    mixed = {"items": [None, {"source": "s", "values": [1.0]}, {"source": "s", "values": series(2)}]}
+    answered = await client.post("/v1/predictions/batch", json=mixed, headers=acme.headers)
+    assert answered.status_code == 200 and answered.json()["succeeded"] == 1
+    usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["used"] == 1
+    for seed in (3, 4):
+        made = await client.post("/v1/predictions", json={"source": "s", "values": series(seed)}, headers=acme.headers)
+        assert made.status_code == 201
+    over = await client.post("/v1/predictions", json={"source": "s", "values": series(5)}, headers=acme.headers)
+    assert over.status_code == 429
+
+
+async def test_concurrent_requests_at_the_quota_edge_store_no_more_than_the_quota(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, predictions_per_day=2)
+    answers = await asyncio.gather(
+        *(
+            client.post("/v1/predictions", json={"source": "s", "values": series(seed)}, headers=acme.headers)
+            for seed in range(6)
+        )
+    )
+    assert sorted(answer.status_code for answer in answers) == [201, 201, 429, 429, 429, 429]
+    listed = await client.get("/v1/predictions", headers=acme.headers)
+    assert len(listed.json()["items"]) == 2
+
+
 async def test_an_idempotent_replay_is_not_charged_again(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

@@ -288,9 +288,11 @@ class RateLimits:
         batch: bool,
         replay_of: IdempotentRequest | None = None,
     ) -> None:
-        """Checks the batch size and stored-bytes quota, then charges `count` predictions to the daily quota.
+        """Checks the batch size, the stored-bytes quota and that `count` predictions fit today's quota.
 
-        A request whose Idempotency-Key already has a stored answer is a replay: it creates nothing and is not charged.
+        Nothing is charged here: `charge_predictions` charges what was actually made, once the engine has
+        answered, so a request that fails (bad model, bad items, overload) costs nothing. A request whose
+        Idempotency-Key already has a stored answer is a replay: it creates nothing and is not checked.
         """
         if not self.enabled:
             return
@@ -310,12 +312,29 @@ class RateLimits:
                 f"the tenant stores {stored} bytes of predictions, its quota is {limits.stored_bytes} bytes "
                 "(limit stored_bytes); delete data or raise the quota"
             )
+        # Refused before the engine runs when the quota is clearly used up; the charge decides races.
+        await self._within_day(request, principal, limits, count, charge=False)
+
+    async def charge_predictions(self, request: Request, principal: Principal, count: int) -> None:
+        """Charges `count` predictions, about to be stored, to today's quota; 429 if they no longer fit."""
+        if not self.enabled or count <= 0:
+            return
+        _, limits = await self.limits_for(principal.scope)
+        await self._within_day(request, principal, limits, count, charge=True)
+
+    async def _within_day(
+        self, request: Request, principal: Principal, limits: PlanLimits, count: int, *, charge: bool
+    ) -> None:
         if not self._store_available():
             return
         tenant = str(principal.tenant_id)
         day = self._day(limits)
         try:
-            if await self._sliding.hit(day, tenant, "predictions", cost=count):
+            if charge:
+                fits = await self._sliding.hit(day, tenant, "predictions", cost=count)
+            else:
+                fits = await self._sliding.test(day, tenant, "predictions", cost=count)
+            if fits:
                 return
             stats = await self._sliding.get_window_stats(day, tenant, "predictions")
         except _STORE_ERRORS as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Annotated, Literal
 
 import orjson
@@ -48,7 +49,13 @@ async def create_prediction(
 ) -> Response:
     """Predicts the direction of one series and stores the prediction."""
     await services.limits.admit_predictions(request, principal, count=1, batch=False, replay_of=key)
-    answer = await service.create(services=services.predictions, scope=principal.scope, request=body, key=key)
+    answer = await service.create(
+        services=services.predictions,
+        scope=principal.scope,
+        request=body,
+        key=key,
+        charge=partial(services.limits.charge_predictions, request, principal),
+    )
     return _answered(answer, status_code=201)
 
 
@@ -68,6 +75,7 @@ async def create_prediction_batch(
         items=body.items,
         max_items=services.settings.batch_max_items,
         key=key,
+        charge=partial(services.limits.charge_predictions, request, principal),
     )
     return _answered(answer, status_code=200)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,10 @@ class PredictionServices:
     runtime: ModelRuntime
     batcher: EngineBatcher
     committer: GroupCommitter
+
+
+# Charges this many predictions, about to be stored, to the tenant's quota (raises when they do not fit).
+Charge = Callable[[int], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -214,6 +218,7 @@ async def create(
     scope: TenantScope,
     request: PredictionCreate,
     key: IdempotentRequest | None,
+    charge: Charge,
 ) -> Answer:
     """Predicts one series and stores it; the 201 is sent only after the commit."""
     earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
@@ -225,6 +230,7 @@ async def create(
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
     await _run_engine(services, [planned])
+    await charge(1)
     input_id, prediction_id = new_ids(2)
     stored = _build_rows(scope, planned, _Instant.now(), (input_id, prediction_id))
     earlier = await services.committer.commit(
@@ -250,8 +256,9 @@ async def create_batch(
     items: list[Any],
     max_items: int,
     key: IdempotentRequest | None,
+    charge: Charge,
 ) -> Answer:
-    """Predicts many series; a bad item gets its own problem and does not fail the others."""
+    """Predicts many series; a bad item gets its own problem and does not fail the others (nor is charged)."""
     if len(items) > max_items:
         raise InvalidInput(
             f"a batch holds at most {max_items} items, got {len(items)}",
@@ -282,6 +289,7 @@ async def create_batch(
             continue
         planned.append(_Planned(index=index, request=parsed, model=model))
     await _run_engine(services, planned)
+    await charge(len(planned))
     created = _Instant.now()
     ids = new_ids(2 * len(planned))
     pairs = zip(ids[::2], ids[1::2], strict=True)

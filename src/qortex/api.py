@@ -65,7 +65,7 @@ async def start_services(settings: Settings) -> AppServices:
     problems = startup_problems(settings)
     if problems:
         raise RuntimeError("; ".join(problems))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, schema=settings.database_schema)
     if settings.auto_migrate:
         await migrate(settings)

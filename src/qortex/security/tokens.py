@@ -99,7 +99,7 @@ class Keyring:
             return cls(parse_keyring(settings.jwt_signing_keys.get_secret_value()))
         if settings.env == "production":
             raise ValueError("QORTEX_JWT_SIGNING_KEYS must be set in production")
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return cls([load_or_create_key_file(settings.data_dir / KEY_FILE_NAME)])
 
     def get(self, kid: str) -> SigningKey | None:

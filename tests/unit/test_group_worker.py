@@ -121,3 +121,16 @@ async def test_a_group_that_raises_fails_its_own_items_and_the_worker_goes_on() 
         await first.done
     await second.done
     await worker.stop()
+
+
+async def test_settled_returns_once_everything_put_before_it_is_handled() -> None:
+    worker = SlowRecorder()
+    worker.start()
+    for n in range(3):
+        worker.put(Item(str(n)))
+    await worker.settled()
+    assert worker.handled == ["0", "1", "2"]
+    worker.put(Item("3"))
+    await worker.settled()
+    assert worker.handled == ["0", "1", "2", "3"]
+    await worker.stop()

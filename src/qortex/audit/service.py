@@ -92,6 +92,19 @@ class AuditWriter(GroupWorker[_Pending]):
         self.put(_Pending(scope, record, done))
         await done
 
+    def write_refusal_in_background(self, scope: TenantScope, record: AuditRecord) -> None:
+        """Queues the record of a refused request and returns at once, so the refusal's timing does not
+        depend on whether there was anything to record; stopping the writer still stores it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def report(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                error = future.exception()
+                log.error("audit_refusal_not_stored", action=record.action, error_type=type(error).__name__)
+
+        done.add_done_callback(report)
+        self.put(_Pending(scope, record, done))
+
     async def write_refusal(self, scope: TenantScope, record: AuditRecord) -> None:
         """Writes the record of a refused request; the refusal stands even if its record cannot be stored."""
         try:

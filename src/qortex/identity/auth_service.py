@@ -176,8 +176,10 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     name = login_name.strip().lower()
     async with db.system_session() as session:
         user = await repo.find_for_login(session=session, login=name)
-    # An account has one budget whether it is named by username or by email.
-    throttled_as = _throttle_identity(user.id) if user is not None else f"name:{name}"
+    # Counted per name as typed, for real and unknown accounts alike: a budget shared by an account's
+    # username and email would answer 429 to one after failures on the other, telling an outsider that
+    # the account exists and which email is its username's.
+    throttled_as = f"name:{name}"
     await auth.throttle.admit(identifier=throttled_as, client_ip=origin.client_ip)
     # The password is verified even for an unknown or inactive account, so every refusal costs the same.
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
@@ -191,7 +193,9 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
             log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
         else:
             reason = "wrong_password" if not matches else "inactive_account" if not user.active else IP_NOT_ALLOWED
-            await auth.audit_writer.write_refusal(
+            # Not awaited: waiting for the commit would make a real account's refusal measurably slower
+            # than an unknown one's.
+            auth.audit_writer.write_refusal_in_background(
                 TenantScope(user.tenant_id),
                 _record("auth.login", user_id=user.id, origin=origin, outcome="failure", reason=reason),
             )

@@ -33,6 +33,13 @@ T = TypeVar("T", bound=Awaited)
 _STOP = object()
 
 
+class _Settled:
+    """Put on the queue by settled(): resolved once everything put before it has been handled."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+
+
 class GroupWorker(ABC, Generic[T]):
     def __init__(self, *, name: str, max_group: int) -> None:
         self._name = name
@@ -60,6 +67,14 @@ class GroupWorker(ABC, Generic[T]):
         await asyncio.shield(self._worker)
         self._worker = None
 
+    async def settled(self) -> None:
+        """Returns once every item put before it has been handled (for work queued without waiting on it)."""
+        if self._worker is None:
+            raise RuntimeError(f"{self._name} is not running")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Settled(done))
+        await done
+
     def put(self, item: T) -> None:
         if self._stopping:
             raise Overloaded("the server is shutting down", retry_after_seconds=1)
@@ -72,9 +87,12 @@ class GroupWorker(ABC, Generic[T]):
             while len(taken) < self._max_group and not self._queue.empty():
                 taken.append(self._queue.get_nowait())
             stopped = any(item is _STOP for item in taken)
-            group = cast("list[T]", [item for item in taken if item is not _STOP])
+            markers = [item for item in taken if isinstance(item, _Settled)]
+            group = cast("list[T]", [item for item in taken if item is not _STOP and not isinstance(item, _Settled)])
             if group:
                 await self._handle_settling_all(group)
+            for marker in markers:
+                marker.done.set_result(None)
 
     async def _handle_settling_all(self, group: list[T]) -> None:
         try:

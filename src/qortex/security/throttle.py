@@ -10,6 +10,7 @@ in Redis when it is configured (shared by every replica), else in this process's
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -142,7 +143,18 @@ class LoginThrottle:
 
     @staticmethod
     def _ip_key(client_ip: str | None) -> str | None:
-        return f"ip:{client_ip}" if client_ip else None
+        if not client_ip:
+            return None
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return f"ip:{client_ip}"
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return f"ip:{address.ipv4_mapped}"
+            # One IPv6 subscriber usually holds a whole /64: counting per address would give them 2**64 budgets.
+            return f"ip:{ipaddress.ip_network(f'{address}/64', strict=False)}"
+        return f"ip:{address}"
 
     async def admit(self, *, identifier: str, client_ip: str | None) -> None:
         """Raises LoginThrottled (429 with Retry-After) while either counter is in backoff; otherwise counts

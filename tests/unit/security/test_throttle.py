@@ -49,3 +49,22 @@ async def test_successful_logins_from_one_address_never_throttle_it() -> None:
     for n in range(10):
         await throttle.admit(identifier=f"user{n}", client_ip="10.0.0.9")
         await throttle.succeeded(identifier=f"user{n}")
+
+
+async def test_addresses_of_one_ipv6_slash_64_share_a_budget() -> None:
+    throttle = LoginThrottle(MemoryFailureStore(), account_free=100, ip_free=3, max_backoff_seconds=900)
+    for n in range(1, 4):
+        await throttle.admit(identifier=f"user{n}", client_ip=f"2001:db8:1:2::{n}")
+        await throttle.failed(client_ip=f"2001:db8:1:2::{n}")
+    with pytest.raises(LoginThrottled):
+        await throttle.admit(identifier="user9", client_ip="2001:db8:1:2:ffff::9")
+    await throttle.admit(identifier="user9", client_ip="2001:db8:1:3::1")  # the next /64 is someone else
+
+
+async def test_an_ipv4_mapped_address_counts_as_its_ipv4_address() -> None:
+    throttle = LoginThrottle(MemoryFailureStore(), account_free=100, ip_free=2, max_backoff_seconds=900)
+    for client_ip in ("192.0.2.7", "::ffff:192.0.2.7"):
+        await throttle.admit(identifier="someone", client_ip=client_ip)
+        await throttle.failed(client_ip=client_ip)
+    with pytest.raises(LoginThrottled):
+        await throttle.admit(identifier="someone-else", client_ip="192.0.2.7")

@@ -13,6 +13,7 @@ from qortex import __version__
 from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
+from qortex.core.errors import Forbidden
 from qortex.core.group_commit import GroupCommitter
 from qortex.core.migrate import migrate
 from qortex.identity.auth_router import router as auth_router
@@ -37,7 +38,7 @@ from qortex.tenants import service as tenant_service
 from qortex.tenants.policy import TenantPolicyCache
 from qortex.tenants.router import router as tenant_router
 from qortex.web.client_ip import ClientIpMiddleware
-from qortex.web.dependencies import AppServices
+from qortex.web.dependencies import AppServices, on_forbidden
 from qortex.web.middleware import BodySizeLimitMiddleware, HeadAsGetMiddleware, RequestIdMiddleware
 from qortex.web.problems import UnexpectedErrorMiddleware, install_problem_handlers
 from qortex.web.request_policy import RequestPolicy
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_problem_handlers(app)
+    app.add_exception_handler(Forbidden, on_forbidden)
     for router in (health_router, predictions_router, models_router, api_keys_router):
         app.include_router(router)
     app.include_router(usage_router)

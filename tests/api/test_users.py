@@ -256,3 +256,42 @@ async def test_active_takes_a_json_boolean_only(
     refused = await client.patch(f"/v1/users/{ivan['id']}", json={"active": active}, headers=acme.headers)
     assert refused.status_code == 422, refused.text
     assert (await client.get(f"/v1/users/{ivan['id']}", headers=acme.headers)).json()["active"] is True
+
+
+async def test_refused_attempts_to_gain_or_grant_a_stronger_role_are_audited(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    owner_id = await add_user(app, acme.tenant, "olga", Role.OWNER)
+    admin_id = await add_user(app, acme.tenant, "adam", Role.ADMIN)
+    admin = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.ADMIN)}"}
+    session = bearer((await login(client, "adam")).json()["access_token"])
+    owner_key = (await client.post("/v1/api-keys", json={"name": "o", "role": "owner"}, headers=acme.headers)).json()
+    attempts = [
+        ("POST", "/v1/api-keys", {"name": "mine", "role": "owner"}, admin),
+        ("PATCH", f"/v1/users/{owner_id}", {"password": "taken over by a thief"}, admin),
+        ("POST", "/v1/users", new_user("usurper", role="owner"), admin),
+        ("DELETE", f"/v1/api-keys/{owner_key['id']}", None, admin),
+        ("PATCH", f"/v1/users/{admin_id}", {"role": "owner"}, session),
+    ]
+    for method, path, body, headers in attempts:
+        answer = await client.request(method, path, json=body, headers=headers)
+        assert answer.status_code == 403, (path, answer.text)
+    async with db.tenant_session(acme.tenant.scope) as session_db:
+        denied = list(
+            await session_db.scalars(
+                select(AuditEvent).where(AuditEvent.action == "permission_denied").order_by(AuditEvent.seq)
+            )
+        )
+    assert [(e.details["method"], e.details["path"]) for e in denied] == [(m, p) for m, p, _, _ in attempts]
+    assert all(e.outcome == "denied" and e.details["reason"] for e in denied)
+    assert denied[-1].actor_kind == "user" and denied[-1].actor_id == str(admin_id)
+
+
+async def test_a_missing_permission_is_recorded_once(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    viewer = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.VIEWER)}"}
+    assert (await client.get("/v1/users", headers=viewer)).status_code == 403
+    async with db.tenant_session(acme.tenant.scope) as session_db:
+        denied = list(await session_db.scalars(select(AuditEvent).where(AuditEvent.action == "permission_denied")))
+    assert [(e.target_type, e.target_id) for e in denied] == [("permission", "users:manage")]

@@ -48,10 +48,17 @@ class Unauthenticated(QortexError):
 
 class Forbidden(QortexError):
     status, slug, title = 403, "forbidden", "Forbidden"
+    # Whether whoever raised it recorded the refusal in the audit chain; the 403 handler records the rest.
+    audited = False
+
+    def recorded(self) -> Forbidden:
+        self.audited = True
+        return self
 
 
 class IpNotAllowed(Forbidden):
     slug, title = "ip-not-allowed", "Address not allowed"
+    audited = True  # its raisers record it with their own action and reason
 
     @classmethod
     def at(cls, address: str | None) -> IpNotAllowed:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.responses import Response
 
 from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.config import Settings
@@ -24,6 +25,8 @@ from qortex.security.api_keys import PREFIX as API_KEY_PREFIX
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.client_ip import client_ip
+from qortex.web.middleware import request_method
+from qortex.web.problems import on_qortex_error
 from qortex.web.request_policy import RequestPolicy
 
 PERMISSION_ATTRIBUTE = "qortex_permission"
@@ -79,6 +82,42 @@ async def authenticate(request: Request, services: Services) -> Principal:
     return principal
 
 
+async def record_denial(
+    request: Request, audit: AuditWriter, principal: Principal, *, target_type: str, target_id: str, reason: str
+) -> None:
+    """Records a 403 in the caller's tenant: who (a person by user id, as everywhere), what, from where."""
+    denied = AuditRecord(
+        action="permission_denied",
+        outcome="denied",
+        actor_kind=principal.actor_kind,
+        actor_id=principal.actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        request_id=getattr(request.state, "request_id", None),
+        client_ip=client_ip(request),
+        details={
+            "role": principal.role.value,
+            "method": request_method(request.scope),
+            "path": request.url.path,
+            "reason": reason,
+        },
+    )
+    await audit.write_refusal(principal.scope, denied)
+
+
+async def on_forbidden(request: Request, error: Exception) -> Response:
+    """A refusal raised past the route's permission check (a role it may not grant, a change to oneself)
+    is recorded like a missing permission: such attempts are what an audit looks for."""
+    assert isinstance(error, Forbidden)
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal) and not error.audited:
+        services: AppServices = request.app.state.services
+        await record_denial(
+            request, services.audit, principal, target_type="request", target_id=request.url.path, reason=error.detail
+        )
+    return await on_qortex_error(request, error)
+
+
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller and checks one permission; routes declare it."""
 
@@ -86,20 +125,11 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
         principal: Annotated[Principal, Depends(authenticate)], request: Request, services: Services
     ) -> Principal:
         if not principal.can(permission):
-            denied = AuditRecord(
-                action="permission_denied",
-                outcome="denied",
-                # A person is named by their user id (not the session's), as in every other audit record.
-                actor_kind=principal.actor_kind,
-                actor_id=principal.actor_id,
-                target_type="permission",
-                target_id=permission.value,
-                request_id=getattr(request.state, "request_id", None),
-                client_ip=client_ip(request),
-                details={"role": principal.role.value, "method": request.method, "path": request.url.path},
+            detail = f"role {principal.role.value!r} lacks permission {permission.value!r}"
+            await record_denial(
+                request, services.audit, principal, target_type="permission", target_id=permission.value, reason=detail
             )
-            await services.audit.write_refusal(principal.scope, denied)
-            raise Forbidden(f"role {principal.role.value!r} lacks permission {permission.value!r}")
+            raise Forbidden(detail).recorded()
         return principal
 
     setattr(check, PERMISSION_ATTRIBUTE, permission)

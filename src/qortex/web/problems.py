@@ -66,7 +66,7 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-async def _on_qortex_error(request: Request, error: Exception) -> Response:
+async def on_qortex_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, QortexError)
     return problem_response(
         status=error.status,
@@ -156,7 +156,7 @@ class UnexpectedErrorMiddleware(HttpMiddleware):
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(QortexError, _on_qortex_error)
+    app.add_exception_handler(QortexError, on_qortex_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)

@@ -14,6 +14,9 @@ MAX_ENTRIES = 100
 def normalise_cidr(entry: str) -> str:
     """Returns the canonical form of a CIDR block (a bare address is a /32 or /128); ValueError names the entry."""
     text = entry.strip()
+    if "%" in text:
+        # Client addresses are compared without their zone, so an entry with one would never match.
+        raise ValueError(f"{entry!r} names an IPv6 zone; give the address or block without '%zone'")
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError:

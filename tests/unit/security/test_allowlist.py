@@ -25,6 +25,12 @@ def test_invalid_entries_are_named(entry: str) -> None:
         normalise_cidr(entry)
 
 
+@pytest.mark.parametrize("entry", ["fe80::1%eth0", "fe80::1%eth0/128"])
+def test_an_ipv6_zone_is_refused_since_no_client_address_carries_one(entry: str) -> None:
+    with pytest.raises(ValueError, match="zone"):
+        normalise_cidr(entry)
+
+
 def test_host_bits_are_refused_with_a_suggestion() -> None:
     with pytest.raises(ValueError, match=r"did you mean '10\.0\.0\.0/8'"):
         normalise_cidr("10.1.2.3/8")

@@ -258,3 +258,16 @@ async def test_a_model_reference_with_an_empty_version_is_not_found(
 ) -> None:
     body = {"source": "s", "values": [1.0] * 8, "model": "default@"}
     problem(await client.post("/v1/predictions", json=body, headers=acme.headers), 404)
+
+
+@pytest.mark.parametrize("declared", ["-1", "+5", "1_0", " 10", "0x10", "٣"])
+async def test_a_content_length_that_is_not_plain_digits_is_400(
+    client: httpx.AsyncClient, acme: TenantCredentials, declared: str
+) -> None:
+    request = client.build_request("POST", "/v1/predictions", content=VALID, headers=acme.headers)
+    request.headers._list = [  # type: ignore[attr-defined]
+        (raw, lower, declared.encode() if lower == b"content-length" else value)
+        for raw, lower, value in request.headers._list  # type: ignore[attr-defined]
+    ]
+    body = problem(await client.send(request), 400)
+    assert "Content-Length" in str(body["detail"])

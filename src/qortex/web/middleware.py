@@ -53,12 +53,11 @@ class BodySizeLimitMiddleware(HttpMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None:
-            try:
-                too_large = int(declared) > self.max_bytes
-            except ValueError:
+            # RFC 9110: digits only; int() would also take signs, spaces and underscores.
+            if not declared.isdigit():
                 await self._refuse(scope, receive, send, status=400, detail="Content-Length is not a number")
                 return
-            if too_large:
+            if int(declared) > self.max_bytes:
                 await self._refuse(scope, receive, send, status=413, detail=_too_large_detail(self.max_bytes))
                 return
 

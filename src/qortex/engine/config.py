@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,37 +61,41 @@ class EngineConfig:
     spatial_top_k: int = 8
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        if not 8 <= self.window <= 4096:
-            problems.append(f"window must be in [8, 4096], got {self.window}")
+        # Types first: the range checks below would raise TypeError, or pass NaN, otherwise.
+        problems = [
+            problem
+            for f in dataclasses.fields(self)
+            if (problem := _type_problem(f.name, f.type, getattr(self, f.name))) is not None
+        ]
+        if problems:
+            raise ValueError("invalid EngineConfig: " + "; ".join(problems))
         if self.encoder not in ENCODERS:
             problems.append(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.calibration not in CALIBRATIONS:
             problems.append(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
-        if not 4 <= self.n_neurons <= 4096:
-            problems.append(f"n_neurons must be in [4, 4096], got {self.n_neurons}")
-        if not 2 <= self.n_qubits <= 16:
-            problems.append(f"n_qubits must be in [2, 16], got {self.n_qubits}")
-        if not 1 <= self.n_quantum_layers <= 8:
-            problems.append(f"n_quantum_layers must be in [1, 8], got {self.n_quantum_layers}")
+        for name, low, high in _INT_RANGES:
+            value = getattr(self, name)
+            if high is None and value < low:
+                problems.append(f"{name} must be >= {low}, got {value!r}")
+            elif high is not None and not low <= value <= high:
+                problems.append(f"{name} must be in [{low}, {high}], got {value!r}")
         if not 0.0 <= self.neutral_band < 0.5:
-            problems.append(f"neutral_band must be in [0, 0.5), got {self.neutral_band}")
-        if self.l2 < 0 or self.reservoir_l2 < 0:
-            problems.append(f"l2 and reservoir_l2 must be >= 0, got {self.l2} and {self.reservoir_l2}")
+            problems.append(f"neutral_band must be in [0, 0.5), got {self.neutral_band!r}")
+        for name in ("l2", "reservoir_l2", "spectral_radius"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("input_scale", "membrane_tau", "trace_tau"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0.05 <= self.calibration_fraction <= 0.5:
-            problems.append(f"calibration_fraction must be in [0.05, 0.5], got {self.calibration_fraction}")
-        if not 0 < self.connectivity <= 1 or not 0 < self.input_connectivity <= 1:
-            problems.append("connectivity and input_connectivity must be in (0, 1]")
-        if self.spectral_radius < 0 or self.input_scale <= 0:
-            problems.append("spectral_radius must be >= 0 and input_scale > 0")
-        if self.membrane_tau <= 0 or self.trace_tau <= 0 or self.threshold <= self.reset:
-            problems.append("time constants must be > 0 and threshold > reset")
-        if self.refractory < 0 or self.recent_steps < 1 or self.encoder_channels < 1:
-            problems.append("refractory must be >= 0, recent_steps and encoder_channels >= 1")
-        if self.max_iter < 1 or self.top_factors < 1 or self.spatial_top_k < 1:
-            problems.append("max_iter, top_factors and spatial_top_k must be >= 1")
+            problems.append(f"calibration_fraction must be in [0.05, 0.5], got {self.calibration_fraction!r}")
+        for name in ("connectivity", "input_connectivity"):
+            if not 0 < getattr(self, name) <= 1:
+                problems.append(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.threshold <= self.reset:
+            problems.append(f"need threshold > reset, got threshold={self.threshold!r}, reset={self.reset!r}")
         if not 0.0 <= self.min_pattern_strength <= 1.0:
-            problems.append("min_pattern_strength must be in [0, 1]")
+            problems.append(f"min_pattern_strength must be in [0, 1], got {self.min_pattern_strength!r}")
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))
 
@@ -106,3 +111,41 @@ class EngineConfig:
         if unknown:
             raise ValueError(f"unknown EngineConfig keys: {unknown}")
         return cls(**data)
+
+
+# (field, lowest, highest or None) of every integer field.
+_INT_RANGES: tuple[tuple[str, int, int | None], ...] = (
+    ("window", 8, 4096),
+    ("n_neurons", 4, 4096),
+    ("n_qubits", 2, 16),
+    ("n_quantum_layers", 1, 8),
+    ("seed", 0, None),
+    ("max_iter", 1, None),
+    ("refractory", 0, None),
+    ("recent_steps", 1, None),
+    ("encoder_channels", 1, None),
+    ("top_factors", 1, None),
+    ("spatial_top_k", 1, None),
+)
+
+
+def _type_problem(name: str, annotation: object, value: object) -> str | None:
+    """Says what is wrong with the type of one field's value, or None.
+
+    `annotation` is the field's annotation as written (a string, under postponed evaluation).
+    A bool is not a number here, and a number must be finite.
+    """
+    if annotation == "bool":
+        ok = isinstance(value, bool)
+    elif annotation == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation == "float":
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and math.isfinite(value)
+        )
+    else:
+        ok = isinstance(value, str)
+    if ok:
+        return None
+    kind = {"bool": "a bool", "int": "an integer", "float": "a finite number"}.get(str(annotation), "a string")
+    return f"{name} must be {kind}, got {value!r}"

@@ -19,6 +19,9 @@ QUANTUM_STEP = 2.0**-16
 # (a series that mostly stands still, median ~0), the scale falls back to the RMS difference.
 # Both are relative, so the rule itself is scale-free.
 MEDIAN_FLOOR = 1e-3
+# Moves no larger than this many float64 ULPs of the window's largest magnitude are rounding
+# (0.1 + 0.2 against 0.3), not movement; real data move by many orders of magnitude more.
+ROUNDING_ULPS = 8
 
 
 def last_windows(
@@ -52,7 +55,8 @@ def normalise_windows(
     """Returns differences divided by a robust per-row scale, float32 (batch, window - 1).
 
     The scale is the median absolute difference over the real (unpadded) part, or the RMS
-    difference where the median is ~0. A row without any movement is all zeros, flagged constant.
+    difference where the median is ~0. A row without any movement beyond float rounding is all
+    zeros, flagged constant.
     """
     # Dividing by the largest magnitude first keeps differences of huge values from overflowing
     # and squares of tiny ones from underflowing; the ratio below is unaffected by it.
@@ -67,7 +71,8 @@ def normalise_windows(
         masked = np.where(valid, absd, np.nan)
         median = np.nanmedian(masked, axis=1)
         rms = np.sqrt(np.nanmean(masked * masked, axis=1))
-    constant = absd.max(axis=1) == 0.0
+    # The rows are divided by their largest magnitude, so one ULP of it is machine epsilon here.
+    constant = absd.max(axis=1) <= ROUNDING_ULPS * np.finfo(np.float64).eps
     scale = np.where(median > MEDIAN_FLOOR * rms, median, rms)
     scale[constant] = 1.0
     z = diffs / scale[:, None]

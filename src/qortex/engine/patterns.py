@@ -36,6 +36,9 @@ BURST_STEPS = 8
 BREAKOUT_STEPS = 4
 PLATEAU_STEPS = 12
 EPS = np.float32(1e-6)
+# The engine takes series of 8 values or more; a row is never scanned over fewer moves, so that
+# every detector has a before and an after.
+MIN_MOVES = 7
 
 
 def row_mean(x: npt.NDArray[np.floating] | npt.NDArray[np.bool_], keepdims: bool = False) -> F32:
@@ -57,7 +60,35 @@ def detect_patterns(z: F32, valid: I64 | None = None) -> PatternScan:
     """Runs every detector on normalised differences (batch, W - 1).
 
     `valid` is the number of real (unpadded, trailing) differences per row; None means all.
+    Detectors see only the real part of a row: the padding is not an observed lack of movement.
     """
+    batch, d = z.shape
+    moves = np.full(batch, d) if valid is None else np.clip(valid, min(d, MIN_MOVES), d)
+    if (moves == d).all():
+        scan = _scan(z)
+    else:
+        scan = PatternScan(
+            np.empty((batch, len(PATTERN_TYPES)), dtype=np.float32),
+            np.empty((batch, len(PATTERN_TYPES), 2), dtype=np.int64),
+            np.empty(batch, dtype=np.float32),
+        )
+        # Rows with the same number of real moves are scanned together, as windows of that length.
+        for n in np.unique(moves).tolist():
+            rows = np.flatnonzero(moves == n)
+            part = _scan(np.ascontiguousarray(z[rows, d - n :]))
+            scan.strengths[rows] = part.strengths
+            scan.spans[rows] = part.spans + (d - n)
+            scan.periods[rows] = part.periods
+    # The plateau alone runs into the padding, and only when no real move exceeds FLAT: such a
+    # series never moves, which is a full plateau however short it is.
+    plateau, run = _plateau(z)
+    scan.strengths[:, 6] = plateau
+    scan.spans[:, 6, 0] = d - run
+    return scan
+
+
+def _scan(z: F32) -> PatternScan:
+    """Runs every detector but the plateau on rows whose differences are all real."""
     batch, d = z.shape
     w = d + 1
     strengths = np.zeros((batch, len(PATTERN_TYPES)), dtype=np.float32)
@@ -73,13 +104,10 @@ def detect_patterns(z: F32, valid: I64 | None = None) -> PatternScan:
     osc, period = _oscillation(z)
     strengths[:, 3] = osc
     spans[:, 3, 0] = np.maximum(w - 1 - np.ceil(2 * period).astype(np.int64), 0)
-    strengths[:, 4] = _volatility_burst(c2, valid)
+    strengths[:, 4] = _volatility_burst(c2)
     spans[:, 4, 0] = max(w - 1 - BURST_STEPS, 0)
     strengths[:, 5] = _breakout(z, level)
     spans[:, 5, 0] = max(w - 1 - BREAKOUT_STEPS, 0)
-    plateau, run = _plateau(z)
-    strengths[:, 6] = plateau
-    spans[:, 6, 0] = w - 1 - run
     strengths[:, 7], accel_start = _acceleration(c1, c2, w)
     spans[:, 7, 0] = accel_start
     return PatternScan(strengths, spans, period)
@@ -151,13 +179,12 @@ def _oscillation(z: F32) -> tuple[F32, F32]:
     return strength.astype(np.float32), period.astype(np.float32)
 
 
-def _volatility_burst(c2: F64, valid: I64 | None) -> F32:
-    """RMS of the last 8 moves against the RMS of the real moves before them; 4x is full strength."""
+def _volatility_burst(c2: F64) -> F32:
+    """RMS of the last 8 moves against the RMS of the moves before them; 4x is full strength."""
     d = c2.shape[1] - 1
     k = min(BURST_STEPS, d // 2)
     recent = np.sqrt((c2[:, d] - c2[:, d - k]) / k)
-    n_before = np.full(c2.shape[0], d - k) if valid is None else np.clip(valid - k, 0, d - k)
-    before = np.sqrt(c2[:, d - k] / np.maximum(n_before, 1))  # padding contributes zeros
+    before = np.sqrt(c2[:, d - k] / (d - k))
     ratio = np.where(before > 0, recent / np.maximum(before, EPS), np.where(recent > 0, 4.0, 1.0))
     return np.asarray(np.clip(np.log(np.maximum(ratio, 1e-6)) / np.log(4.0), 0.0, 1.0), dtype=np.float32)
 

@@ -98,6 +98,8 @@ class Predictor:
         self, series_list: Sequence[npt.ArrayLike], horizon: int = 1, lineage: dict[str, Any] | None = None
     ) -> Predictor:
         """Fits on every sliding window of every series; calibrates on each series' last windows."""
+        _check_horizon(horizon)
+        lineage = _lineage_copy(lineage)
         xs: list[F64] = []
         ys: list[npt.NDArray[np.int8]] = []
         holdout: list[npt.NDArray[np.bool_]] = []
@@ -122,6 +124,8 @@ class Predictor:
         lineage: dict[str, Any] | None = None,
     ) -> Predictor:
         """Fits on prepared windows (n, window) in time order; the last rows calibrate."""
+        _check_horizon(horizon)
+        lineage = _lineage_copy(lineage)
         windows = np.asarray(x, dtype=np.float64)
         labels = np.asarray(y).astype(np.int8)
         if windows.ndim != 2 or windows.shape[1] != self.config.window:
@@ -144,8 +148,6 @@ class Predictor:
         lineage: dict[str, Any] | None,
     ) -> Predictor:
         cfg = self.config
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
         if x.shape[0] < MIN_TRAINING_WINDOWS:
             raise ValueError(f"fit needs at least {MIN_TRAINING_WINDOWS} labelled windows, got {x.shape[0]}")
         if len(np.unique(y)) < 2:
@@ -180,7 +182,7 @@ class Predictor:
         self.readout_ = fit_logistic(features, y, l2=penalty, max_iter=cfg.max_iter)
         self.horizon_ = horizon
         self.n_training_windows_ = int(x.shape[0])
-        self._lineage = dict(lineage) if lineage is not None else None
+        self._lineage = lineage
         self._metrics = {}
         self._stored_metadata = {"created_at": _now()}
         self.model_hash_ = self._parameter_hash()
@@ -423,11 +425,7 @@ class Predictor:
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """Stores evaluation metrics (JSON-serialisable) in the metadata saved with the model."""
         self._check_fitted()
-        try:
-            json.dumps(metrics, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metrics must be JSON-serialisable without NaN: {exc}") from None
-        self._metrics = json.loads(json.dumps(metrics))
+        self._metrics = _json_copy(metrics, "metrics")
 
     def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         return {
@@ -528,6 +526,29 @@ def _expect(
             f"expected {shape} and {np.dtype(dtype)}"
         )
     return arr
+
+
+def _json_copy(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """Returns a plain-JSON copy of `value`, or raises ValueError before anything is stored."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a dict, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable without NaN: {exc}") from None
+    return cast(dict[str, Any], json.loads(text))
+
+
+def _lineage_copy(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Checks lineage before fitting, so that a model is never fitted and then unsaveable."""
+    return None if lineage is None else _json_copy(lineage, "lineage")
+
+
+def _check_horizon(horizon: object) -> None:
+    if isinstance(horizon, bool) or not isinstance(horizon, int):
+        raise ValueError(f"horizon must be an integer, got {horizon!r}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
 
 
 def _chunks(n: int) -> list[slice]:

@@ -30,6 +30,20 @@ def test_config_is_frozen() -> None:
         ({"neutral_band": 0.5}, "neutral_band"),
         ({"l2": -1.0}, "l2"),
         ({"threshold": 0.0}, "threshold > reset"),
+        ({"l2": float("nan")}, "l2 must be a finite number, got nan"),
+        ({"reservoir_l2": float("inf")}, "reservoir_l2 must be a finite number, got inf"),
+        ({"threshold": float("nan")}, "threshold must be a finite number, got nan"),
+        ({"spectral_radius": float("nan")}, "spectral_radius must be a finite number, got nan"),
+        ({"input_scale": float("nan")}, "input_scale must be a finite number, got nan"),
+        ({"window": 16.5}, "window must be an integer, got 16.5"),
+        ({"window": "64"}, "window must be an integer, got '64'"),
+        ({"window": True}, "window must be an integer, got True"),
+        ({"l2": True}, "l2 must be a finite number, got True"),
+        ({"use_quantum": 1}, "use_quantum must be a bool, got 1"),
+        ({"encoder": None}, "encoder must be a string, got None"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+        ({"refractory": -1}, "refractory must be >= 0, got -1"),
+        ({"connectivity": 0.0}, r"connectivity must be in \(0, 1\], got 0.0"),
     ],
 )
 def test_invalid_values_are_refused(changes: dict[str, object], fragment: str) -> None:
@@ -40,3 +54,7 @@ def test_invalid_values_are_refused(changes: dict[str, object], fragment: str) -
 def test_unknown_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown EngineConfig keys"):
         EngineConfig.from_dict({"window": 64, "neurons": 3})
+
+
+def test_integers_are_accepted_where_a_float_is_expected() -> None:
+    assert EngineConfig(l2=3, reset=-1).l2 == 3.0

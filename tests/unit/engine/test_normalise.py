@@ -64,3 +64,28 @@ def test_mostly_flat_series_falls_back_to_the_rms_difference() -> None:
     assert not constant[0]
     assert np.isfinite(z).all()
     assert z[0, -1] == pytest.approx(np.sqrt(31.0))  # one move of RMS 1/sqrt(31)
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        [0.3] * 19 + [0.1 + 0.2],
+        [1.0] * 63 + [1.0 + 2**-52],
+        [-2.5e300] * 30 + [np.nextafter(-2.5e300, 0.0)],
+        [1e-300] * 10 + [np.nextafter(1e-300, 1.0)] * 5 + [1e-300] * 5,
+    ],
+)
+def test_moves_at_the_level_of_float_rounding_are_no_movement(series: list[float]) -> None:
+    raw, used, _ = last_windows([np.asarray(series)], 64)
+    z, constant = normalise_windows(raw, used)
+    assert constant.tolist() == [True]
+    assert not z.any()
+
+
+def test_a_tiny_but_real_relative_move_still_counts() -> None:
+    series = np.full(40, 1e6)
+    series[-1] += 1e-6  # one part in 1e12: far above rounding, far below any real-data move
+    raw, used, _ = last_windows([series], 32)
+    z, constant = normalise_windows(raw, used)
+    assert constant.tolist() == [False]
+    assert z[0, -1] > 0

@@ -116,3 +116,45 @@ def test_spatial_signature_is_the_normalised_top_k_counts_within_the_span() -> N
     np.testing.assert_allclose(sig[0], np.array([2, 1, 0]) / np.sqrt(5), rtol=1e-6)
     assert np.linalg.norm(sig[1]) == pytest.approx(1.0)
     np.testing.assert_array_equal(sig[2], np.zeros(3))
+
+
+def test_a_short_steady_rise_is_a_trend_not_an_oscillation_in_its_padding() -> None:
+    scan = _scan(np.arange(1.0, 10.0))
+    strengths = dict(zip(PATTERN_TYPES, scan.strengths[0].tolist(), strict=True))
+    assert strengths["trend_up"] > 0.8
+    assert strengths["oscillation"] == 0.0
+    assert strengths["acceleration"] == 0.0
+    assert strengths["volatility_burst"] == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-100, 100, allow_nan=False), min_size=8, max_size=W - 1))
+def test_a_padded_series_is_scanned_as_a_window_of_its_own_length(values: list[float]) -> None:
+    series = np.cumsum(values)
+    padded = _scan(series)
+    raw, used, _ = last_windows([series], series.size)
+    z, _ = normalise_windows(raw, used)
+    own = detect_patterns(z)
+    shift = W - series.size
+    real = [i for i, name in enumerate(PATTERN_TYPES) if name != "plateau"]  # plateau: see below
+    np.testing.assert_array_equal(padded.strengths[0, real], own.strengths[0, real])
+    np.testing.assert_array_equal(padded.spans[0, real], own.spans[0, real] + shift)
+    assert padded.periods[0] == own.periods[0] <= (series.size - 1) / 2
+
+
+def test_a_short_series_that_never_moves_is_still_a_full_plateau() -> None:
+    scan = _scan(np.full(9, 2.0))
+    assert scan.strengths[0, PATTERN_TYPES.index("plateau")] == 1.0
+    assert scan.spans[0, PATTERN_TYPES.index("plateau")].tolist() == [0, W - 1]
+
+
+def test_a_mixed_batch_scans_each_row_as_it_would_alone() -> None:
+    batch = [_noise(), np.arange(1.0, 10.0), _noise(20), np.sin(np.arange(40.0)), _noise(20)]
+    raw, used, _ = last_windows(batch, W)
+    z, _ = normalise_windows(raw, used)
+    together = detect_patterns(z, used - 1)
+    for i in range(len(batch)):
+        alone = detect_patterns(z[i : i + 1], used[i : i + 1] - 1)
+        np.testing.assert_array_equal(together.strengths[i], alone.strengths[0])
+        np.testing.assert_array_equal(together.spans[i], alone.spans[0])
+        assert together.periods[i] == alone.periods[0]

@@ -233,3 +233,37 @@ def test_metadata_describes_the_model(sine_model: Predictor) -> None:
     for key in ("qortex_version", "numpy_version", "model_hash", "metrics", "created_at"):
         assert key in meta
     json.dumps(meta)
+
+
+@pytest.mark.parametrize("series", [[0.3] * 19 + [0.1 + 0.2], [1.0] * 63 + [1.0 + 2**-52]])
+def test_a_series_constant_up_to_float_rounding_predicts_like_a_constant_one(series: list[float]) -> None:
+    model = Predictor.load_default()
+    rounded, exact = model.predict_batch([series, [series[0]] * len(series)])
+    for r in (rounded, exact):
+        assert r.direction == "neutral"
+        assert r.confidence == 0.5 and r.probability_up == 0.5
+        assert [p.type for p in r.patterns] == ["plateau"]
+
+
+def test_a_short_series_reports_no_oscillation_longer_than_itself(small_model: Predictor) -> None:
+    result = small_model.predict_batch([np.arange(1.0, 10.0)])[0]
+    assert "oscillation" not in [p.type for p in result.patterns]
+    for result in small_model.predict_batch([noisy_sine(20, s, period=4.0) for s in range(5)]):
+        assert all(p.period <= 19 / 2 for p in result.patterns if p.period is not None)
+
+
+@pytest.mark.parametrize("horizon", ["2", 1.0, True, 0])
+def test_fit_refuses_a_bad_horizon_with_a_value_error(horizon: object) -> None:
+    with pytest.raises(ValueError, match="horizon must be"):
+        Predictor(SMALL_CONFIG).fit([noisy_sine(200, 0)], horizon=horizon)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lineage", [{"x": float("nan")}, {"x": object()}, ["not", "a", "dict"]])
+def test_fit_refuses_lineage_that_could_not_be_saved_before_fitting(lineage: object) -> None:
+    predictor = Predictor(SMALL_CONFIG)
+    with pytest.raises(ValueError, match="lineage must be"):
+        predictor.fit([noisy_sine(200, 0)], lineage=lineage)  # type: ignore[arg-type]
+    x, y = sliding_windows(noisy_sine(200, 0), SMALL_CONFIG.window, 1)
+    with pytest.raises(ValueError, match="lineage must be"):
+        predictor.fit_windows(x, y, lineage=lineage)  # type: ignore[arg-type]
+    assert not hasattr(predictor, "readout_")

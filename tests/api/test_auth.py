@@ -25,6 +25,7 @@ from qortex.core.database import Database
 from qortex.identity import users
 from qortex.identity.models import User
 from qortex.security.passwords import Passwords
+from qortex.security.rbac import Role
 from qortex.tenants.models import Tenant
 from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
 from tests.conftest import TenantCredentials, client_at
@@ -151,6 +152,27 @@ async def test_refresh_rotates_and_reusing_a_used_token_ends_the_whole_session(
 
     unknown = await client.post("/v1/auth/refresh", json={"refresh_token": "qxr_not-a-token"})
     assert unknown.status_code == 401
+
+
+async def test_reusing_a_refresh_token_revokes_the_keys_minted_for_its_person(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    await add_user(app, acme.tenant, "dora", Role.ADMIN)
+    first = (await login(client, "dora")).json()
+    # The thief refreshes first, then mints a key that would outlive the session.
+    stolen = (await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    minted = await client.post(
+        "/v1/api-keys", json={"name": "backdoor", "role": "analyst"}, headers=bearer(stolen["access_token"])
+    )
+    assert minted.status_code == 201
+    unrelated = (await client.post("/v1/api-keys", json={"name": "ci", "role": "analyst"}, headers=acme.headers)).json()
+    # The person's own client presents the used token: the copy is discovered.
+    assert (await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).status_code == 401
+    assert (await client.get("/v1/predictions", headers=bearer(minted.json()["key"]))).status_code == 401
+    assert (await client.get("/v1/predictions", headers=bearer(unrelated["key"]))).status_code == 200
+    [revoked] = await events(db, acme.tenant, "api_key.revoke")
+    assert (revoked.target_id, revoked.actor_kind) == (minted.json()["id"], "system")
+    assert revoked.details == {"reason": "refresh_reuse"}
 
 
 async def test_the_tenants_allow_list_applies_to_login_and_refresh(

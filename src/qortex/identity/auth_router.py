@@ -73,6 +73,7 @@ async def refresh(body: RefreshRequest, request: Request, services: Services, re
         auth=services.auth,
         refresh_token=body.refresh_token.get_secret_value(),
         origin=origin_of(request),
+        key_cache=services.key_cache,
     )
     response.headers["Cache-Control"] = "no-store"
     return _pair(tokens)

@@ -229,8 +229,10 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     return _issue(auth, user, auth_session.id, refresh, refresh_expires)
 
 
-async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origin: Origin) -> Tokens:
-    """Rotates a refresh token; a used one presented again ends its whole session."""
+async def refresh(
+    *, db: Database, auth: AuthServices, refresh_token: str, origin: Origin, key_cache: ApiKeyCache | None = None
+) -> Tokens:
+    """Rotates a refresh token; a used one presented again ends its whole session and the person's minted keys."""
     digest = tokens.refresh_token_sha256(refresh_token)
     async with db.system_session() as session:
         found = await repo.find_refresh_token(session=session, token_sha256=digest)
@@ -240,6 +242,7 @@ async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origi
     allowed = await _address_allowed(auth, scope, origin)
     now = utcnow()
     reused_session: uuid.UUID | None = None
+    revoked_keys: list[uuid.UUID] = []
     refused_user: uuid.UUID | None = None
     issued: Tokens | None = None
     async with db.tenant_session(scope, write=True) as session:
@@ -271,6 +274,15 @@ async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origi
                     )
                 ],
             )
+            # Whoever copied the token could have minted keys with it; they would outlive the session.
+            revoked_keys = await revoke_keys_minted_for(
+                session=session,
+                scope=scope,
+                user_id=auth_session.user_id,
+                at=now,
+                actor="system",
+                reason="refresh_reuse",
+            )
             reused_session = auth_session.id
         elif (
             auth_session.ended_at is None
@@ -290,6 +302,8 @@ async def refresh(*, db: Database, auth: AuthServices, refresh_token: str, origi
             issued = _issue(auth, user, auth_session.id, plaintext, auth_session.expires_at)
     if reused_session is not None:
         await auth.revocations.end([reused_session])
+    if key_cache is not None:  # elsewhere the cache forgets them within its few seconds
+        key_cache.forget(*revoked_keys)
     if refused_user is not None:
         await auth.audit_writer.write_refusal(
             scope,

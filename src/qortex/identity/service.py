@@ -7,7 +7,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,9 +76,11 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
 
 
 def _key_audit(
-    action: str, key_id: uuid.UUID, actor: Principal | None, details: dict[str, Any] | None = None
+    action: str, key_id: uuid.UUID, actor: Principal | None | Literal["system"], details: dict[str, Any] | None = None
 ) -> AuditRecord:
-    # Without a principal the act is an operator's at the command line.
+    # Without a principal the act is an operator's at the command line, or the system's own response.
+    if actor == "system":
+        return AuditRecord(action=action, target_type="api_key", target_id=str(key_id), details=details or {})
     return AuditRecord(
         action=action,
         actor_kind=actor.actor_kind if actor else "operator",
@@ -95,7 +97,7 @@ async def revoke_keys_minted_for(
     scope: TenantScope,
     user_id: uuid.UUID,
     at: datetime,
-    actor: Principal | None,
+    actor: Principal | None | Literal["system"],
     reason: str,
 ) -> list[uuid.UUID]:
     """Revokes the live keys minted for a person and records each revocation, in the caller's transaction.

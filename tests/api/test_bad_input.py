@@ -147,9 +147,7 @@ async def test_a_duplicate_key_in_a_nested_object_is_refused(
     problem(await client.post("/v1/predictions/batch", content=raw, headers=headers), 400)
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", None]
-)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded", None])
 async def test_a_body_not_declared_as_json_is_415(
     client: httpx.AsyncClient, acme: TenantCredentials, content_type: str | None
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
+from tests.conftest import POSTGRES_URL, require_service
 from typer.testing import CliRunner, Result
 
 from qortex.cli import app
@@ -80,7 +81,15 @@ def test_init_prints_an_owner_key_once_and_a_second_init_does_not(qortex: CliRun
     second = invoke_narrow_ok(qortex, "init")
     assert KEY.search(second.stdout) is None
     # Whole on one line even in a narrow terminal or a log, so it can be copied.
-    assert "Create another with: qortex keys create --name NAME --role owner" in second.stdout
+    assert "Create another with: qortex keys create --tenant default --name NAME --role owner" in second.stdout
+
+
+def test_the_lost_key_hint_names_the_first_tenant_so_it_works_with_several(qortex: CliRunner) -> None:
+    ok(qortex, "init")
+    ok(qortex, "tenants", "create", "globex")
+    hint = re.search(r"Create another with: qortex (.*)$", ok(qortex, "init").stdout, flags=re.MULTILINE)
+    assert hint is not None
+    assert KEY.search(ok(qortex, *hint.group(1).replace("NAME", "replacement").split()).stdout) is not None
 
 
 def test_migrate_on_a_fresh_data_dir_creates_the_database(qortex: CliRunner, tmp_path: Path) -> None:
@@ -90,12 +99,39 @@ def test_migrate_on_a_fresh_data_dir_creates_the_database(qortex: CliRunner, tmp
     assert "at revision" in ok(qortex, "migrate").stdout
 
 
-def test_serve_refuses_production_without_an_explicit_database(
-    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "command", [["serve"], ["migrate"], ["init"], ["tenants", "list"], ["keys", "list"], ["users", "list"]]
+)
+def test_production_refuses_the_embedded_database_before_creating_it(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
 ) -> None:
     monkeypatch.setenv("QORTEX_ENV", "production")
     get_settings.cache_clear()
-    assert_one_line_error(invoke(qortex, "serve"), "QORTEX_DATABASE_URL must be set explicitly in production")
+    result = invoke(qortex, *command)
+    assert_one_line_error(result, "QORTEX_DATABASE_URL must be set explicitly in production")
+    assert KEY.search(result.output) is None
+    assert not (tmp_path / "data" / "qortex.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("serve", "--port", "70000"), "Invalid value for '--port'"),
+        (("serve", "--port", "0"), "Invalid value for '--port'"),
+        (("serve", "--workers", "-3"), "Invalid value for '--workers'"),
+        (("keys", "create", "--role", "superuser"), "Invalid value for '--role'"),
+        (("keys", "create", "--expires-in-days", "0"), "Invalid value for '--expires-in-days'"),
+        (("keys", "list", "--colour"), "No such option: --colour"),
+        (("tenants", "frobnicate"), "No such command 'frobnicate'"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_exit_status_two(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
+) -> None:
+    result = invoke_narrow(qortex, monkeypatch, *args)
+    assert_one_line_error(result, expected)
+    assert result.exit_code == 2
+    assert "╭" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -121,8 +157,10 @@ def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:
     assert "Created tenant acme" in created.stdout
     ok(qortex, "tenants", "create", "globex")
 
-    listed = ok(qortex, "tenants", "list").stdout
-    assert re.search(r"acme\s.*\benterprise\b", listed), listed
+    listed = invoke_narrow_ok(qortex, "tenants", "list").stdout
+    assert re.search(
+        r"acme\s.*\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b.*\benterprise\b", listed
+    ), listed
     assert re.search(r"globex\s.*\bstandard\b", listed), listed
 
 
@@ -159,8 +197,9 @@ def test_keys_are_created_listed_and_revoked(qortex: CliRunner) -> None:
     assert match is not None, created.stdout
     key_id = str(uuid.UUID(match.group(1)))
 
-    listed = ok(qortex, "keys", "list", "--tenant", "acme").stdout
-    assert re.search(rf"{key_id}\s.*\bci\b.*\banalyst\b.*\bactive\b", listed), listed
+    # In a narrow terminal (as when piped), ids and dates are still whole: `keys revoke` takes the id.
+    listed = invoke_narrow_ok(qortex, "keys", "list", "--tenant", "acme").stdout
+    assert re.search(rf"{key_id}\s.*\bci\b.*\banalyst\b.*\d{{4}}-\d\d-\d\dT[\d:]+\+00:00.*\bactive\b", listed), listed
     assert match.group(0) not in listed
 
     assert f"Revoked {key_id}" in ok(qortex, "keys", "revoke", key_id, "--tenant", "acme").stdout
@@ -281,6 +320,7 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
             "got NoneType (first offending value at index 7) ('gap')",
         ),
         ("booleans.json", json.dumps([[True, False] * 4]), "values must be real numbers"),
+        ("wide.csv", "a\n" + "\n".join(f"{i},{i * 100}" for i in range(1, 10)), "line 2 has 2 cells but the header"),
     ],
 )
 def test_predict_refuses_a_bad_series_with_one_clear_line(
@@ -291,6 +331,30 @@ def test_predict_refuses_a_bad_series_with_one_clear_line(
     result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(tmp_path / "out.json"))
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out.json").exists()
+
+
+def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "excel.csv"
+    source.write_text("cpu,memory\n" + "\n".join(f"{v:.3f},{v:.3f}" for v in series(40, 8, 0.1)), encoding="utf-8-sig")
+    answers = json.loads(ok(qortex, "predict", str(source)).stdout)
+    assert [a["source"] for a in answers] == ["cpu", "memory"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--set", "window=32"), "set the window with --window, not --set window=..."),
+        (("--json-out", "/nonexistent/report.json"), "/nonexistent is not a writable directory"),
+    ],
+)
+def test_eval_refuses_contradictory_or_unwritable_options_before_evaluating(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
+) -> None:
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the datasets were loaded before the options were checked")
+
+    monkeypatch.setattr("qortex.engine.datasets.load_collection", never)
+    assert_one_line_error(invoke_narrow(qortex, monkeypatch, "eval", *args), expected)
 
 
 def test_predict_with_a_missing_model_is_one_clear_line(
@@ -315,6 +379,72 @@ def test_a_bad_setting_is_one_clear_line(
     monkeypatch.setenv(variable, value)
     get_settings.cache_clear()
     assert_one_line_error(invoke_narrow(qortex, monkeypatch, "tenants", "list"), expected)
+
+
+@pytest.mark.parametrize(
+    ("settings", "args", "expected"),
+    [
+        ({"QORTEX_DATABASE_URL": "garbage"}, ("migrate",), "QORTEX_DATABASE_URL: Could not parse SQLAlchemy URL"),
+        (
+            {"QORTEX_DATABASE_URL": "mysql://x@localhost/db"},
+            ("migrate",),
+            "QORTEX_DATABASE_URL: its database driver is not installed (No module named 'MySQLdb')",
+        ),
+        (
+            {"QORTEX_DATABASE_URL": "sqlite:///{tmp}/a-file/x.db"},
+            ("migrate",),
+            "database: unable to open database file",
+        ),
+        (
+            {"QORTEX_AUTO_MIGRATE": "false"},
+            ("tenants", "list"),
+            "database: no such table: tenants; the database is not migrated: run `qortex migrate`",
+        ),
+    ],
+)
+def test_a_database_failure_is_one_clear_line(
+    qortex: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    settings: dict[str, str],
+    args: tuple[str, ...],
+    expected: str,
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    for variable, value in settings.items():
+        monkeypatch.setenv(variable, value.format(tmp=tmp_path))
+    get_settings.cache_clear()
+    result = invoke_narrow(qortex, monkeypatch, *args)
+    assert_one_line_error(result, expected)
+    assert "[SQL:" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"QORTEX_DATABASE_URL": "{url}_nonexistent_db"}, "does not exist"),
+        ({"QORTEX_DATABASE_SCHEMA": "nonexistent_schema"}, "check that the schema named by QORTEX_DATABASE_SCHEMA"),
+        ({"QORTEX_DATABASE_APP_ROLE": "nonexistent_role"}, 'role "nonexistent_role" does not exist'),
+    ],
+)
+def test_a_postgres_failure_is_one_line_without_the_password(
+    qortex: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_problem: str | None,
+    settings: dict[str, str],
+    expected: str,
+) -> None:
+    if postgres_problem is not None:
+        require_service("PostgreSQL", postgres_problem)
+    # The password is not checked on the test server's trusted connections, but must never be printed.
+    url = POSTGRES_URL.replace("postgres@", "postgres:hunter2-secret@", 1)
+    monkeypatch.setenv("QORTEX_DATABASE_URL", url)
+    for variable, value in settings.items():
+        monkeypatch.setenv(variable, value.format(url=url))
+    get_settings.cache_clear()
+    result = invoke_narrow(qortex, monkeypatch, "migrate")
+    assert_one_line_error(result, expected)
+    assert "hunter2" not in result.output + result.stderr
 
 
 def _command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

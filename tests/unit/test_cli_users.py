@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +75,18 @@ def test_errors_are_one_line_and_never_echo_the_password(qortex: CliRunner) -> N
     missing = invoke(qortex, "users", "set-role", "nobody", "viewer")
     assert missing.exit_code == 1 and "no user named 'nobody'" in missing.stderr
     assert missing.stderr.strip().count("\n") == 0
+
+
+def test_a_prompt_with_no_terminal_is_one_line_pointing_to_password_stdin(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    # A real process with no controlling terminal (CliRunner fakes the prompt): getpass cannot hide input.
+    result = subprocess.run(
+        [sys.executable, "-c", "from qortex.cli import app; app()", "users", "create", "carol", "--email", "c@x.com"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no terminal to type the password at; pipe it in with --password-stdin"

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from sqlalchemy.exc import ArgumentError
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.segment import Segments
+from rich.table import Table
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
@@ -31,8 +36,16 @@ console = Console()
 errors = Console(stderr=True)
 
 
+# PostgreSQL SQLSTATEs whose fix is a command or a setting that the driver's message does not name.
+_DATABASE_HINTS = {
+    "42P01": "the database is not migrated: run `qortex migrate`",
+    "3F000": "check that the schema named by QORTEX_DATABASE_SCHEMA exists",
+}
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape: a message quoting input or a driver ("[SQL: ...]", "[default: ...]") is not Rich markup.
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -49,10 +62,33 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise fail(error.detail) from None
         except ValidationError as error:
             raise fail(_one_line(error)) from None
-        except (OSError, ValueError, EngineError, ArgumentError) as error:
+        except (OSError, ValueError, EngineError) as error:
             raise fail(str(error)) from None
+        except SQLAlchemyError as error:
+            raise fail(_database_failure(error)) from None
 
     return wrapper
+
+
+def _database_failure(error: SQLAlchemyError) -> str:
+    """The driver's own message, first line only: SQLAlchemy's adds the SQL statement and its parameters."""
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    message = (str(cause).strip() or type(cause).__name__).splitlines()[0]
+    hint = _DATABASE_HINTS.get(getattr(cause, "sqlstate", None) or "")
+    if hint is None and message.startswith("no such table"):
+        hint = _DATABASE_HINTS["42P01"]
+    return f"database: {message}" + (f"; {hint}" if hint else "")
+
+
+@contextmanager
+def _engine_from(setting: str) -> Iterator[None]:
+    """Creating an engine loads the dialect and driver that a URL names: a failure there is the setting's."""
+    try:
+        yield
+    except ArgumentError as error:
+        raise QortexError(f"{setting}: {error}") from None
+    except ImportError as error:
+        raise QortexError(f"{setting}: its database driver is not installed ({error})") from None
 
 
 def _one_line(error: ValidationError) -> str:
@@ -70,13 +106,33 @@ def run(coroutine: Coroutine[Any, Any, R]) -> R:
     return asyncio.run(coroutine)
 
 
+def print_table(table: Table, console: Console = console) -> None:
+    """Prints a table at its natural width, wider than the terminal if need be.
+
+    Piped, logged or in a narrow terminal, Rich would elide cells to fit: ids that other commands take,
+    dates, the numbers of an evaluation.
+    """
+    natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    lines = console.render_lines(table, console.options.update(width=natural), new_lines=True)
+    console.print(Segments(itertools.chain.from_iterable(lines)), crop=False)
+
+
 @asynccontextmanager
-async def open_database(settings: Settings | None = None, *, migrate: bool = True) -> AsyncIterator[Database]:
+async def open_database(settings: Settings | None = None, *, migrate: bool | None = None) -> AsyncIterator[Database]:
+    """The configured database, migrated first if `migrate` says so (by default, if QORTEX_AUTO_MIGRATE does)."""
     settings = settings or get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if migrate and settings.auto_migrate:
-        await migrate_database(settings)
-    db = Database(settings.resolved_database_url, schema=settings.database_schema)
+    # Every command, not only `serve`: an operator must not migrate or fill a throwaway embedded file.
+    problems = settings.database_problems()
+    if problems:
+        raise QortexError("; ".join(problems))
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if settings.auto_migrate if migrate is None else migrate:
+        with _engine_from(
+            "QORTEX_MIGRATION_DATABASE_URL" if settings.migration_database_url else "QORTEX_DATABASE_URL"
+        ):
+            await migrate_database(settings)
+    with _engine_from("QORTEX_DATABASE_URL"):
+        db = Database(settings.resolved_database_url, schema=settings.database_schema)
     try:
         yield db
     finally:

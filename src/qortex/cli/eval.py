@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from qortex.cli._common import print_table
 
 if TYPE_CHECKING:
     from qortex.engine.evaluation import EvaluationReport
@@ -64,7 +66,10 @@ def eval_command(
     ] = None,
     engine_set: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override an EngineConfig field, e.g. --set encoder=rate (repeatable)."),
+        typer.Option(
+            "--set",
+            help="Override an EngineConfig field, e.g. --set encoder=rate (repeatable); the window is set by --window.",
+        ),
     ] = None,
 ) -> None:
     """Score the engine, its ablations and the baselines by walk-forward evaluation on real series."""
@@ -75,6 +80,12 @@ def eval_command(
     console = Console()
     errors = Console(stderr=True)
     try:
+        # The engine and the evaluation share one window: a second way to set it would disagree with the first.
+        if any(assignment.partition("=")[0].strip() == "window" for assignment in engine_set or []):
+            raise ValueError("set the window with --window, not --set window=...")
+        # Checked now, not after an evaluation that may take minutes.
+        if json_out is not None and not os.access(json_out.parent, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write {json_out}: {json_out.parent} is not a writable directory")
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_METHODS
         engine = override_config(EngineConfig(window=window), engine_set or [])
         config = EvalConfig(folds=folds, horizon=horizon, window=window, methods=chosen, engine=engine)
@@ -95,11 +106,7 @@ def eval_command(
             report = evaluate(loaded, config, progress=advance)
         if not report.rows:
             raise ValueError(f"no series in {datasets!r} is long enough for window {window}; try --window 16")
-        table = render_table(report)
-        if not console.is_terminal:
-            # Piped or logged, Rich would squeeze the table into 80 columns and elide every number.
-            console.width = Measurement.get(console, console.options.update(width=10_000), table).maximum
-        console.print(table)
+        print_table(render_table(report), console)
         for reason in report.skipped:
             errors.print(f"skipped: {reason}", highlight=False, soft_wrap=True)
         if json_out is not None:

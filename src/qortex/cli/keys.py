@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qortex.cli._common import console, every_item, one_line_errors, open_database, resolve_tenant, run
+from qortex.cli._common import console, every_item, one_line_errors, open_database, print_table, resolve_tenant, run
 from qortex.core.clock import utcnow
 from qortex.identity import service as identity_service
 from qortex.security.rbac import Role
@@ -76,7 +76,7 @@ def list_keys(
     table = Table("id", "name", "role", "created", "expires", "state")
     for row in run(_list()):
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
 
 
 @app.command("revoke")

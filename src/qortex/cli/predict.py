@@ -49,6 +49,9 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
     if len(rows) < 2:
         raise ValueError("a CSV file needs a header row naming each series, then one row per time step")
     names, body = rows[0], rows[1:]
+    for line, row in enumerate(body, start=2):
+        if any(cell.strip() for cell in row[len(names) :]):
+            raise ValueError(f"line {line} has {len(row)} cells but the header names {len(names)} series")
     series = []
     for column, name in enumerate(names):
         cells = [row[column].strip() if column < len(row) else "" for row in body]
@@ -65,7 +68,8 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
 
 
 def read_series(path: Path) -> list[tuple[str, np.ndarray]]:
-    text = path.read_text()
+    # utf-8-sig: a byte-order mark (as spreadsheets write one) is not part of the first series' name.
+    text = path.read_text(encoding="utf-8-sig")
     try:
         return _from_json(text) if path.suffix.lower() == ".json" else _from_csv(text)
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:

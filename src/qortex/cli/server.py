@@ -11,19 +11,21 @@ from qortex.api import startup_problems
 from qortex.cli._common import console, fail, one_line_errors, open_database, run
 from qortex.core.config import get_settings
 from qortex.core.migrate import current_revision
-from qortex.core.migrate import migrate as migrate_database
 from qortex.tenants import service as tenant_service
-
-NEW_KEY_HINT = "Lost the key? Create another with: qortex keys create --name NAME --role owner"
 
 
 async def _initialise() -> None:
     async with open_database() as db:
         created = await tenant_service.ensure_first_tenant(db=db)
-    if created is None:
-        # soft_wrap: piped into a log, the command must not be broken across lines.
-        console.print(f"Qortex is initialised. {NEW_KEY_HINT}", highlight=False, soft_wrap=True)
-        return
+        if created is None:
+            # The key printed once was the first tenant's; with several tenants, `keys create` needs its name.
+            first = (await tenant_service.list_all(db=db))[0]
+            hint = f"qortex keys create --tenant {first.name} --name NAME --role owner"
+            # soft_wrap: piped into a log, the command must not be broken across lines.
+            console.print(
+                f"Qortex is initialised. Lost the key? Create another with: {hint}", highlight=False, soft_wrap=True
+            )
+            return
     tenant, key = created
     console.print(f"Created tenant [bold]{tenant.name}[/] and its owner API key (shown only this once):")
     console.print(f"\n    {key}\n", highlight=False, soft_wrap=True)
@@ -41,10 +43,7 @@ def migrate() -> None:
     """Applies database migrations (production runs this before `serve`)."""
 
     async def _migrate() -> str | None:
-        settings = get_settings()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await migrate_database(settings)
-        async with open_database(settings, migrate=False) as db:
+        async with open_database(migrate=True) as db:
             return await current_revision(db)
 
     console.print(f"Database schema at revision {run(_migrate())}.")
@@ -53,8 +52,8 @@ def migrate() -> None:
 @one_line_errors
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (QORTEX_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (QORTEX_PORT)")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (QORTEX_WORKERS)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (QORTEX_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (QORTEX_WORKERS)")] = None,
 ) -> None:
     """Serves the API. In embedded mode it migrates and initialises the database first."""
     settings = get_settings()
@@ -68,8 +67,8 @@ def serve(
         "qortex.api:create_app",
         factory=True,
         host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
+        port=settings.port if port is None else port,
+        workers=settings.workers if workers is None else workers,
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,

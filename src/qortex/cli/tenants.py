@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qortex.cli._common import console, fail, one_line_errors, open_database, run
+from qortex.cli._common import console, fail, one_line_errors, open_database, print_table, run
 from qortex.core.errors import NotFound
 from qortex.limits import service as limits_service
 from qortex.limits.plans import LIMIT_NAMES, PLANS
@@ -48,7 +48,7 @@ def list_tenants() -> None:
     table = Table("name", "id", "plan", "created")
     for row in run(_list()):
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
 
 
 @app.command("limits")
@@ -87,7 +87,7 @@ def limits(
     for limit in LIMIT_NAMES:
         source = "override" if limit in shown.overrides else "plan"
         table.add_row(limit, f"{getattr(shown.effective, limit):,}", source)
-    console.print(table)
+    print_table(table)
 
 
 def _parse_assignments(assignments: list[str]) -> dict[str, object]:

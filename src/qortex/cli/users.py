@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
+import warnings
 from datetime import timedelta
 from typing import Annotated
 
@@ -10,7 +12,16 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from qortex.cli._common import console, every_item, one_line_errors, open_database, resolve_tenant, run
+from qortex.cli._common import (
+    console,
+    every_item,
+    fail,
+    one_line_errors,
+    open_database,
+    print_table,
+    resolve_tenant,
+    run,
+)
 from qortex.core.config import get_settings
 from qortex.core.database import Database
 from qortex.identity import users as user_service
@@ -28,7 +39,13 @@ def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         # One line; a trailing newline from `echo` or a file is not part of the password.
         return sys.stdin.readline().rstrip("\r\n")
-    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        # With no terminal, getpass warns and would read the password from stdin, echoed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    except getpass.GetPassWarning:
+        raise fail("no terminal to type the password at; pipe it in with --password-stdin") from None
     return password
 
 
@@ -113,7 +130,7 @@ def list_users(
     table = Table("id", "username", "email", "role", "state")
     for row in run(_list()):
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
 
 
 def _change(username: str, tenant: str | None, changes: user_service.UserChanges) -> None:

@@ -100,11 +100,15 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
+    def database_problems(self) -> list[str]:
+        """Reasons this configuration may not open its database (in production, the embedded one by default)."""
+        if self.env == "production" and not self.database_url:
+            return ["QORTEX_DATABASE_URL must be set explicitly in production"]
+        return []
+
     def production_problems(self) -> list[str]:
         """Reasons this configuration may not serve production traffic (empty when it may)."""
-        problems = []
-        if self.env == "production" and not self.database_url:
-            problems.append("QORTEX_DATABASE_URL must be set explicitly in production")
+        problems = self.database_problems()
         if self.env == "production" and not self.jwt_signing_keys:
             problems.append("QORTEX_JWT_SIGNING_KEYS must be set in production (a generated key is for embedded mode)")
         return problems

@@ -76,7 +76,7 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
 
 
 def _key_audit(
-    action: str, key_id: uuid.UUID, actor: Principal | None | Literal["system"], details: dict[str, Any] | None = None
+    action: str, key_id: uuid.UUID, actor: Principal | Literal["system"] | None, details: dict[str, Any] | None = None
 ) -> AuditRecord:
     # Without a principal the act is an operator's at the command line, or the system's own response.
     if actor == "system":
@@ -97,7 +97,7 @@ async def revoke_keys_minted_for(
     scope: TenantScope,
     user_id: uuid.UUID,
     at: datetime,
-    actor: Principal | None | Literal["system"],
+    actor: Principal | Literal["system"] | None,
     reason: str,
 ) -> list[uuid.UUID]:
     """Revokes the live keys minted for a person and records each revocation, in the caller's transaction.

@@ -134,3 +134,23 @@ async def test_a_slot_taken_while_the_rate_count_fails_is_released_at_once(
             return
         await asyncio.sleep(0.05)
     pytest.fail("the concurrency slot is still held 2 s after the response")
+
+
+async def test_a_slot_whose_acquire_reply_is_lost_is_released(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis ran the script (the slot is taken) but its reply timed out: nobody else could release it."""
+    acme = await tenant_on(pair, "acme")
+    concurrency = pair.apps[0].state.services.limits.storage.concurrency
+    run_script = concurrency._acquire
+
+    async def reply_lost(*args: object, **kwargs: object) -> object:
+        await run_script(*args, **kwargs)
+        raise TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(concurrency, "_acquire", reply_lost)
+    answer = await pair.clients[0].get(MODELS, headers=acme.headers)
+    assert answer.status_code == 200, "a store failure serves the request unlimited"
+    for _ in range(40):
+        if await concurrency.current(str(acme.tenant.id)) == 0:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the slot taken by the timed-out script is still held 2 s later")

@@ -7,11 +7,19 @@ process that died mid-request free themselves when their lease runs out instead 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Protocol
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger("qortex.limits.concurrency")
+
+# Seconds between attempts to release a slot whose acquisition failed; after the last, its lease frees it.
+RELEASE_RETRY_DELAYS = (0.5, 2.0, 5.0)
 
 _ACQUIRE = """
 local now = redis.call('TIME')
@@ -77,11 +85,33 @@ class RedisConcurrency:
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
         self._current = redis.register_script(_CURRENT)
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def acquire(self, key: str, limit: int) -> str | None:
         token = f"{time.time():.6f}:{secrets.token_hex(8)}"
-        taken = await self._acquire(keys=[self._prefix + key], args=[limit, self._lease_seconds, token])
+        try:
+            taken = await self._acquire(keys=[self._prefix + key], args=[limit, self._lease_seconds, token])
+        except BaseException:
+            # A reply that timed out, or a request cancelled while waiting for it, may follow a script that
+            # did take the slot; nobody would release it before its lease ends, locking the tenant out.
+            self._release_later(key, token)
+            raise
         return token if int(taken) == 1 else None
+
+    def _release_later(self, key: str, token: str) -> None:
+        """Releases a slot from a background task, which neither a cancellation nor a slow Redis holds up."""
+        task = asyncio.get_running_loop().create_task(self._release_quietly(key, token))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release_quietly(self, key: str, token: str) -> None:
+        for delay in RELEASE_RETRY_DELAYS:
+            try:
+                await self.release(key, token)
+                return
+            except RedisError:
+                await asyncio.sleep(delay)
+        log.warning("concurrency_slot_not_released", lease_seconds=self._lease_seconds)
 
     async def release(self, key: str, token: str) -> None:
         await self._redis.zrem(self._prefix + key, token)

@@ -232,6 +232,7 @@ def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
         (("tenants", "limits", "acme", "--set", "requests_per_minute=fast"), "requests_per_minute: must be an integer"),
         (("tenants", "limits", "acme", "--set", "requests_per_minute"), "--set takes NAME=VALUE"),
         (("tenants", "limits", "acme", "--set", f"requests_per_minute={2**70}"), "must be an integer from 1 to"),
+        (("tenants", "limits", "acme", "--set", f"requests_per_minute={10**15 + 1}"), "must be an integer from 1 to"),
         (("tenants", "limits", "acme", "--unset", "colour"), "unknown limit 'colour'"),
     ],
 )

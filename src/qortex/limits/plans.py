@@ -66,7 +66,10 @@ PLANS: dict[str, PlanLimits] = {
 
 
 # A limit is stored, hashed into the audit chain and compared as a signed 64-bit integer.
-MAX_LIMIT_VALUE = 2**63 - 1
+# High enough for "unlimited" (a petabyte of storage, ten billion requests a second), low enough for the
+# counters: the limits library's Redis scripts fail from about 1e17, and a failing store serves every
+# tenant of the replica unlimited for a few seconds.
+MAX_LIMIT_VALUE = 10**15
 
 
 def _is_limit_value(value: Any) -> bool:

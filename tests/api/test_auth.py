@@ -154,6 +154,15 @@ async def test_refresh_rotates_and_reusing_a_used_token_ends_the_whole_session(
     assert unknown.status_code == 401
 
 
+async def test_a_refused_login_answers_401_for_real_and_unknown_accounts_while_stopping(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "erin")
+    await app.state.services.audit.stop()  # as during shutdown: the refusal can no longer be recorded
+    for name in ("erin", "nobody-here"):
+        assert (await login(client, name, "wrong password guess")).status_code == 401
+
+
 async def test_reusing_a_refresh_token_revokes_the_keys_minted_for_its_person(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:
@@ -173,6 +182,23 @@ async def test_reusing_a_refresh_token_revokes_the_keys_minted_for_its_person(
     [revoked] = await events(db, acme.tenant, "api_key.revoke")
     assert (revoked.target_id, revoked.actor_kind) == (minted.json()["id"], "system")
     assert revoked.details == {"reason": "refresh_reuse"}
+
+
+async def test_an_old_token_of_an_ended_session_cannot_revoke_the_persons_keys(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "fay", Role.ADMIN)
+    first = (await login(client, "fay")).json()
+    rotated = (await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    key = (
+        await client.post(
+            "/v1/api-keys", json={"name": "job", "role": "analyst"}, headers=bearer(rotated["access_token"])
+        )
+    ).json()["key"]
+    assert (await client.post("/v1/auth/logout", headers=bearer(rotated["access_token"]))).status_code == 204
+    # The used token of the session that ended at logout, presented again (say, found in a log).
+    assert (await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).status_code == 401
+    assert (await client.get("/v1/predictions", headers=bearer(key))).status_code == 200
 
 
 async def test_the_tenants_allow_list_applies_to_login_and_refresh(

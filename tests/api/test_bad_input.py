@@ -203,7 +203,12 @@ async def test_a_request_id_outside_its_alphabet_is_replaced(client: httpx.Async
 
 
 @pytest.mark.parametrize(
-    "text", ["a\u0085b", "\u202eabc", "a\u2028b", "a\u2029b", "\u2066x\u2069", "a\u200fb", "a\x9bb"]
+    "text",
+    [
+        *("a\u0085b", "\u202eabc", "a\u2028b", "a\u2029b", "\u2066x\u2069", "a\u200fb", "a\x9bb", "a\u061cb"),
+        # At either end too: surrounding spaces are stripped, these are refused.
+        *("ci\u0085", "\u2029ci"),
+    ],
 )
 async def test_c1_line_separators_and_bidi_controls_are_refused(
     client: httpx.AsyncClient, acme: TenantCredentials, text: str
@@ -269,3 +274,23 @@ async def test_a_content_length_that_is_not_plain_digits_is_400(
     ]
     body = problem(await client.send(request), 400)
     assert "Content-Length" in str(body["detail"])
+
+
+async def test_json_nested_to_the_parsers_limit_is_a_malformed_body(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    raw = '{"source": "s", "values": ' + "[" * 1010 + "]" * 1010 + "}"
+    headers = {**acme.headers, "Content-Type": "application/json"}
+    body = problem(await client.post("/v1/predictions", content=raw, headers=headers), 400)
+    assert body["type"] == "https://qortex.dev/problems/malformed-body"
+
+
+async def test_a_content_length_of_thousands_of_digits_is_413_not_500(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    request = client.build_request("POST", "/v1/predictions", content=VALID, headers=acme.headers)
+    request.headers._list = [  # type: ignore[attr-defined]
+        (raw, lower, b"9" * 5000 if lower == b"content-length" else value)
+        for raw, lower, value in request.headers._list  # type: ignore[attr-defined]
+    ]
+    problem(await client.send(request), 413)

@@ -421,3 +421,12 @@ async def test_requests_beyond_the_concurrency_limit_are_refused_while_others_ar
         # Every slot was given back when its response was sent.
         assert await slow_app.state.services.limits.storage.concurrency.current(str(acme.tenant.id)) == 0
         assert (await client.get(MODELS, headers=acme.headers)).status_code == 200
+
+
+async def test_a_head_request_refused_by_a_limit_is_recorded_as_head(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, requests_per_minute=1)
+    assert [(await client.head(MODELS, headers=acme.headers)).status_code for _ in range(2)] == [200, 429]
+    [refused] = await audit_events(app.state.services.db, acme, "rate_limited")
+    assert refused.details["method"] == "HEAD"

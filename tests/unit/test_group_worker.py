@@ -134,3 +134,11 @@ async def test_settled_returns_once_everything_put_before_it_is_handled() -> Non
     await worker.settled()
     assert worker.handled == ["0", "1", "2", "3"]
     await worker.stop()
+
+
+async def test_settled_after_stop_is_refused_rather_than_waiting_forever() -> None:
+    worker = SlowRecorder()
+    worker.start()
+    await worker.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        await worker.settled()

@@ -42,3 +42,10 @@ async def test_an_existing_readable_database_is_made_private(tmp_path: Path) -> 
 def test_a_missing_directory_is_not_created(tmp_path: Path) -> None:
     Database(f"sqlite:///{tmp_path}/absent/q.db")
     assert not (tmp_path / "absent").exists()
+
+
+def test_tightening_takes_permissions_away_and_never_adds_any(tmp_path: Path) -> None:
+    (tmp_path / "q.db").touch()
+    (tmp_path / "q.db").chmod(0o444)
+    Database(f"sqlite:///{tmp_path}/q.db")
+    assert mode(tmp_path / "q.db") == 0o400

@@ -22,6 +22,7 @@ from qortex.audit.chain import GENESIS, event_hash
 from qortex.audit.models import AuditEvent
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
+from qortex.core.errors import Overloaded
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.resilience.group_worker import GroupWorker
@@ -103,7 +104,10 @@ class AuditWriter(GroupWorker[_Pending]):
                 log.error("audit_refusal_not_stored", action=record.action, error_type=type(error).__name__)
 
         done.add_done_callback(report)
-        self.put(_Pending(scope, record, done))
+        try:
+            self.put(_Pending(scope, record, done))
+        except Overloaded:  # stopping: the refusal stands, and must answer as it would for anyone
+            log.error("audit_refusal_not_stored", action=record.action, error_type="Overloaded")
 
     async def write_refusal(self, scope: TenantScope, record: AuditRecord) -> None:
         """Writes the record of a refused request; the refusal stands even if its record cannot be stored."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -95,12 +96,14 @@ def make_sqlite_file_private(url: str) -> None:
     path = Path(database)
     if not path.parent.is_dir():
         return  # SQLite itself reports the missing directory
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    with suppress(FileExistsError, PermissionError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     for suffix in _SQLITE_COMPANIONS:
         companion = path.with_name(path.name + suffix)
         with suppress(FileNotFoundError, PermissionError):
-            if companion.stat().st_mode & 0o077:
-                companion.chmod(0o600)
+            mode = companion.stat().st_mode
+            if mode & 0o077:
+                companion.chmod(stat.S_IMODE(mode) & 0o700)  # only taken away: a read-only file stays so
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

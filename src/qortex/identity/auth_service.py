@@ -258,6 +258,7 @@ async def refresh(
             refused_user = auth_session.user_id
         elif token.used_at is not None:
             # A used token again: a copy exists somewhere. End the family, whoever holds the newest token.
+            was_live = auth_session.ended_at is None and auth_session.expires_at > now
             await repo.end_sessions(
                 session=session, scope=scope, at=now, reason="refresh_reuse", session_id=auth_session.id
             )
@@ -274,15 +275,18 @@ async def refresh(
                     )
                 ],
             )
-            # Whoever copied the token could have minted keys with it; they would outlive the session.
-            revoked_keys = await revoke_keys_minted_for(
-                session=session,
-                scope=scope,
-                user_id=auth_session.user_id,
-                at=now,
-                actor="system",
-                reason="refresh_reuse",
-            )
+            if was_live:
+                # Whoever copied the token could have minted keys with it; they would outlive the session.
+                # Only while it lives: an old token of a session long over must not be a way to revoke
+                # a person's keys at will.
+                revoked_keys = await revoke_keys_minted_for(
+                    session=session,
+                    scope=scope,
+                    user_id=auth_session.user_id,
+                    at=now,
+                    actor="system",
+                    reason="refresh_reuse",
+                )
             reused_session = auth_session.id
         elif (
             auth_session.ended_at is None

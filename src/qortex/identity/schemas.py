@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from qortex.core.clock import UtcDatetime, utcnow
-from qortex.core.text import NO_CONTROL_CHARACTERS
+from qortex.core.text import NO_CONTROL_CHARACTERS, strip_spaces
 from qortex.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_problem
 from qortex.security.rbac import Role
 
@@ -36,7 +36,9 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[
-        StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
+        StrictStr,
+        BeforeValidator(strip_spaces),
+        StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS),
     ]
     role: Role = Field(description="Role the key acts with; at most the creator's own permissions")
     expires_at: Annotated[UtcDatetime, AfterValidator(_in_the_future)] | None = Field(
@@ -86,7 +88,7 @@ Username = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern
 Email = Annotated[EmailStr, AfterValidator(_lowercase), Field(max_length=254)]
 # No control characters: PostgreSQL text cannot hold NUL, and names end up in terminals and logs.
 DisplayName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+    str, BeforeValidator(strip_spaces), StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
 ]
 NewPassword = Annotated[SecretStr, AfterValidator(_password_policy)]
 

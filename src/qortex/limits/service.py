@@ -46,6 +46,7 @@ from qortex.limits.storage import LimitStorage
 from qortex.security.principal import Principal
 from qortex.tenants import repository as tenant_repository
 from qortex.web.client_ip import client_ip
+from qortex.web.middleware import request_method
 
 log = structlog.get_logger("qortex.limits")
 
@@ -376,7 +377,7 @@ class RateLimits:
             client_ip=client_ip(request),
             details={
                 "limit": limit,
-                "method": request.method,
+                "method": request_method(request.scope),
                 "path": request.url.path,
                 "refusals_not_logged_since_previous_event": suppressed,
             },

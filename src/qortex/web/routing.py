@@ -50,7 +50,10 @@ class StrictJSONRequest(Request):
             # orjson refuses NaN, Infinity and numbers that overflow a double, which the stdlib accepts; the
             # stdlib pass after it only looks for duplicate keys.
             parsed = orjson.loads(body)
-            _DUPLICATE_KEYS.decode(body.decode())
+            try:
+                _DUPLICATE_KEYS.decode(body.decode())
+            except RecursionError:  # orjson nests 1,024 levels deep, the stdlib parser a few less
+                raise json.JSONDecodeError("nested too deeply", "", 0) from None
             self._json = parsed
         return self._json
 

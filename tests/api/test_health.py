@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from unittest.mock import ANY
+
 import httpx
 from fastapi import FastAPI
 
@@ -26,6 +29,21 @@ async def test_readiness_reports_a_failing_database(client: httpx.AsyncClient, a
         services.db = reachable
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"]["status"] == "failing"
+
+
+async def test_readiness_reports_a_database_that_answers_but_has_no_schema(
+    client: httpx.AsyncClient, app: FastAPI, tmp_path: Path
+) -> None:
+    services = app.state.services
+    migrated = services.db
+    services.db = Database(f"sqlite:///{tmp_path}/empty.db")  # answers SELECT 1, holds no table
+    try:
+        ready = await client.get("/health/ready")
+    finally:
+        await services.db.dispose()
+        services.db = migrated
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == {"status": "failing", "detail": "RuntimeError", "ms": ANY}
 
 
 async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:

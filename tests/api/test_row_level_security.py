@@ -100,7 +100,12 @@ async def test_a_lookup_sees_exactly_the_row_it_names(
 async def test_the_audit_log_is_append_only_for_the_app(db: Database, acme: TenantCredentials) -> None:
     async with db.tenant_session(acme.tenant.scope, write=True) as session:
         await audit.append(session=session, scope=acme.tenant.scope, records=[audit.AuditRecord(action="x")])
-    for statement in ("UPDATE audit_events SET outcome = 'failure'", "DELETE FROM audit_events"):
+    for statement in (
+        "UPDATE audit_events SET outcome = 'failure'",
+        "DELETE FROM audit_events",
+        "DELETE FROM audit_chain_heads",
+        "UPDATE alembic_version SET version_num = 'x'",
+    ):
         with pytest.raises((ProgrammingError, DBAPIError), match="permission denied"):
             async with db.tenant_session(acme.tenant.scope, write=True) as session:
                 await session.execute(text(statement))

@@ -42,8 +42,11 @@ async def upgrade_to_head(database: Database, *, app_role: str | None = None) ->
             for statement in (
                 f"GRANT USAGE ON SCHEMA {schema} TO {role}",
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
-                # The audit log is append-only for the application.
+                # The audit log is append-only for the application; its heads only move forward (deleting
+                # one would fail every later append), and the schema version is the migrator's alone.
                 f"REVOKE UPDATE, DELETE, TRUNCATE ON {schema}.audit_events FROM {role}",
+                f"REVOKE DELETE, TRUNCATE ON {schema}.audit_chain_heads FROM {role}",
+                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {schema}.alembic_version FROM {role}",
             ):
                 await connection.execute(text(statement))
 

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from qortex.core.migrate import current_revision
+
 router = APIRouter(prefix="/health", tags=["health"])
 
 MIN_FREE_DISK_BYTES = 100 * 1024 * 1024
@@ -39,8 +41,11 @@ async def ready(request: Request) -> JSONResponse:
     services = request.app.state.services
 
     async def database() -> str:
-        await services.db.ping()
-        return "reachable"
+        # Reading the schema's version, not only SELECT 1: a database that answers but lost its tables
+        # (a replaced file, a dropped schema, missing grants) cannot serve a request.
+        if await current_revision(services.db) is None:
+            raise RuntimeError("the database has no schema")
+        return "reachable, migrated"
 
     async def engine() -> str:
         if not services.batcher.running:

@@ -415,6 +415,8 @@ async def test_requests_beyond_the_concurrency_limit_are_refused_while_others_ar
         assert refused.status_code == 429
         assert "at most 2 requests" in refused.json()["detail"]
         assert refused.headers["retry-after"] == "1"
+        # No RateLimit-* headers: the minute's, with room left, would invite an immediate retry.
+        assert not [name for name in refused.headers if name.startswith("ratelimit-")]
         assert (await client.get(MODELS, headers=globex.headers)).status_code == 200
 
         assert [r.status_code for r in await asyncio.gather(*held)] == [201, 201]

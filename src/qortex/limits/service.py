@@ -191,8 +191,9 @@ class RateLimits:
             if not minute_ok:
                 await self._refuse_window(request, principal, admission, "requests_per_minute", minute, 60)
             if token is None:
-                stats = await self._moving.get_window_stats(minute, tenant, "requests")
-                admission.headers = _headers(limits.requests_per_minute, stats, 60, time.time())
+                # Refused by the concurrency limit, which has no window: headers describing the minute's
+                # (with room left) would invite an immediate retry. Retry-After alone says when.
+                admission.headers = {}
             else:
                 hour_ok, stats = await self._together(
                     self._moving.hit(hour, tenant, "requests"),

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 
 from qortex import __version__
+from qortex.audit.router import router as audit_router
 from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(audit_router)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(HeadAsGetMiddleware)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import delete, select, update
+import httpx
+from sqlalchemy import delete, func, select, update
 
 from qortex.audit import service as audit
 from qortex.audit.models import AuditChainHead, AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
-from tests.conftest import TenantCredentials
+from qortex.core.ids import new_id
+from qortex.security.rbac import Role
+from tests.conftest import TenantCredentials, key_for
 
 
 async def write_events(db: Database, who: TenantCredentials, count: int) -> None:
@@ -54,8 +57,11 @@ async def test_a_deleted_event_is_detected_even_the_last(
     assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
 
 
-async def test_a_head_moved_back_or_deleted_is_detected(db: Database, acme: TenantCredentials) -> None:
-    """The app's own role may write the head row (it moves it on every append), so it must not be trusted blindly."""
+async def test_a_head_moved_back_or_deleted_is_detected(
+    db: Database, owner_db: Database, acme: TenantCredentials
+) -> None:
+    """The app's own role may update the head row (it moves it on every append), so it must not be trusted blindly;
+    deleting it takes the owner's role."""
     await write_events(db, acme, 5)
     async with db.tenant_session(acme.tenant.scope) as session:
         second = await session.scalar(select(AuditEvent).where(AuditEvent.seq == 2))
@@ -65,7 +71,7 @@ async def test_a_head_moved_back_or_deleted_is_detected(db: Database, acme: Tena
             update(AuditChainHead).where(AuditChainHead.tenant_id == acme.tenant.id).values(seq=2, hash=second.hash)
         )
     assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
-    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
         await session.execute(delete(AuditChainHead).where(AuditChainHead.tenant_id == acme.tenant.id))
     assert not (await audit.verify(db=db, scope=acme.tenant.scope)).intact
 
@@ -128,3 +134,52 @@ async def test_verifying_while_another_process_appends_never_reports_a_break(
     assert appended > 0
     final = await audit.verify(db=db, scope=acme.tenant.scope)
     assert final.intact and final.events_checked >= 300 + appended
+
+
+async def test_auditors_read_their_tenants_chain_newest_first_page_by_page(
+    client: httpx.AsyncClient, db: Database, acme: TenantCredentials, globex: TenantCredentials
+) -> None:
+    await write_events(db, acme, 5)
+    await write_events(db, globex, 3)
+    auditor = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.AUDITOR)}"}
+    seen: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/audit/events", params=params, headers=auditor)).json()
+        seen.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    sequence = [event["seq"] for event in seen]
+    assert sequence == sorted(sequence, reverse=True) and sequence[-1] == 1 and len(set(sequence)) == len(sequence)
+    async with db.tenant_session(acme.tenant.scope) as session:
+        stored = await session.scalar(select(func.count()).where(AuditEvent.tenant_id == acme.tenant.id))
+    assert len(seen) == stored
+    assert [e["action"] for e in seen].count("test.event") == 5  # none of globex's three
+    only = (await client.get("/v1/audit/events", params={"action": "test.event"}, headers=auditor)).json()
+    assert [e["details"]["n"] for e in only["items"]] == [4, 3, 2, 1, 0]
+    verdict = (await client.get("/v1/audit/verify", headers=auditor)).json()
+    assert verdict == {"intact": True, "events_checked": len(seen), "first_broken_seq": None, "reason": None}
+
+
+async def test_the_verify_route_reports_where_the_chain_breaks(
+    client: httpx.AsyncClient, db: Database, owner_db: Database, acme: TenantCredentials
+) -> None:
+    await write_events(db, acme, 5)
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(outcome="failure"))
+    verdict = (await client.get("/v1/audit/verify", headers=acme.headers)).json()
+    assert (verdict["intact"], verdict["first_broken_seq"]) == (False, 2)
+
+
+async def test_the_list_follows_the_hashed_chain_order_not_the_unhashed_ids(
+    client: httpx.AsyncClient, db: Database, owner_db: Database, acme: TenantCredentials
+) -> None:
+    await write_events(db, acme, 3)
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
+        first = await session.scalar(select(AuditEvent).where(AuditEvent.seq == 1))
+        assert first is not None
+        first.id = new_id()  # now the newest id of all
+    listed = (await client.get("/v1/audit/events", headers=acme.headers)).json()["items"]
+    assert [event["seq"] for event in listed] == sorted((event["seq"] for event in listed), reverse=True)

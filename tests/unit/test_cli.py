@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -475,3 +476,20 @@ def test_every_command_is_covered_by_the_help_test() -> None:
 def test_help_works_for_every_command(qortex: CliRunner, path: tuple[str, ...]) -> None:
     result = ok(qortex, *path, "--help")
     assert "Usage:" in result.stdout
+
+
+def test_audit_verify_checks_every_tenant_and_fails_on_a_broken_chain(qortex: CliRunner, tmp_path: Path) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    ok(qortex, "tenants", "create", "globex")
+    intact = ok(qortex, "audit", "verify").stdout
+    assert re.search(r"acme\W+intact", intact) and re.search(r"globex\W+intact", intact)
+    with sqlite3.connect(tmp_path / "data" / "qortex.db") as connection:
+        connection.execute(
+            "UPDATE audit_events SET outcome = 'failure' WHERE seq = 1 AND tenant_id = "
+            "(SELECT id FROM tenants WHERE name = 'globex')"
+        )
+    result = invoke(qortex, "audit", "verify")
+    assert result.exit_code == 1
+    assert re.search(r"globex\W+BROKEN\W+0\W+1\W+event 1 was altered", result.stdout), result.stdout
+    assert "the audit chain of globex is broken" in result.stderr
+    assert re.search(r"acme\W+intact", ok(qortex, "audit", "verify", "--tenant", "acme").stdout)

@@ -64,5 +64,8 @@ async def list_events(
     if action is not None:
         query = query.where(AuditEvent.action == action)
     if before is not None:
-        query = query.where(AuditEvent.id < before)
-    return (await session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))).all()
+        # Chain order, which the hashes cover (an event's id is not hashed, so ordering by it could be
+        # rearranged unnoticed); the cursor names the last event seen.
+        seen = select(AuditEvent.seq).where(AuditEvent.tenant_id == scope.tenant_id, AuditEvent.id == before)
+        query = query.where(AuditEvent.seq < seen.scalar_subquery())
+    return (await session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit))).all()

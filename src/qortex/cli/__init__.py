@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from qortex.cli import keys, tenants, users
+from qortex.cli import audit, keys, tenants, users
 from qortex.cli._common import fail
 from qortex.cli.eval import eval_command
 from qortex.cli.predict import predict
@@ -61,3 +61,4 @@ app.command("eval")(eval_command)
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
+app.add_typer(audit.app, name="audit")

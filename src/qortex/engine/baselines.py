@@ -208,7 +208,7 @@ class ETSDirection:
         self.p_up_ = (labels.sum() + 1.0) / (labels.size + 2.0)
         moves = s[horizon:] - s[:-horizon]
         self.scale_ = float(np.std(moves)) or 1.0
-        # Seasonal ETS needs two full seasons of data; statsforecast caps seasons at 24.
+        # Seasonal ETS is fitted only on three full seasons of data or more; statsforecast caps seasons at 24.
         seasonal = 2 <= self.season_length <= 24 and s.size >= 3 * self.season_length
         season = self.season_length if seasonal else 1
         with warnings.catch_warnings():

@@ -263,8 +263,10 @@ def _mean_rows(rows: list[MethodScores], methods: Sequence[str]) -> list[MethodS
             continue
         scores = {}
         for name in METRIC_NAMES:
-            values = [r.scores[name] for r in mine if not math.isnan(r.scores[name])]
-            scores[name] = float(np.mean(values)) if values else math.nan
+            values = [r.scores[name] for r in mine]
+            # Undefined on one dataset (no forecast reached the coverage threshold, one class only) leaves
+            # the mean undefined: a mean over the other datasets would not compare with other methods'.
+            scores[name] = math.nan if any(math.isnan(v) for v in values) else float(np.mean(values))
         out.append(MethodScores(MEAN_ROW, method, sum(r.n for r in mine), scores))
     return out
 

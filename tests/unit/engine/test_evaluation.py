@@ -206,3 +206,18 @@ def test_eval_command_errors_are_one_line_with_a_non_zero_exit(args: list[str]) 
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.output.strip().startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_mean_is_undefined_when_one_dataset_has_no_value() -> None:
+    """Otherwise methods' means would average different datasets and not compare."""
+    rng = np.random.default_rng(3)
+    data = [
+        _synthetic("up", [np.cumsum(rng.random(300))]),
+        _synthetic("walk", [np.cumsum(rng.normal(size=300))]),
+    ]
+    report = evaluate(data, EvalConfig(folds=2, window=16, methods=("majority",)))
+    up, walk, mean = (report.row(d, "majority") for d in ("up", "walk", MEAN_ROW))
+    name = next(n for n in METRIC_NAMES if n.startswith("accuracy_at"))
+    assert up.scores[name] == 1.0 and np.isnan(walk.scores[name])
+    assert np.isnan(mean.scores[name])
+    assert mean.scores["accuracy"] == pytest.approx((up.scores["accuracy"] + walk.scores["accuracy"]) / 2)

@@ -493,3 +493,13 @@ def test_audit_verify_checks_every_tenant_and_fails_on_a_broken_chain(qortex: Cl
     assert re.search(r"globex\W+BROKEN\W+0\W+1\W+event 1 was altered", result.stdout), result.stdout
     assert "the audit chain of globex is broken" in result.stderr
     assert re.search(r"acme\W+intact", ok(qortex, "audit", "verify", "--tenant", "acme").stdout)
+
+
+def test_tenants_suspend_and_resume(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    assert "Suspended tenant acme." in ok(qortex, "tenants", "suspend", "acme").stdout
+    assert "already suspended" in ok(qortex, "tenants", "suspend", "acme").stdout
+    assert re.search(r"acme\W.*\Wsuspended\W", ok(qortex, "tenants", "list").stdout)
+    assert "Resumed tenant acme." in ok(qortex, "tenants", "resume", "acme").stdout
+    assert re.search(r"acme\W.*\Wactive\W", ok(qortex, "tenants", "list").stdout)
+    assert_one_line_error(invoke(qortex, "tenants", "suspend", "nobody"), "no tenant named 'nobody'")

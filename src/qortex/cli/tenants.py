@@ -1,4 +1,4 @@
-"""`qortex tenants create|list|limits`: operator commands, run on the server's host."""
+"""`qortex tenants create|list|suspend|resume|limits`: operator commands, run on the server's host."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qortex.cli._common import console, fail, one_line_errors, open_database, print_table, run
+from qortex.cli._common import console, fail, one_line_errors, open_database, print_table, resolve_tenant, run
 from qortex.core.errors import NotFound
 from qortex.limits import service as limits_service
 from qortex.limits.plans import LIMIT_NAMES, PLANS
 from qortex.limits.service import TenantLimits
 from qortex.tenants import service as tenant_service
 
-app = typer.Typer(no_args_is_help=True, help="Create and list tenants; show and change their limits.")
+app = typer.Typer(no_args_is_help=True, help="Create, list, suspend and resume tenants; show and change their limits.")
 
 
 @app.command("create")
@@ -38,17 +38,48 @@ def create(
 def list_tenants() -> None:
     """Lists tenants."""
 
-    async def _list() -> list[tuple[str, str, str, str]]:
+    async def _list() -> list[tuple[str, str, str, str, str]]:
         async with open_database() as db:
             return [
-                (t.name, str(t.id), t.plan, t.created_at.isoformat(timespec="seconds"))
+                (
+                    t.name,
+                    str(t.id),
+                    t.plan,
+                    "active" if t.active else "suspended",
+                    t.created_at.isoformat(timespec="seconds"),
+                )
                 for t in await tenant_service.list_all(db=db)
             ]
 
-    table = Table("name", "id", "plan", "created")
+    table = Table("name", "id", "plan", "state", "created")
     for row in run(_list()):
         table.add_row(*row)
     print_table(table)
+
+
+def _set_active(name: str, active: bool) -> bool:
+    async def _set() -> bool:
+        async with open_database() as db:
+            tenant = await resolve_tenant(db, name)
+            return await tenant_service.set_active(db=db, scope=tenant.scope, active=active)
+
+    return run(_set())
+
+
+@app.command("suspend")
+@one_line_errors
+def suspend(name: Annotated[str, typer.Argument(help="The tenant's name")]) -> None:
+    """Refuses every key and session of the tenant (running servers within seconds); its data stays."""
+    changed = _set_active(name, active=False)
+    console.print(f"Suspended tenant {name}." if changed else f"Tenant {name} was already suspended.")
+
+
+@app.command("resume")
+@one_line_errors
+def resume(name: Annotated[str, typer.Argument(help="The tenant's name")]) -> None:
+    """Lets a suspended tenant's keys and sessions in again."""
+    changed = _set_active(name, active=True)
+    console.print(f"Resumed tenant {name}." if changed else f"Tenant {name} was not suspended.")
 
 
 @app.command("limits")

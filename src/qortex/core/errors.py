@@ -65,6 +65,14 @@ class IpNotAllowed(Forbidden):
         return cls(f"requests for this tenant are not accepted from {address or 'an unknown address'}")
 
 
+class TenantSuspended(Forbidden):
+    slug, title = "tenant-suspended", "Tenant suspended"
+    audited = True  # the suspension is recorded once, by the operator's act, not at every refusal
+
+    def __init__(self) -> None:
+        super().__init__("this tenant is suspended; its operator can resume it")
+
+
 class NotFound(QortexError):
     status, slug, title = 404, "not-found", "Not found"
 

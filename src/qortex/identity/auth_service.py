@@ -21,7 +21,7 @@ from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core.clock import utcnow
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import InvalidInput, IpNotAllowed, Unauthenticated
+from qortex.core.errors import InvalidInput, IpNotAllowed, TenantSuspended, Unauthenticated
 from qortex.core.ids import new_id
 from qortex.identity import user_repository as repo
 from qortex.identity.models import AuthSession, RefreshToken, User
@@ -44,6 +44,7 @@ log = structlog.get_logger("qortex.identity.auth")
 LOGIN_REFUSED = "invalid username or password"
 REFRESH_REFUSED = "the refresh token is not valid"
 IP_NOT_ALLOWED = "ip_not_allowed"
+TENANT_SUSPENDED = "tenant_suspended"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +186,14 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
     # From outside the tenant's allow-list a login is refused like a wrong password: a distinct answer
     # would tell an outsider that the password was right.
-    allowed = user is not None and await _address_allowed(auth, TenantScope(user.tenant_id), origin)
-    if user is None or not matches or not user.active or not allowed:
+    refusal = await _tenant_refusal(auth, TenantScope(user.tenant_id), origin) if user is not None else None
+    if user is None or not matches or not user.active or refusal is not None:
         await auth.throttle.failed(client_ip=origin.client_ip)
         if user is None:
             # No tenant to record it in; the attempted name is personal data and is not logged.
             log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
         else:
-            reason = "wrong_password" if not matches else "inactive_account" if not user.active else IP_NOT_ALLOWED
+            reason = "wrong_password" if not matches else "inactive_account" if not user.active else str(refusal)
             # Not awaited: waiting for the commit would make a real account's refusal measurably slower
             # than an unknown one's.
             auth.audit_writer.write_refusal_in_background(
@@ -239,7 +240,7 @@ async def refresh(
     if found is None:
         raise Unauthenticated(REFRESH_REFUSED)
     scope = TenantScope(found.tenant_id)
-    allowed = await _address_allowed(auth, scope, origin)
+    refusal = await _tenant_refusal(auth, scope, origin)
     now = utcnow()
     reused_session: uuid.UUID | None = None
     revoked_keys: list[uuid.UUID] = []
@@ -253,8 +254,9 @@ async def refresh(
         if token is None or auth_session is None:
             raise Unauthenticated(REFRESH_REFUSED)
         user = await repo.get_user(session=session, scope=scope, user_id=auth_session.user_id)
-        if not allowed:
-            # Nothing changes: the token stays unused, so its holder may refresh from an allowed address.
+        if refusal is not None:
+            # Nothing changes: the token stays unused, so its holder may refresh from an allowed address
+            # (or once the tenant is resumed).
             refused_user = auth_session.user_id
         elif token.used_at is not None:
             # A used token again: a copy exists somewhere. End the family, whoever holds the newest token.
@@ -308,20 +310,25 @@ async def refresh(
         await auth.revocations.end([reused_session])
     if key_cache is not None:  # elsewhere the cache forgets them within its few seconds
         key_cache.forget(*revoked_keys)
-    if refused_user is not None:
+    if refused_user is not None and refusal is not None:
         await auth.audit_writer.write_refusal(
             scope,
-            _record("auth.refresh", user_id=refused_user, origin=origin, outcome="failure", reason=IP_NOT_ALLOWED),
+            _record("auth.refresh", user_id=refused_user, origin=origin, outcome="failure", reason=refusal),
         )
-        raise IpNotAllowed.at(origin.client_ip)
+        raise TenantSuspended() if refusal == TENANT_SUSPENDED else IpNotAllowed.at(origin.client_ip)
     if issued is None:
         raise Unauthenticated(REFRESH_REFUSED)
     return issued
 
 
-async def _address_allowed(auth: AuthServices, scope: TenantScope, origin: Origin) -> bool:
+async def _tenant_refusal(auth: AuthServices, scope: TenantScope, origin: Origin) -> str | None:
+    """Why the tenant's policy refuses a session from this origin (suspended, address not allowed), or None."""
     policy = await auth.policies.get(scope)
-    return not policy.allowed_networks or contains(policy.allowed_networks, origin.client_ip)
+    if not policy.active:
+        return TENANT_SUSPENDED
+    if policy.allowed_networks and not contains(policy.allowed_networks, origin.client_ip):
+        return IP_NOT_ALLOWED
+    return None
 
 
 async def tenant_of(*, db: Database, scope: TenantScope) -> Tenant:

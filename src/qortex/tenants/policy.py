@@ -33,9 +33,11 @@ def decode_signing_secret(tenant: Tenant) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TenantPolicy:
-    """What every authenticated request of a tenant must satisfy; `found` is False for a vanished tenant."""
+    """What every authenticated request of a tenant must satisfy; `found` is False for a vanished tenant,
+    `active` False for a suspended one."""
 
     found: bool
+    active: bool = True
     allowed_networks: tuple[IPNetwork, ...] = ()
     require_signed_requests: bool = False
     signing_secret: str | None = None
@@ -46,6 +48,7 @@ class TenantPolicy:
             return cls(found=False)
         return cls(
             found=True,
+            active=tenant.active,
             allowed_networks=parse_networks(tenant.ip_allowlist or []),
             require_signed_requests=tenant.require_signed_requests,
             signing_secret=decode_signing_secret(tenant),

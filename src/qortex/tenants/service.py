@@ -98,6 +98,29 @@ class Caller:
         )
 
 
+async def set_active(*, db: Database, scope: TenantScope, active: bool) -> bool:
+    """Suspends (False) or resumes (True) a tenant, audited in the same transaction; returns whether it changed.
+
+    An operator's act (the CLI). A suspended tenant's keys and sessions are refused, by every process
+    within QORTEX_TENANT_POLICY_CACHE_SECONDS; its data stays.
+    """
+    async with db.tenant_session(scope, write=True) as session:
+        tenant = await repository.get_in_scope(session=session, scope=scope, for_update=True)
+        if tenant is None:
+            raise NotFound("tenant not found")
+        if tenant.active == active:
+            return False
+        tenant.active = active
+        record = AuditRecord(
+            action="tenant.resume" if active else "tenant.suspend",
+            actor_kind="operator",
+            target_type="tenant",
+            target_id=str(tenant.id),
+        )
+        await audit_service.append(session=session, scope=scope, records=[record])
+    return True
+
+
 async def get_configuration(*, db: Database, scope: TenantScope) -> Tenant:
     """Returns the scope's tenant with its security settings."""
     async with db.tenant_session(scope) as session:

@@ -15,7 +15,7 @@ import structlog
 from starlette.requests import Request
 
 from qortex.audit.service import AuditRecord, AuditWriter
-from qortex.core.errors import IpNotAllowed, Unauthenticated
+from qortex.core.errors import IpNotAllowed, TenantSuspended, Unauthenticated
 from qortex.security import signing
 from qortex.security.allowlist import contains
 from qortex.security.principal import Principal
@@ -50,6 +50,8 @@ class RequestPolicy:
         policy = await self.policies.get(principal.scope)
         if not policy.found:
             raise Unauthenticated()
+        if not policy.active:
+            raise TenantSuspended()
         ip = client_ip(request)
         if policy.allowed_networks and not contains(policy.allowed_networks, ip):
             await self._refused(request, principal, ip, action="request.ip_denied", reason=IpNotAllowed.slug)

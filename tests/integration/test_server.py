@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -89,3 +91,20 @@ def test_a_second_start_on_the_same_data_dir_creates_no_key_and_says_how_to_get_
         keys = http.get("/v1/api-keys")
     assert keys.status_code == 200, keys.text
     assert [k["name"] for k in keys.json()["items"]] == ["first owner key"]
+
+
+def test_a_client_that_never_finishes_its_request_cannot_keep_a_stopping_server_alive(
+    launch_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = launch_server(tmp_path / "data", env={"QORTEX_SHUTDOWN_GRACE_SECONDS": "1"})
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as stalled:
+        stalled.sendall(
+            b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 500\r\n\r\n{"source": '
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.terminate()
+        server.process.wait(timeout=15)
+        assert time.monotonic() - started < 10, "the server waited for the stalled request"

@@ -70,6 +70,8 @@ def serve(
         port=settings.port if port is None else port,
         workers=settings.workers if workers is None else workers,
         log_level=settings.log_level,
+        # Without a bound, one client that never finishes its request keeps a stopping server alive.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         proxy_headers=False,
         server_header=False,
     )

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+    # On SIGTERM, requests in flight get this long to finish; then their connections are closed.
+    shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     auto_migrate: bool = True
 

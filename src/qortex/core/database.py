@@ -19,13 +19,52 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import structlog
 from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+from qortex.core.errors import StorageUnavailable
+
+log = structlog.get_logger("qortex.core.database")
+
+# Another process holding SQLite's write lock (a CLI command, a backup) is waited for this long, then the
+# request is answered 503: a client should not hang on it (this process's own writers queue on a lock).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL: how long the application waits for a row or table lock, and for any one statement, before
+# answering 503 instead of hanging with the database (migrations, run as the owner, have no such limit).
+POSTGRES_LOCK_TIMEOUT = "10s"
+POSTGRES_STATEMENT_TIMEOUT = "30s"
+# SQLSTATE classes and codes that mean the database cannot serve now, not that the request is wrong:
+# connection exceptions, insufficient resources (disk full), operator intervention (terminated, cancelled
+# by the statement timeout), lock not available, serialisation failure and deadlock.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55P03", "40001", "40P01")
+# SQLite's result codes (extended ones start with these) for the same: locked by another process, disk
+# full, I/O failing, file not openable, out of memory. A missing table is not among them: that is a
+# database nobody migrated, which no retry fixes.
+_UNAVAILABLE_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_NOMEM")
+
+
+def storage_unavailable(error: BaseException) -> bool:
+    """Whether a database error says the database cannot serve now (retry later), not that the request is wrong."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    # asyncpg reports a connection lost mid-operation as an interface or internal client error.
+    if error.connection_invalidated or isinstance(error, InterfaceError | InternalError):
+        return True
+    sqlite_name = getattr(error.orig, "sqlite_errorname", None)
+    if isinstance(sqlite_name, str):
+        return sqlite_name.startswith(_UNAVAILABLE_SQLITE)
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
 # SQLite gives its -wal and -shm files the database file's permissions.
 _SQLITE_COMPANIONS = ("", "-wal", "-shm")
 
@@ -140,7 +179,7 @@ async def allow_lookup(session: AsyncSession, name: str, value: str) -> None:
 class Database:
     """The process's connection pool and the only way to open a transaction."""
 
-    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False, time_limits: bool = True) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         # hide_parameters: error messages (and so logs) never carry payload values or personal data.
@@ -150,8 +189,11 @@ class Database:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
             kwargs.update(pool_size=10, max_overflow=20)
-            if schema:
-                kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+            server_settings = {"search_path": schema} if schema else {}
+            if time_limits:
+                server_settings.update(lock_timeout=POSTGRES_LOCK_TIMEOUT, statement_timeout=POSTGRES_STATEMENT_TIMEOUT)
+            if server_settings:
+                kwargs["connect_args"] = {"server_settings": server_settings}
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
@@ -162,18 +204,28 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
-        async with AsyncExitStack() as stack:
-            if write and self.is_sqlite:
-                await stack.enter_async_context(self._sqlite_writer)
-            session = await stack.enter_async_context(self._sessions())
-            await stack.enter_async_context(session.begin())
-            # Options given when the session first takes its connection reach the BEGIN hook above.
-            options: dict[str, Any] = {"qortex_write": write}
-            if snapshot and not self.is_sqlite:
-                # A SQLite transaction reads one snapshot already; PostgreSQL's default gives each statement its own.
-                options["isolation_level"] = "REPEATABLE READ"
-            await session.connection(execution_options=options)
-            yield session
+        try:
+            async with AsyncExitStack() as stack:
+                if write and self.is_sqlite:
+                    await stack.enter_async_context(self._sqlite_writer)
+                session = await stack.enter_async_context(self._sessions())
+                await stack.enter_async_context(session.begin())
+                # Options given when the session first takes its connection reach the BEGIN hook above.
+                options: dict[str, Any] = {"qortex_write": write}
+                if snapshot and not self.is_sqlite:
+                    # A SQLite transaction reads one snapshot already; PostgreSQL's default gives each statement
+                    # its own.
+                    options["isolation_level"] = "REPEATABLE READ"
+                await session.connection(execution_options=options)
+                yield session
+        except (DBAPIError, PoolTimeout) as error:
+            if not storage_unavailable(error):
+                raise
+            # The transaction was rolled back: nothing of it is stored, and the client may retry.
+            log.warning(
+                "storage_unavailable", error_type=type(error.orig if isinstance(error, DBAPIError) else error).__name__
+            )
+            raise StorageUnavailable() from error
 
     @asynccontextmanager
     async def tenant_session(

@@ -96,6 +96,17 @@ class Overloaded(QortexError):
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
 
 
+class StorageUnavailable(QortexError):
+    status, slug, title = 503, "storage-unavailable", "Storage unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database cannot serve this request now (locked, full or unreachable); nothing of it was stored, "
+            "retry after Retry-After seconds",
+            headers={"Retry-After": "5"},
+        )
+
+
 def problem_body(
     *,
     type_: str,

@@ -60,7 +60,9 @@ class GroupCommitter(GroupWorker[_Pending]):
                 # so only the request at fault fails.
                 for item in items:
                     await self._commit_alone(item)
-            except Exception as error:  # every waiting request learns its rows were not stored
+            except Exception as error:
+                # Every waiting request learns its rows were not stored; an unavailable database
+                # (StorageUnavailable, 503) is not retried request by request, which would only wait again.
                 _fail(items, error)
             else:
                 for item in items:

@@ -63,7 +63,7 @@ async def current_revision(database: Database) -> str | None:
 
 async def migrate(settings: Settings) -> None:
     """Migrates through the owner's connection (the app's own role may not alter tables)."""
-    owner = Database(settings.resolved_migration_url, schema=settings.database_schema)
+    owner = Database(settings.resolved_migration_url, schema=settings.database_schema, time_limits=False)
     try:
         await upgrade_to_head(owner, app_role=settings.database_app_role)
     finally:

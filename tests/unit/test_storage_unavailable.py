@@ -1,0 +1,106 @@
+"""Which database errors mean "the database cannot serve now" (503, retry) rather than a bug or bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from tests.conftest import make_tenant
+
+from qortex.api import create_app
+from qortex.core.config import Settings
+from qortex.core.database import Database, storage_unavailable
+from qortex.core.errors import StorageUnavailable
+
+
+class PostgresError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "unavailable"),
+    [
+        ("57014", True),  # cancelled by statement_timeout
+        ("57P01", True),  # terminated by an administrator
+        ("55P03", True),  # lock_timeout
+        ("53100", True),  # disk full
+        ("08006", True),  # connection failure
+        ("40P01", True),  # deadlock
+        ("23505", False),  # unique violation: a race or a bug, not an outage
+        ("42P01", False),  # undefined table: nobody migrated
+        ("22001", False),  # value too long
+    ],
+)
+def test_postgresql_errors_by_sqlstate(sqlstate: str, unavailable: bool) -> None:
+    error = DBAPIError("INSERT ...", None, PostgresError(sqlstate))
+    assert storage_unavailable(error) is unavailable
+
+
+def test_sqlite_errors_by_result_code(tmp_path: Path) -> None:
+    missing_table = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.OperationalError) as no_table:
+        missing_table.execute("SELECT * FROM nowhere")
+    assert not storage_unavailable(DBAPIError("SELECT", None, no_table.value))
+    holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    waiter = sqlite3.connect(tmp_path / "q.db", timeout=0.05)
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        waiter.execute("CREATE TABLE t (x)")
+    assert storage_unavailable(DBAPIError("CREATE", None, busy.value))
+
+
+def test_pool_exhaustion_is_unavailable_and_other_errors_are_not() -> None:
+    assert storage_unavailable(PoolTimeout("QueuePool limit reached"))
+    assert not storage_unavailable(IntegrityError("INSERT", None, Exception("duplicate")))
+    assert not storage_unavailable(ProgrammingError("SELECT", None, Exception("syntax")))
+    assert not storage_unavailable(ValueError("not a database error"))
+
+
+async def test_a_transaction_refused_by_a_locked_database_is_a_503_that_stored_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 100)
+    db = Database(f"sqlite:///{tmp_path}/q.db")
+    async with db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StorageUnavailable) as refused:
+        async with db.system_session(write=True) as session:
+            await session.execute(text("INSERT INTO t VALUES (1)"))
+    assert refused.value.status == 503 and refused.value.headers["Retry-After"]
+    holder.rollback()
+    holder.close()
+    async with db.system_session() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+    await db.dispose()
+
+
+async def test_a_prediction_while_another_process_locks_the_database_is_a_503_problem_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 200)
+    settings = Settings(env="test", data_dir=tmp_path / "data")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        tenant = await make_tenant(application.state.services.db, "acme")
+        transport = httpx.ASGITransport(app=application)
+        body = {"source": "s", "values": [1.0, 2, 3, 4, 5, 6, 7, 8]}
+        async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
+            holder = sqlite3.connect(tmp_path / "data" / "qortex.db", isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            refused = await client.post("/v1/predictions", json=body, headers=tenant.headers)
+            holder.rollback()
+            holder.close()
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["type"] == "https://qortex.dev/problems/storage-unavailable"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert (await client.get("/v1/predictions", headers=tenant.headers)).json()["items"] == []
+            assert (await client.post("/v1/predictions", json=body, headers=tenant.headers)).status_code == 201

@@ -7,6 +7,7 @@ from unittest.mock import ANY
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from qortex.core.database import Database
 
@@ -57,3 +58,19 @@ async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) ->
     assert echoed.headers["x-request-id"] == "abc-123"
     generated = await client.get("/health/live", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["x-request-id"] != "bad id with spaces" and len(generated.headers["x-request-id"]) == 32
+
+
+async def test_readiness_reports_a_schema_older_or_newer_than_the_code(
+    client: httpx.AsyncClient, owner_db: Database
+) -> None:
+    async with owner_db.engine.begin() as conn:
+        current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    try:
+        ready = await client.get("/health/ready")
+    finally:
+        async with owner_db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": current})
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"]["status"] == "failing"
+    assert (await client.get("/health/ready")).status_code == 200

@@ -398,6 +398,11 @@ def test_a_bad_setting_is_one_clear_line(
             "database: unable to open database file",
         ),
         (
+            {"QORTEX_DATABASE_URL": "sqlite:///{tmp}/a-file/x.db", "QORTEX_AUTO_MIGRATE": "false"},
+            ("tenants", "list"),
+            "database: unable to open database file",
+        ),
+        (
             {"QORTEX_AUTO_MIGRATE": "false"},
             ("tenants", "list"),
             "database: no such table: tenants; the database is not migrated: run `qortex migrate`",
@@ -419,6 +424,7 @@ def test_a_database_failure_is_one_clear_line(
     result = invoke_narrow(qortex, monkeypatch, *args)
     assert_one_line_error(result, expected)
     assert "[SQL:" not in result.stderr
+    assert result.stdout == ""  # no log line mixed into a command's output
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from qortex.api import create_app
 from qortex.core.config import Settings
 from qortex.core.database import Database, storage_unavailable
 from qortex.core.errors import StorageUnavailable
+from qortex.models import service as model_service
 
 
 class PostgresError(Exception):
@@ -104,3 +106,43 @@ async def test_a_prediction_while_another_process_locks_the_database_is_a_503_pr
             assert int(refused.headers["retry-after"]) >= 1
             assert (await client.get("/v1/predictions", headers=tenant.headers)).json()["items"] == []
             assert (await client.post("/v1/predictions", json=body, headers=tenant.headers)).status_code == 201
+
+
+async def test_a_database_server_that_refuses_connections_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = Database(f"postgresql://postgres@127.0.0.1:{port}/test")
+    with pytest.raises(StorageUnavailable):
+        async with db.system_session():
+            pass
+    await db.dispose()
+
+
+async def test_a_batch_whose_model_lookup_meets_an_unavailable_database_is_refused_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-item 503 would be stored as that item's answer, and replayed for the Idempotency-Key forever."""
+    application = create_app(Settings(env="test", data_dir=tmp_path / "data"))
+    async with application.router.lifespan_context(application):
+        tenant = await make_tenant(application.state.services.db, "acme")
+        headers = {**tenant.headers, "Idempotency-Key": "k1"}
+        body = {
+            "items": [{"source": "a", "values": [1.0] * 8, "model": "default"}, {"source": "b", "values": [2.0] * 8}]
+        }
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
+            resolve = model_service.resolve
+
+            async def unavailable(**kwargs: object) -> object:
+                if kwargs.get("reference") == "default":
+                    raise StorageUnavailable()
+                return await resolve(**kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(model_service, "resolve", unavailable)
+            refused = await client.post("/v1/predictions/batch", json=body, headers=headers)
+            assert refused.status_code == 503
+            monkeypatch.setattr(model_service, "resolve", resolve)
+            retried = await client.post("/v1/predictions/batch", json=body, headers=headers)
+            assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+            assert retried.json()["succeeded"] == 2

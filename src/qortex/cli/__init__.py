@@ -14,6 +14,7 @@ from qortex.cli._common import fail
 from qortex.cli.eval import eval_command
 from qortex.cli.predict import predict
 from qortex.cli.server import init, migrate, serve
+from qortex.observability.logging import configure_logging
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -51,6 +52,10 @@ app = typer.Typer(cls=OneLineUsageErrors, no_args_is_help=True, pretty_exception
 @app.callback()
 def main() -> None:
     """Qortex: self-hosted, multi-tenant time-series predictions."""
+    # A command answers on standard output and fails with one `error:` line on standard error: library
+    # warnings (say, storage_unavailable before that line) would break both. `qortex serve` configures its
+    # own server log.
+    configure_logging("error", stream=sys.stderr.buffer)
 
 
 app.command("serve")(serve)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
-from qortex.core.errors import QortexError
+from qortex.core.errors import QortexError, StorageUnavailable
 from qortex.core.migrate import migrate as migrate_database
 from qortex.core.pagination import HasId, Page
 from qortex.engine import EngineError
@@ -58,6 +58,11 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except StorageUnavailable as error:
+            # The driver's own words (locked, unable to open, timed out) say more here than an HTTP-minded 503.
+            cause = error.__cause__
+            message = _database_failure(cause) if isinstance(cause, SQLAlchemyError) else f"database: {cause}"
+            raise fail(message) from None
         except QortexError as error:
             raise fail(error.detail) from None
         except ValidationError as error:

@@ -216,7 +216,13 @@ class Database:
                     # A SQLite transaction reads one snapshot already; PostgreSQL's default gives each statement
                     # its own.
                     options["isolation_level"] = "REPEATABLE READ"
-                await session.connection(execution_options=options)
+                try:
+                    await session.connection(execution_options=options)
+                except (OSError, TimeoutError) as error:
+                    # The driver could not even connect (refused, unresolvable, timed out): not wrapped by
+                    # SQLAlchemy, and only here, at checkout, does it mean the database is unreachable.
+                    log.warning("storage_unavailable", error_type=type(error).__name__)
+                    raise StorageUnavailable() from error
                 yield session
         except (DBAPIError, PoolTimeout) as error:
             if not storage_unavailable(error):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -21,6 +23,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", str(files("qortex") / "migrations"))
     config.attributes["connection"] = connection
     return config
+
+
+@cache
+def head_revision() -> str:
+    """The newest migration this code ships: the schema revision it needs."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations are shipped")
+    return head
 
 
 async def upgrade_to_head(database: Database, *, app_role: str | None = None) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from qortex.core.migrate import current_revision
+from qortex.core.migrate import current_revision, head_revision
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -43,8 +43,11 @@ async def ready(request: Request) -> JSONResponse:
     async def database() -> str:
         # Reading the schema's version, not only SELECT 1: a database that answers but lost its tables
         # (a replaced file, a dropped schema, missing grants) cannot serve a request.
-        if await current_revision(services.db) is None:
+        revision = await current_revision(services.db)
+        if revision is None:
             raise RuntimeError("the database has no schema")
+        if revision != head_revision():
+            raise RuntimeError("the database's schema is not the one this code needs")
         return "reachable, migrated"
 
     async def engine() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import BinaryIO
 
 import orjson
 import structlog
@@ -10,7 +11,8 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, stream: BinaryIO | None = None) -> None:
+    """JSON lines at `level` and above, to `stream` (standard output by default: a server's log)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -21,6 +23,6 @@ def configure_logging(level: str) -> None:
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.BytesLoggerFactory(),
+        logger_factory=structlog.BytesLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from qortex.core import idempotency
 from qortex.core.clock import utcnow
 from qortex.core.database import Base, Database, TableRows, TenantScope
-from qortex.core.errors import InvalidInput, NotFound, QortexError
+from qortex.core.errors import InvalidInput, NotFound, QortexError, StorageUnavailable
 from qortex.core.group_commit import GroupCommitter
 from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
 from qortex.core.ids import new_ids
@@ -283,6 +283,8 @@ async def create_batch(
             if isinstance(model, QortexError):
                 raise model
             _check_horizon(model, parsed.horizon)
+        except StorageUnavailable:
+            raise  # the whole batch is refused and nothing stored: one item's 503 would be stored as its answer
         except QortexError as error:
             models.setdefault(parsed.model, error)
             outcomes[index] = _failed(index, error.status, _problem(error))

@@ -12,6 +12,7 @@ from qortex.core.pagination import decode_cursor
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
+from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=StrictJSONRoute)
@@ -23,8 +24,8 @@ CanRead = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 async def list_events(
     principal: CanRead,
     services: Services,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
     action: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z_.]+$")] = None,
 ) -> AuditEventPage:
     """The tenant's audit events, newest first (by chain position); filter by `action`."""

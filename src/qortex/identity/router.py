@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Response
 
 from qortex.core.errors import Forbidden
 from qortex.core.idempotency import IdempotentRequest
@@ -16,6 +16,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission, can_grant
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import idempotency_key
+from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"], route_class=StrictJSONRoute)
@@ -53,8 +54,8 @@ async def list_api_keys(
     principal: CanManage,
     services: Services,
     include_revoked: bool = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> ApiKeyPage:
     page = await service.list_keys(
         db=services.db,

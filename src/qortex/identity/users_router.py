@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from qortex.core.idempotency import IdempotentRequest
 from qortex.core.pagination import decode_cursor
@@ -19,6 +19,7 @@ from qortex.identity.schemas import UserCreate, UserOut, UserPage, UserUpdate
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
+from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=StrictJSONRoute)
@@ -72,8 +73,8 @@ async def list_users(
     principal: CanManage,
     services: Services,
     include_inactive: bool = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> UserPage:
     page = await users.list_users(
         db=services.db,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from qortex.core.pagination import decode_cursor
 from qortex.models import service
@@ -13,6 +13,7 @@ from qortex.models.schemas import ModelOut, ModelPage
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
+from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=StrictJSONRoute)
@@ -24,8 +25,8 @@ CanRead = Annotated[Principal, Depends(require(Permission.MODELS_READ))]
 async def list_models(
     principal: CanRead,
     services: Services,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> ModelPage:
     page = await service.list_models(db=services.db, scope=principal.scope, limit=limit, after=decode_cursor(cursor))
     return ModelPage(items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor)

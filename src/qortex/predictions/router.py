@@ -28,6 +28,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import idempotency_key
+from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"], route_class=StrictJSONRoute)
@@ -97,8 +98,8 @@ async def get_prediction(prediction_id: uuid.UUID, principal: CanRead, services:
 async def list_predictions(
     principal: CanRead,
     services: Services,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
     source: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)] = None,
     direction: Literal["up", "down", "neutral"] | None = None,
     created_after: UtcDatetime | None = None,

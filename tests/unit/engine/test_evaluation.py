@@ -20,7 +20,9 @@ from qortex.engine.evaluation import (
     MEAN_ROW,
     POOLED_ROW,
     EvalConfig,
+    EvaluationReport,
     Method,
+    MethodScores,
     evaluate,
     evaluate_quick,
     plan_folds,
@@ -146,7 +148,8 @@ def test_quick_evaluation_is_deterministic_and_has_every_metric() -> None:
     assert all(0.0 <= r.scores["accuracy"] <= 1.0 for r in first.rows)
 
 
-def test_mean_row_averages_datasets_equally() -> None:
+def majority_on_up_and_walk() -> tuple[MethodScores, MethodScores, MethodScores, EvaluationReport]:
+    """The majority baseline on a series that always rises and on a random walk: its up, walk and mean rows."""
     rng = np.random.default_rng(3)
     data = [
         _synthetic("up", [np.cumsum(rng.random(300))]),
@@ -154,6 +157,11 @@ def test_mean_row_averages_datasets_equally() -> None:
     ]
     report = evaluate(data, EvalConfig(folds=2, window=16, methods=("majority",)))
     up, walk, mean = (report.row(d, "majority") for d in ("up", "walk", MEAN_ROW))
+    return up, walk, mean, report
+
+
+def test_mean_row_averages_datasets_equally() -> None:
+    up, walk, mean, report = majority_on_up_and_walk()
     assert mean.scores["accuracy"] == pytest.approx((up.scores["accuracy"] + walk.scores["accuracy"]) / 2)
     assert mean.n == up.n + walk.n
     assert up.scores["accuracy"] == 1.0
@@ -210,13 +218,7 @@ def test_eval_command_errors_are_one_line_with_a_non_zero_exit(args: list[str]) 
 
 def test_a_mean_is_undefined_when_one_dataset_has_no_value() -> None:
     """Otherwise methods' means would average different datasets and not compare."""
-    rng = np.random.default_rng(3)
-    data = [
-        _synthetic("up", [np.cumsum(rng.random(300))]),
-        _synthetic("walk", [np.cumsum(rng.normal(size=300))]),
-    ]
-    report = evaluate(data, EvalConfig(folds=2, window=16, methods=("majority",)))
-    up, walk, mean = (report.row(d, "majority") for d in ("up", "walk", MEAN_ROW))
+    up, walk, mean, _ = majority_on_up_and_walk()
     name = next(n for n in METRIC_NAMES if n.startswith("accuracy_at"))
     assert up.scores[name] == 1.0 and np.isnan(walk.scores[name])
     assert np.isnan(mean.scores[name])

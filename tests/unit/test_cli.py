@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 import typer
 from tests.conftest import POSTGRES_URL, require_service
 from typer.testing import CliRunner, Result
@@ -509,3 +510,8 @@ def test_tenants_suspend_and_resume(qortex: CliRunner) -> None:
     assert "Resumed tenant acme." in ok(qortex, "tenants", "resume", "acme").stdout
     assert re.search(r"acme\W.*\Wactive\W", ok(qortex, "tenants", "list").stdout)
     assert_one_line_error(invoke(qortex, "tenants", "suspend", "nobody"), "no tenant named 'nobody'")
+
+
+def test_a_command_leaves_no_logger_bound_to_a_stream_the_runner_closed(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "list")
+    structlog.get_logger("qortex.test").error("logged after the command")  # raised on a closed stream before

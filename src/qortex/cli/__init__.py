@@ -55,7 +55,7 @@ def main() -> None:
     # A command answers on standard output and fails with one `error:` line on standard error: library
     # warnings (say, storage_unavailable before that line) would break both. `qortex serve` configures its
     # own server log.
-    configure_logging("error", stream=sys.stderr.buffer)
+    configure_logging("error", to_stderr=True)
 
 
 app.command("serve")(serve)

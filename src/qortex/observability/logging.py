@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import BinaryIO
+import sys
+from typing import Any
 
 import orjson
 import structlog
@@ -11,8 +12,13 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str, *, stream: BinaryIO | None = None) -> None:
-    """JSON lines at `level` and above, to `stream` (standard output by default: a server's log)."""
+def _stderr_logger(*_args: Any) -> structlog.BytesLogger:
+    # Looked up at each use, never held: whoever swapped sys.stderr (a test runner) may have closed the old one.
+    return structlog.BytesLogger(sys.stderr.buffer)
+
+
+def configure_logging(level: str, *, to_stderr: bool = False) -> None:
+    """JSON lines at `level` and above, to standard output (a server's log) or standard error (a command's)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -23,6 +29,6 @@ def configure_logging(level: str, *, stream: BinaryIO | None = None) -> None:
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.BytesLoggerFactory(stream),
+        logger_factory=_stderr_logger if to_stderr else structlog.BytesLoggerFactory(),
         cache_logger_on_first_use=False,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from contextlib import suppress
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import structlog
@@ -98,7 +99,8 @@ class GroupWorker(ABC, Generic[T]):
         try:
             await self.handle(group)
         except Exception as error:  # the worker must outlive any one group, or every later caller waits forever
-            log.exception("group_failed", worker=self._name, error_type=type(error).__name__)
             for item in group:
                 if not item.done.done():
                     item.done.set_exception(error)
+            with suppress(Exception):  # a log that cannot be written must not stop the worker either
+                log.exception("group_failed", worker=self._name, error_type=type(error).__name__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -295,3 +297,32 @@ async def test_a_missing_permission_is_recorded_once(
     async with db.tenant_session(acme.tenant.scope) as session_db:
         denied = list(await session_db.scalars(select(AuditEvent).where(AuditEvent.action == "permission_denied")))
     assert [(e.target_type, e.target_id) for e in denied] == [("permission", "users:manage")]
+
+
+async def test_the_last_active_owner_person_can_be_neither_demoted_nor_deactivated(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    only = await add_user(app, acme.tenant, "olive", Role.OWNER)
+    for change in ({"role": "admin"}, {"active": False}):
+        refused = await client.patch(f"/v1/users/{only}", json=change, headers=acme.headers)
+        assert refused.status_code == 409, refused.text
+        assert "last active owner" in refused.json()["detail"]
+    assert (await client.delete(f"/v1/users/{only}", headers=acme.headers)).status_code == 409
+    second = await add_user(app, acme.tenant, "otto", Role.OWNER)
+    assert (await client.patch(f"/v1/users/{only}", json={"role": "admin"}, headers=acme.headers)).status_code == 200
+    assert (await client.delete(f"/v1/users/{second}", headers=acme.headers)).status_code == 409
+    assert (await client.get(f"/v1/users/{second}", headers=acme.headers)).json()["active"] is True
+
+
+async def test_two_owners_removing_each_other_at_once_leave_one(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    first = await add_user(app, acme.tenant, "ada", Role.OWNER)
+    second = await add_user(app, acme.tenant, "bob", Role.OWNER)
+    answers = await asyncio.gather(
+        client.delete(f"/v1/users/{first}", headers=acme.headers),
+        client.delete(f"/v1/users/{second}", headers=acme.headers),
+    )
+    assert sorted(answer.status_code for answer in answers) == [204, 409]
+    listed = (await client.get("/v1/users", headers=acme.headers)).json()["items"]
+    assert [u["username"] for u in listed if u["role"] == "owner" and u["active"]] in (["ada"], ["bob"])

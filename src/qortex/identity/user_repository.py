@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.core.database import TenantScope, allow_lookup
 from qortex.identity.models import AuthSession, RefreshToken, User
+from qortex.security.rbac import Role
 
 
 async def find_for_login(*, session: AsyncSession, login: str) -> User | None:
@@ -90,3 +91,10 @@ async def end_sessions(
         row.end_reason = reason
         ended.append(row.id)
     return ended
+
+
+async def count_other_active_owners(*, session: AsyncSession, scope: TenantScope, user_id: uuid.UUID) -> int:
+    query = select(func.count(User.id)).where(
+        User.tenant_id == scope.tenant_id, User.role == Role.OWNER.value, User.active.is_(True), User.id != user_id
+    )
+    return int(await session.scalar(query) or 0)

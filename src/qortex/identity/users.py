@@ -33,6 +33,7 @@ from qortex.security.passwords import Passwords, policy_problem
 from qortex.security.principal import Principal
 from qortex.security.rbac import Role, can_grant
 from qortex.security.revocation import SessionRevocations
+from qortex.tenants import repository as tenant_repository
 
 TAKEN = "the username or email is already taken"
 
@@ -68,6 +69,24 @@ def _record(action: str, *, actor: Principal | None, user_id: uuid.UUID, origin:
 def _check_grant(actor: Principal | None, role: Role) -> None:
     if actor is not None and not can_grant(actor.role, role):
         raise Forbidden(f"role {actor.role.value!r} may not grant role {role.value!r}")
+
+
+def _removes_an_owner(user: User, changes: UserChanges) -> bool:
+    """Whether the changes take an active owner away: a demotion or a deactivation."""
+    if user.role != Role.OWNER.value or not user.active:
+        return False
+    return (changes.role is not None and changes.role is not Role.OWNER) or changes.active is False
+
+
+async def _keep_an_owner(session: AsyncSession, scope: TenantScope, user: User) -> None:
+    """Refuses to leave the tenant without an active owner person, who alone can change its settings."""
+    # The tenant row is the lock two owners removing each other at once queue on: the second then counts
+    # what the first committed (PostgreSQL reads committed rows per statement; SQLite has one writer).
+    await tenant_repository.get_in_scope(session=session, scope=scope, for_update=True)
+    if await repo.count_other_active_owners(session=session, scope=scope, user_id=user.id) == 0:
+        raise Conflict(
+            f"{user.username} is the tenant's last active owner; make another person owner first",
+        )
 
 
 def _check_password(password: str) -> None:
@@ -200,6 +219,8 @@ async def update_user(
             if user is None:
                 raise NotFound(f"user {user_id} not found")
             _check_grant(actor, Role(user.role))
+            if _removes_an_owner(user, changes):
+                await _keep_an_owner(session, scope, user)
             if changes.email is not None and changes.email != user.email:
                 user.email = changes.email.strip().lower()
                 records.append(_record("user.update", actor=actor, user_id=user.id, origin=origin, field="email"))

@@ -75,3 +75,16 @@ async def test_a_suspended_tenant_is_refused_everywhere_and_resumed_whole(
         ("tenant.resume", "operator"),
     ]
     assert [e.details.get("reason") for e in refusals if e.outcome == "failure"] == ["tenant_suspended"]
+
+
+async def test_a_dead_refresh_token_learns_nothing_of_the_suspension(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "tess", Role.ANALYST)
+    first = (await login(client, "tess")).json()
+    rotated = (await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    assert (await client.post("/v1/auth/logout", headers=bearer(rotated["access_token"]))).status_code == 204
+    await set_active(app, acme, active=False)
+    for token in (first["refresh_token"], rotated["refresh_token"]):  # used, and of an ended session
+        answer = await client.post("/v1/auth/refresh", json={"refresh_token": token})
+        assert answer.status_code == 401, answer.text

@@ -254,11 +254,14 @@ async def refresh(
         if token is None or auth_session is None:
             raise Unauthenticated(REFRESH_REFUSED)
         user = await repo.get_user(session=session, scope=scope, user_id=auth_session.user_id)
-        if refusal is not None:
-            # Nothing changes: the token stays unused, so its holder may refresh from an allowed address
-            # (or once the tenant is resumed).
-            refused_user = auth_session.user_id
-        elif token.used_at is not None:
+        live = (
+            auth_session.ended_at is None
+            and token.expires_at > now
+            and auth_session.expires_at > now
+            and user is not None
+            and user.active
+        )
+        if token.used_at is not None:
             # A used token again: a copy exists somewhere. End the family, whoever holds the newest token.
             was_live = auth_session.ended_at is None and auth_session.expires_at > now
             await repo.end_sessions(
@@ -290,13 +293,11 @@ async def refresh(
                     reason="refresh_reuse",
                 )
             reused_session = auth_session.id
-        elif (
-            auth_session.ended_at is None
-            and token.expires_at > now
-            and auth_session.expires_at > now
-            and user is not None
-            and user.active
-        ):
+        elif live and refusal is not None:
+            # Nothing changes: the token stays unused, so its holder may refresh from an allowed address
+            # (or once the tenant is resumed). A dead token learns nothing about the tenant's policy.
+            refused_user = auth_session.user_id
+        elif live and user is not None:
             token.used_at = now
             plaintext, row = _new_refresh(scope, auth_session.id, auth_session.expires_at)
             session.add(row)

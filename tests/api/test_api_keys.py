@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+import structlog.testing
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -78,6 +80,18 @@ async def test_missing_malformed_and_wrong_credentials_are_401(
         response = await client.get("/v1/predictions", headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_real_key_id_with_a_wrong_secret_is_logged_without_either_secret(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    prefix, key_id, secret = acme.key.split("_", 2)
+    guessed = f"{prefix}_{key_id}_{'x' * len(secret)}"
+    with structlog.testing.capture_logs() as logged:
+        assert (await client.get("/v1/predictions", headers={"Authorization": f"Bearer {guessed}"})).status_code == 401
+    [mismatch] = [entry for entry in logged if entry["event"] == "api_key_secret_mismatch"]
+    assert mismatch["key_id"] == str(uuid.UUID(key_id)) and mismatch["tenant_id"] == str(acme.tenant.id)
+    assert secret not in str(logged) and "x" * len(secret) not in str(logged)
 
 
 async def test_a_role_without_the_permission_is_403(

@@ -432,3 +432,17 @@ async def test_a_head_request_refused_by_a_limit_is_recorded_as_head(
     assert [(await client.head(MODELS, headers=acme.headers)).status_code for _ in range(2)] == [200, 429]
     [refused] = await audit_events(app.state.services.db, acme, "rate_limited")
     assert refused.details["method"] == "HEAD"
+
+
+async def test_writes_count_against_the_storage_quota_at_once_not_after_the_cache_expires(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, stored_bytes=1)
+    first = await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    assert first.status_code == 201
+    # No forget(): the cached total already holds what the first request stored.
+    refused = await client.post("/v1/predictions/batch", json=batch(2), headers=acme.headers)
+    assert refused.status_code == 507
+    usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
+    limits = app.state.services.limits
+    assert await limits.stored_bytes(acme.tenant.scope) == usage["stored_bytes"]["used"] > 1

@@ -84,6 +84,21 @@ def _seconds_until(moment: float, now: float) -> int:
     return max(0, math.ceil(moment - now))
 
 
+@dataclass(frozen=True, slots=True)
+class RequestQuota:
+    """The tenant's quotas as one request meets them (predictions.service.Quota)."""
+
+    limits: RateLimits
+    request: Request
+    principal: Principal
+
+    async def charge(self, count: int) -> None:
+        await self.limits.charge_predictions(self.request, self.principal, count)
+
+    def stored(self, n_bytes: int) -> None:
+        self.limits.note_stored(self.principal.scope, n_bytes)
+
+
 def _headers(limit: int, stats: WindowStats, window_seconds: int, now: float) -> dict[str, str]:
     return {
         "RateLimit-Limit": str(limit),
@@ -316,6 +331,16 @@ class RateLimits:
             )
         # Refused before the engine runs when the quota is clearly used up; the charge decides races.
         await self._within_day(request, principal, limits, count, charge=False)
+
+    def quota_for(self, request: Request, principal: Principal) -> RequestQuota:
+        return RequestQuota(self, request, principal)
+
+    def note_stored(self, scope: TenantScope, n_bytes: int) -> None:
+        """Adds bytes just committed to the cached total, so a burst of writes cannot outrun the quota for the
+        cache's lifetime (other processes see them at their next refresh)."""
+        cached = self._stored.get(scope.tenant_id)
+        if cached is not None:
+            self._stored[scope.tenant_id] = (cached[0], cached[1] + n_bytes)
 
     async def charge_predictions(self, request: Request, principal: Principal, count: int) -> None:
         """Charges `count` predictions, about to be stored, to today's quota; 429 if they no longer fit."""

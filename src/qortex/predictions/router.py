@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated, Literal
 
 import orjson
@@ -55,7 +54,7 @@ async def create_prediction(
         scope=principal.scope,
         request=body,
         key=key,
-        charge=partial(services.limits.charge_predictions, request, principal),
+        quota=services.limits.quota_for(request, principal),
     )
     return _answered(answer, status_code=201)
 
@@ -76,7 +75,7 @@ async def create_prediction_batch(
         items=body.items,
         max_items=services.settings.batch_max_items,
         key=key,
-        charge=partial(services.limits.charge_predictions, request, principal),
+        quota=services.limits.quota_for(request, principal),
     )
     return _answered(answer, status_code=200)
 

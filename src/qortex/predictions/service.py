@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +48,14 @@ class PredictionServices:
     committer: GroupCommitter
 
 
-# Charges this many predictions, about to be stored, to the tenant's quota (raises when they do not fit).
-Charge = Callable[[int], Awaitable[None]]
+class Quota(Protocol):
+    """The tenant's quotas as one request meets them."""
+
+    async def charge(self, count: int) -> None:
+        """Charges this many predictions, about to be stored, to the daily quota; raises when they do not fit."""
+
+    def stored(self, n_bytes: int) -> None:
+        """Learns how many payload bytes were just committed, so the storage quota counts them at once."""
 
 
 @dataclass(slots=True)
@@ -218,7 +224,7 @@ async def create(
     scope: TenantScope,
     request: PredictionCreate,
     key: IdempotentRequest | None,
-    charge: Charge,
+    quota: Quota,
 ) -> Answer:
     """Predicts one series and stores it; the 201 is sent only after the commit."""
     earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
@@ -230,13 +236,16 @@ async def create(
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
     await _run_engine(services, [planned])
-    await charge(1)
+    await quota.charge(1)
     input_id, prediction_id = new_ids(2)
     stored = _build_rows(scope, planned, _Instant.now(), (input_id, prediction_id))
     earlier = await services.committer.commit(
         scope=scope, request=key, groups=_row_groups([stored]), stored_body=stored.body
     )
-    return earlier or Answer(stored.body, replayed=False)
+    if earlier is not None:
+        return earlier
+    quota.stored(_payload_bytes([stored]))
+    return Answer(stored.body, replayed=False)
 
 
 def _problem(error: QortexError) -> ProblemOut:
@@ -256,7 +265,7 @@ async def create_batch(
     items: list[Any],
     max_items: int,
     key: IdempotentRequest | None,
-    charge: Charge,
+    quota: Quota,
 ) -> Answer:
     """Predicts many series; a bad item gets its own problem and does not fail the others (nor is charged)."""
     if len(items) > max_items:
@@ -291,7 +300,7 @@ async def create_batch(
             continue
         planned.append(_Planned(index=index, request=parsed, model=model))
     await _run_engine(services, planned)
-    await charge(len(planned))
+    await quota.charge(len(planned))
     created = _Instant.now()
     ids = new_ids(2 * len(planned))
     pairs = zip(ids[::2], ids[1::2], strict=True)
@@ -304,7 +313,15 @@ async def create_batch(
         "items": [outcomes[i] for i in range(len(items))],
     }
     earlier = await services.committer.commit(scope=scope, request=key, groups=_row_groups(stored), stored_body=body)
-    return earlier or Answer(body, replayed=False)
+    if earlier is not None:
+        return earlier
+    quota.stored(_payload_bytes(stored))
+    return Answer(body, replayed=False)
+
+
+def _payload_bytes(stored: Sequence[_Stored]) -> int:
+    """What the storage quota counts of these rows (limits.repository.stored_bytes sums the same columns)."""
+    return sum(len(item.source_row["values_payload"]) + len(item.row["details_payload"]) for item in stored)
 
 
 _ITEMS: TypeAdapter[list[PredictionCreate]] = TypeAdapter(list[PredictionCreate])

@@ -111,15 +111,25 @@ class Failing(GroupWorker[Item]):
             item.done.set_result(None)
 
 
-async def test_a_group_that_raises_fails_its_own_items_and_the_worker_goes_on() -> None:
+@pytest.mark.parametrize("log_writable", [True, False])
+async def test_a_group_that_raises_fails_its_own_items_and_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch, log_writable: bool
+) -> None:
+    """Even when the failure cannot be logged (a closed stream): else the worker stops and callers wait forever."""
+    if not log_writable:
+
+        def unwritable(*args: object, **kwargs: object) -> None:
+            raise ValueError("I/O operation on closed file.")
+
+        monkeypatch.setattr("qortex.resilience.group_worker.log.exception", unwritable)
     worker = Failing()
     worker.start()
     first, second = Item("first"), Item("second")
     worker.put(first)
     worker.put(second)
     with pytest.raises(RuntimeError, match="a defect in one group"):
-        await first.done
-    await second.done
+        await asyncio.wait_for(first.done, timeout=5)
+    await asyncio.wait_for(second.done, timeout=5)
     await worker.stop()
 
 
@@ -142,21 +152,3 @@ async def test_settled_after_stop_is_refused_rather_than_waiting_forever() -> No
     await worker.stop()
     with pytest.raises(RuntimeError, match="not running"):
         await worker.settled()
-
-
-async def test_a_failing_group_whose_failure_cannot_be_logged_still_settles_and_the_worker_goes_on(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def unwritable(*args: object, **kwargs: object) -> None:
-        raise ValueError("I/O operation on closed file.")
-
-    monkeypatch.setattr("qortex.resilience.group_worker.log.exception", unwritable)
-    worker = Failing()
-    worker.start()
-    first, second = Item("first"), Item("second")
-    worker.put(first)
-    worker.put(second)
-    with pytest.raises(RuntimeError, match="a defect in one group"):
-        await asyncio.wait_for(first.done, timeout=5)
-    await asyncio.wait_for(second.done, timeout=5)
-    await worker.stop()

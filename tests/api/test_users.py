@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from qortex.audit.models import AuditEvent
 from qortex.core.database import Database
+from qortex.identity import auth_service
 from qortex.identity.models import User
 from qortex.security.rbac import Role
 from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
@@ -326,3 +328,31 @@ async def test_two_owners_removing_each_other_at_once_leave_one(
     assert sorted(answer.status_code for answer in answers) == [204, 409]
     listed = (await client.get("/v1/users", headers=acme.headers)).json()["items"]
     assert [u["username"] for u in listed if u["role"] == "owner" and u["active"]] in (["ada"], ["bob"])
+
+
+async def test_demoting_an_owner_while_their_session_refreshes_does_not_deadlock(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner guard's tenant lock must not block the key-share lock a refresh's inserts take on the tenant
+    while the refresh holds the session the demotion then waits for (PostgreSQL answered 40P01 -> 503)."""
+    ada = await add_user(app, acme.tenant, "ada", Role.OWNER)
+    await add_user(app, acme.tenant, "bob", Role.OWNER)
+    tokens = (await login(client, "ada")).json()
+    locked, resume = asyncio.Event(), asyncio.Event()
+    get_user = auth_service.repo.get_user
+
+    async def pause_after_locking_the_session(**kwargs: Any) -> Any:
+        found = await get_user(**kwargs)
+        locked.set()
+        await resume.wait()
+        return found
+
+    monkeypatch.setattr(auth_service.repo, "get_user", pause_after_locking_the_session)
+    refresh = asyncio.create_task(client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}))
+    await locked.wait()
+    monkeypatch.setattr(auth_service.repo, "get_user", get_user)  # the demotion reads users unpaused
+    demote = asyncio.create_task(client.patch(f"/v1/users/{ada}", json={"role": "admin"}, headers=acme.headers))
+    await asyncio.sleep(0.5)
+    resume.set()
+    refreshed, demoted = await asyncio.gather(refresh, demote)
+    assert (refreshed.status_code, demoted.status_code) == (200, 200), (refreshed.text, demoted.text)

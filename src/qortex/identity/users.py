@@ -82,9 +82,7 @@ async def _keep_an_owner(session: AsyncSession, scope: TenantScope, user: User) 
     """Refuses to leave the tenant without an active owner person, who alone can change its settings."""
     # The tenant row is the lock two owners removing each other at once queue on: the second then counts
     # what the first committed (PostgreSQL reads committed rows per statement; SQLite has one writer).
-    # NO KEY UPDATE: a plain FOR UPDATE would also block the key-share locks that inserts referencing the
-    # tenant take (a refresh, a logout), a deadlock with this transaction's later wait on their sessions.
-    await tenant_repository.lock_for_no_key_update(session=session, scope=scope)
+    await tenant_repository.get_in_scope(session=session, scope=scope, for_update=True)
     if await repo.count_other_active_owners(session=session, scope=scope, user_id=user.id) == 0:
         raise Conflict(
             f"{user.username} is the tenant's last active owner; make another person owner first",

@@ -31,13 +31,12 @@ def add(*, session: AsyncSession, scope: TenantScope, tenant: Tenant) -> None:
     session.add(tenant)
 
 
-async def lock_for_no_key_update(*, session: AsyncSession, scope: TenantScope) -> None:
-    """Serialises writers on the scope's tenant row (PostgreSQL FOR NO KEY UPDATE) without blocking inserts
-    of rows that reference it, whose foreign-key checks take key-share locks on it."""
-    await session.execute(select(Tenant.id).where(Tenant.id == scope.tenant_id).with_for_update(key_share=True))
-
-
 async def get_in_scope(*, session: AsyncSession, scope: TenantScope, for_update: bool = False) -> Tenant | None:
-    """The scope's own tenant row; `for_update` locks it until the transaction ends (PostgreSQL)."""
+    """The scope's own tenant row; `for_update` locks it until the transaction ends (PostgreSQL).
+
+    The lock is FOR NO KEY UPDATE: it serialises writers of the row, which never change its key, without
+    blocking inserts of rows that reference it (their foreign-key checks take key-share locks on it). A plain
+    FOR UPDATE deadlocked with a refresh that held a session this transaction then needed.
+    """
     query = select(Tenant).where(Tenant.id == scope.tenant_id)
-    return await session.scalar(query.with_for_update() if for_update else query)
+    return await session.scalar(query.with_for_update(key_share=True) if for_update else query)

@@ -88,7 +88,9 @@ async def test_a_real_key_id_with_a_wrong_secret_is_logged_without_either_secret
     prefix, key_id, secret = acme.key.split("_", 2)
     guessed = f"{prefix}_{key_id}_{'x' * len(secret)}"
     with structlog.testing.capture_logs() as logged:
-        assert (await client.get("/v1/predictions", headers={"Authorization": f"Bearer {guessed}"})).status_code == 401
+        for _ in range(5):  # one line, not one per guess: guessing must not flood the log
+            answer = await client.get("/v1/predictions", headers={"Authorization": f"Bearer {guessed}"})
+            assert answer.status_code == 401
     [mismatch] = [entry for entry in logged if entry["event"] == "api_key_secret_mismatch"]
     assert mismatch["key_id"] == str(uuid.UUID(key_id)) and mismatch["tenant_id"] == str(acme.tenant.id)
     assert secret not in str(logged) and "x" * len(secret) not in str(logged)
@@ -145,3 +147,14 @@ async def test_a_refusal_stands_when_its_audit_record_cannot_be_stored(
     viewer = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.VIEWER)}"}
     refused = await client.post("/v1/predictions", json={"source": "s", "values": VALUES}, headers=viewer)
     assert refused.status_code == 403
+
+
+def test_wrong_secrets_are_logged_once_per_interval_with_the_count_in_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = identity_service.ApiKeyCache(ttl_seconds=5, max_entries=10)
+    key_id = uuid.uuid4()
+    now = [1000.0]
+    monkeypatch.setattr(identity_service.time, "monotonic", lambda: now[0])
+    assert cache.mismatch_to_log(key_id) == 0
+    assert [cache.mismatch_to_log(key_id) for _ in range(3)] == [None, None, None]
+    now[0] += identity_service.MISMATCH_LOG_SECONDS
+    assert cache.mismatch_to_log(key_id) == 3

@@ -38,6 +38,9 @@ class _CachedKey:
     cached_at: float
 
 
+MISMATCH_LOG_SECONDS = 10.0
+
+
 class ApiKeyCache:
     """Verified keys, kept for at most `ttl_seconds` so a revocation elsewhere is seen within that delay."""
 
@@ -45,6 +48,21 @@ class ApiKeyCache:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[uuid.UUID, _CachedKey] = OrderedDict()
+        # key id -> (when a wrong secret for it was last logged, wrong secrets since then not logged)
+        self._mismatches: dict[uuid.UUID, tuple[float, int]] = {}
+
+    def mismatch_to_log(self, key_id: uuid.UUID) -> int | None:
+        """Counts a wrong secret for a real key. Returns how many went unlogged before it when this one is to be
+        logged (at most one line per key every MISMATCH_LOG_SECONDS, so guessing cannot flood the log)."""
+        now = time.monotonic()
+        last = self._mismatches.get(key_id)
+        if last is not None and now - last[0] < MISMATCH_LOG_SECONDS:
+            self._mismatches[key_id] = (last[0], last[1] + 1)
+            return None
+        if len(self._mismatches) >= self.max_entries:
+            self._mismatches = {k: v for k, v in self._mismatches.items() if now - v[0] < MISMATCH_LOG_SECONDS}
+        self._mismatches[key_id] = (now, 0)
+        return last[1] if last is not None else 0
 
     def get(self, key_id: uuid.UUID) -> _CachedKey | None:
         entry = self._entries.get(key_id)
@@ -217,7 +235,14 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
     if not api_keys.secret_matches(parsed.secret, entry.secret_sha256):
         # A real key id with a wrong secret is someone who saw the id (in a log, a listing) guessing: worth
         # a line for the operator, not a database write per attempt. Neither secret is logged.
-        log.warning("api_key_secret_mismatch", key_id=str(parsed.key_id), tenant_id=str(entry.principal.tenant_id))
+        unlogged = cache.mismatch_to_log(parsed.key_id)
+        if unlogged is not None:
+            log.warning(
+                "api_key_secret_mismatch",
+                key_id=str(parsed.key_id),
+                tenant_id=str(entry.principal.tenant_id),
+                unlogged_before=unlogged,
+            )
         raise Unauthenticated()
     if entry.expires_at is not None and entry.expires_at <= utcnow():
         raise Unauthenticated("the API key has expired")

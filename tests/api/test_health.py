@@ -19,15 +19,20 @@ async def test_liveness_and_readiness_need_no_credential(client: httpx.AsyncClie
     assert set(ready.json()["checks"]) == {"database", "engine", "disk"}
 
 
-async def test_readiness_reports_a_failing_database(client: httpx.AsyncClient, app: FastAPI) -> None:
+async def ready_on(client: httpx.AsyncClient, app: FastAPI, db: Database) -> httpx.Response:
+    """/health/ready while the app's database is `db` (disposed afterwards, the app's own put back)."""
     services = app.state.services
-    reachable = services.db
-    services.db = Database("postgresql://nobody@127.0.0.1:1/none")
+    own = services.db
+    services.db = db
     try:
-        ready = await client.get("/health/ready")
+        return await client.get("/health/ready")
     finally:
-        await services.db.dispose()
-        services.db = reachable
+        await db.dispose()
+        services.db = own
+
+
+async def test_readiness_reports_a_failing_database(client: httpx.AsyncClient, app: FastAPI) -> None:
+    ready = await ready_on(client, app, Database("postgresql://nobody@127.0.0.1:1/none"))
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"]["status"] == "failing"
 
@@ -35,14 +40,7 @@ async def test_readiness_reports_a_failing_database(client: httpx.AsyncClient, a
 async def test_readiness_reports_a_database_that_answers_but_has_no_schema(
     client: httpx.AsyncClient, app: FastAPI, tmp_path: Path
 ) -> None:
-    services = app.state.services
-    migrated = services.db
-    services.db = Database(f"sqlite:///{tmp_path}/empty.db")  # answers SELECT 1, holds no table
-    try:
-        ready = await client.get("/health/ready")
-    finally:
-        await services.db.dispose()
-        services.db = migrated
+    ready = await ready_on(client, app, Database(f"sqlite:///{tmp_path}/empty.db"))  # answers, holds no table
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == {"status": "failing", "detail": "RuntimeError", "ms": ANY}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Coroutine
 from email.message import Message
 from typing import Any
@@ -35,6 +36,35 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # so a body with both is refused instead of read one way here and another way elsewhere.
 _DUPLICATE_KEYS = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
 
+# A JSON string token and, when it is an object key, the colon after it. Scanned left to right over valid
+# JSON, every match starts at a real string (no quote occurs outside strings), so escaped quotes never
+# misalign it.
+_STRING_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"\s*+(:?)')
+
+
+def _key_count(text: bytes) -> int:
+    return _STRING_TOKEN.findall(text).count(b":")
+
+
+def refuse_duplicate_keys(body: bytes, parsed: Any) -> None:
+    """Raises a JSONDecodeError naming the key when some object of `body` (already parsed) repeats a key.
+
+    Re-serialising the parsed value writes each distinct key once, so the body has a duplicate exactly when
+    it holds more keys than that; this costs a few ms per MiB where the stdlib parser takes about 20.
+    """
+    try:
+        distinct = _key_count(orjson.dumps(parsed))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: let the stdlib parser look
+        distinct = -1
+    if distinct == _key_count(body):
+        return
+    try:
+        _DUPLICATE_KEYS.decode(body.decode())
+    except RecursionError:  # orjson nests 1,024 levels deep, the stdlib parser a few less
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None
+    if distinct >= 0:  # the counts differ, so the stdlib pass must have raised; never accept a miscount
+        raise json.JSONDecodeError("duplicate key", "", 0)
+
 
 def is_json(content_type: str) -> bool:
     message = Message()
@@ -47,13 +77,9 @@ class StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            # orjson refuses NaN, Infinity and numbers that overflow a double, which the stdlib accepts; the
-            # stdlib pass after it only looks for duplicate keys.
+            # orjson refuses NaN, Infinity and numbers that overflow a double, which the stdlib accepts.
             parsed = orjson.loads(body)
-            try:
-                _DUPLICATE_KEYS.decode(body.decode())
-            except RecursionError:  # orjson nests 1,024 levels deep, the stdlib parser a few less
-                raise json.JSONDecodeError("nested too deeply", "", 0) from None
+            refuse_duplicate_keys(body, parsed)
             self._json = parsed
         return self._json
 

@@ -100,7 +100,10 @@ def remember(
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A create response body, and whether it replays an earlier answer."""
+    """A create response body, and whether it replays an earlier answer.
+
+    The body is what orjson writes as the response: JSON values, or ids and dataclasses it writes itself.
+    """
 
     body: dict[str, Any]
     replayed: bool

@@ -123,6 +123,9 @@ async def test_an_expired_key_is_refused(client: httpx.AsyncClient, acme: Tenant
     )
     response = await client.get("/v1/predictions", headers={"Authorization": f"Bearer {created.body['key']}"})
     assert response.status_code == 401
+    # The same answer as an unknown key's: a refusal does not say which.
+    unknown = await client.get("/v1/predictions", headers={"Authorization": f"Bearer qx_{'0' * 32}_{'A' * 43}"})
+    assert response.json()["detail"] == unknown.json()["detail"]
 
 
 async def test_an_admin_cannot_revoke_an_owners_key(

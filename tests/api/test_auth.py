@@ -361,6 +361,19 @@ async def test_throttling_does_not_tell_which_email_belongs_to_which_username(
     assert answers == {"heidi": (429, 401), "nobody": (429, 401)}
 
 
+async def test_a_wrong_current_password_counts_as_a_failed_login_by_the_username(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """Else a stolen access token would add its own guesses to those the login allows."""
+    await add_user(app, acme.tenant, "ivan")
+    headers = bearer((await login(client, "ivan")).json()["access_token"])
+    guess = {"current_password": "a wrong guess", "new_password": "a brand new passphrase"}
+    answers = [(await client.post("/v1/auth/password", json=guess, headers=headers)).status_code for _ in range(5)]
+    assert answers == [422] * 5
+    assert (await login(client, "ivan")).status_code == 429
+    assert (await client.post("/v1/auth/password", json=guess, headers=headers)).status_code == 429
+
+
 async def test_own_password_change_needs_the_current_one_and_ends_every_session(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:

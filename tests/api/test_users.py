@@ -356,3 +356,20 @@ async def test_demoting_an_owner_while_their_session_refreshes_does_not_deadlock
     resume.set()
     refreshed, demoted = await asyncio.gather(refresh, demote)
     assert (refreshed.status_code, demoted.status_code) == (200, 200), (refreshed.text, demoted.text)
+
+
+async def test_a_key_minted_while_its_person_is_deactivated_does_not_survive(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """The deactivation and the mint race; whichever commits first, no key minted for the person works after."""
+    for attempt in range(5):
+        person = await add_user(app, acme.tenant, f"racer{attempt}", Role.ADMIN)
+        session = bearer((await login(client, f"racer{attempt}")).json()["access_token"])
+        deactivated, minted = await asyncio.gather(
+            client.patch(f"/v1/users/{person}", json={"active": False}, headers=acme.headers),
+            client.post("/v1/api-keys", json={"name": "racing", "role": "admin"}, headers=session),
+        )
+        assert deactivated.status_code == 200
+        assert minted.status_code in (201, 401), minted.text
+        if minted.status_code == 201:
+            assert (await client.get("/v1/auth/me", headers=bearer(minted.json()["key"]))).status_code == 401

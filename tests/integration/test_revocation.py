@@ -17,6 +17,7 @@ import pytest
 
 from qortex.api import create_app
 from qortex.core.config import Settings
+from qortex.security.rbac import Role
 from tests.api.people import add_user, bearer, cheap_argon2, login
 from tests.conftest import make_tenant
 
@@ -100,3 +101,54 @@ async def test_a_revoked_api_key_is_refused_by_another_instance_within_five_seco
 async def test_logout_is_refused_within_five_seconds_when_redis_is_configured_but_away(settings: Settings) -> None:
     """With no subscription, each instance polls the database as often as it would without Redis."""
     await check_propagation(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}), limit=5.0)
+
+
+async def test_a_credential_still_cached_elsewhere_cannot_leave_a_key_or_a_user_behind(settings: Settings) -> None:
+    """Within the propagation delay another instance still accepts a demoted person's token; what it makes
+    would outlive the demotion (a key, an account), so grants check the credential in their transaction."""
+    async with two_instances(settings) as (a, b, app_a):
+        services = app_a.state.services  # type: ignore[attr-defined]
+        owner = await make_tenant(services.db, f"t{uuid.uuid4().hex[:8]}")
+        name = f"u{uuid.uuid4().hex[:12]}"
+        person = await add_user(app_a, owner.tenant, name, Role.ADMIN)  # type: ignore[arg-type]
+        other = await add_user(app_a, owner.tenant, f"o{uuid.uuid4().hex[:12]}", Role.ADMIN)  # type: ignore[arg-type]
+        session = bearer((await login(a, name)).json()["access_token"])
+        minted = (await b.post("/v1/api-keys", json={"name": "before", "role": "admin"}, headers=session)).json()
+        assert (await b.get("/v1/auth/me", headers=session)).status_code == 200  # B has it cached now
+        assert (await b.get("/v1/auth/me", headers=bearer(minted["key"]))).status_code == 200
+
+        assert (await a.patch(f"/v1/users/{person}", json={"role": "viewer"}, headers=owner.headers)).status_code == 200
+
+        for credential in (session, bearer(minted["key"])):
+            grants = [
+                await b.post("/v1/api-keys", json={"name": "escape", "role": "admin"}, headers=credential),
+                await b.post(
+                    "/v1/users",
+                    json={
+                        "username": f"n{uuid.uuid4().hex[:12]}",
+                        "email": f"{uuid.uuid4().hex[:12]}@example.com",
+                        "display_name": "New",
+                        "password": "a long enough password",
+                        "role": "admin",
+                    },
+                    headers=credential,
+                ),
+                await b.patch(f"/v1/users/{other}", json={"password": "known to the thief"}, headers=credential),
+            ]
+            assert [answer.status_code for answer in grants] == [401, 401, 401], [g.text for g in grants]
+        keys = (await a.get("/v1/api-keys", headers=owner.headers)).json()["items"]
+        assert [key["name"] for key in keys if key["name"] == "escape"] == []
+        users = (await a.get("/v1/users", headers=owner.headers)).json()["items"]
+        assert len(users) == 2
+
+
+async def test_a_key_revoked_on_one_instance_cannot_mint_keys_on_another(settings: Settings) -> None:
+    async with two_instances(settings) as (a, b, app_a):
+        services = app_a.state.services  # type: ignore[attr-defined]
+        owner = await make_tenant(services.db, f"t{uuid.uuid4().hex[:8]}")
+        made = (await a.post("/v1/api-keys", json={"name": "doomed", "role": "admin"}, headers=owner.headers)).json()
+        doomed = bearer(made["key"])
+        assert (await b.get("/v1/api-keys", headers=doomed)).status_code == 200  # cached on B
+        assert (await a.delete(f"/v1/api-keys/{made['id']}", headers=owner.headers)).status_code == 204
+        escape = await b.post("/v1/api-keys", json={"name": "escape", "role": "admin"}, headers=doomed)
+        assert escape.status_code == 401, escape.text

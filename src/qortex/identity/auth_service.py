@@ -168,8 +168,9 @@ def _issue(auth: AuthServices, user: User, session_id: uuid.UUID, refresh: str, 
     )
 
 
-def _throttle_identity(user_id: uuid.UUID) -> str:
-    return f"user:{user_id}"
+def _login_budget(name: str) -> str:
+    """The throttle counter of logins by this name (a username or an email, as typed, lowercased)."""
+    return f"name:{name}"
 
 
 async def login(*, db: Database, auth: AuthServices, login_name: str, password: str, origin: Origin) -> Tokens:
@@ -180,7 +181,7 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     # Counted per name as typed, for real and unknown accounts alike: a budget shared by an account's
     # username and email would answer 429 to one after failures on the other, telling an outsider that
     # the account exists and which email is its username's.
-    throttled_as = f"name:{name}"
+    throttled_as = _login_budget(name)
     await auth.throttle.admit(identifier=throttled_as, client_ip=origin.client_ip)
     # The password is verified even for an unknown or inactive account, so every refusal costs the same.
     matches = await auth.passwords.verify_async(user.password_hash if user else None, password)
@@ -381,7 +382,8 @@ async def change_own_password(
         user = await repo.get_user(session=session, scope=scope, user_id=principal.user_id)
     if user is None or not user.active:
         raise Unauthenticated()
-    await auth.throttle.admit(identifier=_throttle_identity(user.id), client_ip=origin.client_ip)
+    # Counted as a login by the username, so a stolen access token gets no guesses beyond the login's.
+    await auth.throttle.admit(identifier=_login_budget(user.username), client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
         await auth.throttle.failed(client_ip=origin.client_ip)
         await auth.audit_writer.write_refusal(
@@ -392,7 +394,7 @@ async def change_own_password(
             "the current password is wrong",
             errors=[{"loc": ["body", "current_password"], "msg": "wrong password"}],
         )
-    await auth.throttle.succeeded(identifier=_throttle_identity(user.id))
+    await auth.throttle.succeeded(identifier=_login_budget(user.username))
     new_hash = await auth.passwords.hash_async(new)
     now = utcnow()
     async with db.tenant_session(scope, write=True) as session:

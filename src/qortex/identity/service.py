@@ -22,6 +22,7 @@ from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.identity import repository
+from qortex.identity.actors import confirm_actor
 from qortex.identity.models import ApiKey
 from qortex.security import api_keys
 from qortex.security.principal import Principal
@@ -164,11 +165,13 @@ async def create_key(
     stored = {**_public_fields(key), "key": None}
     record = _key_audit("api_key.create", key.id, actor, details={"role": role.value})
 
-    async def record_creation(session: AsyncSession) -> None:
+    async def confirm_and_record(session: AsyncSession) -> None:
+        # Before the audit append, which locks the chain head: a person's row is always locked first.
+        await confirm_actor(session=session, scope=scope, actor=actor)
         await audit.append(session=session, scope=scope, records=[record])
 
     earlier = await idempotency.commit_once(
-        db=db, scope=scope, request=request, groups=[[key]], stored_body=stored, in_transaction=record_creation
+        db=db, scope=scope, request=request, groups=[[key]], stored_body=stored, in_transaction=confirm_and_record
     )
     return earlier or Answer({**stored, "key": api_keys.format_key(key.id, secret)}, replayed=False)
 
@@ -245,5 +248,5 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
             )
         raise Unauthenticated()
     if entry.expires_at is not None and entry.expires_at <= utcnow():
-        raise Unauthenticated("the API key has expired")
+        raise Unauthenticated()
     return entry.principal

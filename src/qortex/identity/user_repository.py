@@ -39,6 +39,12 @@ async def get_user(
     return await session.scalar(query)
 
 
+async def lock_users(*, session: AsyncSession, scope: TenantScope, user_ids: set[uuid.UUID]) -> Sequence[User]:
+    """Locks the rows in id order: PostgreSQL locks rows as the sorted result returns them."""
+    query = select(User).where(User.tenant_id == scope.tenant_id, User.id.in_(user_ids)).order_by(User.id)
+    return (await session.scalars(query.with_for_update())).all()
+
+
 async def list_users(
     *, session: AsyncSession, scope: TenantScope, include_inactive: bool, limit: int, after: uuid.UUID | None
 ) -> Sequence[User]:

@@ -26,6 +26,7 @@ from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.identity import user_repository as repo
+from qortex.identity.actors import confirm_actor, lock_people
 from qortex.identity.auth_service import Origin
 from qortex.identity.models import User
 from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
@@ -132,12 +133,13 @@ async def create_user(
     body = public_fields(user)
     record = _record("user.create", actor=actor, user_id=user.id, origin=origin or Origin(), role=role.value)
 
-    async def record_creation(session: AsyncSession) -> None:
+    async def confirm_and_record(session: AsyncSession) -> None:
+        await confirm_actor(session=session, scope=scope, actor=actor)
         await audit.append(session=session, scope=scope, records=[record])
 
     try:
         earlier = await idempotency.commit_once(
-            db=db, scope=scope, request=request, groups=[[user]], stored_body=body, in_transaction=record_creation
+            db=db, scope=scope, request=request, groups=[[user]], stored_body=body, in_transaction=confirm_and_record
         )
     except IntegrityError:
         raise Conflict(TAKEN) from None
@@ -215,7 +217,10 @@ async def update_user(
     revoked_keys: list[uuid.UUID] = []
     try:
         async with db.tenant_session(scope, write=True) as session:
-            user = await repo.get_user(session=session, scope=scope, user_id=user_id, for_update=True)
+            acting = {actor.person_id} if actor is not None and actor.person_id is not None else set()
+            locked = await lock_people(session=session, scope=scope, user_ids={user_id, *acting})
+            await confirm_actor(session=session, scope=scope, actor=actor, locked=locked)
+            user = locked.get(user_id)
             if user is None:
                 raise NotFound(f"user {user_id} not found")
             _check_grant(actor, Role(user.role))

@@ -179,6 +179,16 @@ async def test_requests_and_items_that_make_no_prediction_are_not_charged(
     assert over.status_code == 429
 
 
+async def test_bad_batch_items_take_no_room_in_the_daily_quota_check(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, predictions_per_day=2)
+    body = {"items": [{"source": "s", "values": series(1)}, None, {"source": "s", "values": [1.0]}, None]}
+    answered = await client.post("/v1/predictions/batch", json=body, headers=acme.headers)
+    assert answered.status_code == 200, answered.text
+    assert [item["status"] for item in answered.json()["items"]] == [201, 422, 422, 422]
+
+
 async def test_concurrent_requests_at_the_quota_edge_store_no_more_than_the_quota(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

@@ -92,6 +92,9 @@ class RequestQuota:
     request: Request
     principal: Principal
 
+    async def check(self, count: int) -> None:
+        await self.limits.check_predictions(self.request, self.principal, count)
+
     async def charge(self, count: int) -> None:
         await self.limits.charge_predictions(self.request, self.principal, count)
 
@@ -305,11 +308,12 @@ class RateLimits:
         batch: bool,
         replay_of: IdempotentRequest | None = None,
     ) -> None:
-        """Checks the batch size, the stored-bytes quota and that `count` predictions fit today's quota.
+        """Checks the batch size (`count` items, valid or not) and the stored-bytes quota.
 
-        Nothing is charged here: `charge_predictions` charges what was actually made, once the engine has
-        answered, so a request that fails (bad model, bad items, overload) costs nothing. A request whose
-        Idempotency-Key already has a stored answer is a replay: it creates nothing and is not checked.
+        Today's prediction quota is checked by the service once it knows how many items it will predict
+        (`check_predictions`) and charged when they are made (`charge_predictions`), so a request that
+        fails, or a batch item answered with its own problem, costs nothing and takes no room. A request
+        whose Idempotency-Key already has a stored answer is a replay: it creates nothing and is not checked.
         """
         if not self.enabled:
             return
@@ -329,8 +333,6 @@ class RateLimits:
                 f"the tenant stores {stored} bytes of predictions, its quota is {limits.stored_bytes} bytes "
                 "(limit stored_bytes); delete data or raise the quota"
             )
-        # Refused before the engine runs when the quota is clearly used up; the charge decides races.
-        await self._within_day(request, principal, limits, count, charge=False)
 
     def quota_for(self, request: Request, principal: Principal) -> RequestQuota:
         return RequestQuota(self, request, principal)
@@ -341,6 +343,14 @@ class RateLimits:
         cached = self._stored.get(scope.tenant_id)
         if cached is not None:
             self._stored[scope.tenant_id] = (cached[0], cached[1] + n_bytes)
+
+    async def check_predictions(self, request: Request, principal: Principal, count: int) -> None:
+        """429 when `count` predictions no longer fit today's quota: tested before the engine runs, charging
+        nothing (the charge afterwards decides races)."""
+        if not self.enabled or count <= 0:
+            return
+        _, limits = await self.limits_for(principal.scope)
+        await self._within_day(request, principal, limits, count, charge=False)
 
     async def charge_predictions(self, request: Request, principal: Principal, count: int) -> None:
         """Charges `count` predictions, about to be stored, to today's quota; 429 if they no longer fit."""

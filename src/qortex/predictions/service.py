@@ -51,6 +51,9 @@ class PredictionServices:
 class Quota(Protocol):
     """The tenant's quotas as one request meets them."""
 
+    async def check(self, count: int) -> None:
+        """Raises when this many predictions clearly no longer fit the daily quota; charges nothing."""
+
     async def charge(self, count: int) -> None:
         """Charges this many predictions, about to be stored, to the daily quota; raises when they do not fit."""
 
@@ -237,6 +240,7 @@ async def create(
     )
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
+    await quota.check(1)
     await _run_engine(services, [planned])
     await quota.charge(1)
     input_id, prediction_id = new_ids(2)
@@ -301,6 +305,7 @@ async def create_batch(
             outcomes[index] = _failed(index, error.status, _problem(error))
             continue
         planned.append(_Planned(index=index, request=parsed, model=model))
+    await quota.check(len(planned))  # only the items that will be predicted: a bad one takes no room
     await _run_engine(services, planned)
     await quota.charge(len(planned))
     created = _Instant.now()

@@ -98,6 +98,18 @@ async def test_a_batch_never_grows_past_max_batch(predictor: CountingPredictor) 
     assert predictor.calls == [4, 4, 2]
 
 
+async def test_a_request_that_would_overfill_the_batch_starts_the_next_one(predictor: CountingPredictor) -> None:
+    batcher = await started(max_batch=4, max_wait_s=0.05)
+    try:
+        requests = [[walk(1), walk(2), walk(3)], [walk(4), walk(5), walk(6)], [walk(7)], [walk(8, n=20)] * 6]
+        answers = await asyncio.gather(*(batcher.predict(predictor, series, 1) for series in requests))
+    finally:
+        await batcher.stop()
+    # Only a single request larger than max_batch runs past it, alone.
+    assert predictor.calls == [3, 4, 6]
+    assert [len(a) for a in answers] == [3, 3, 1, 6]
+
+
 async def test_a_full_queue_answers_503_overloaded_with_retry_after(predictor: CountingPredictor) -> None:
     batcher = await started(queue_size=1, max_wait_s=0.0, retry_after_seconds=3)
     predictor.gate.clear()

@@ -274,14 +274,15 @@ async def create_batch(
     quota: Quota,
 ) -> Answer:
     """Predicts many series; a bad item gets its own problem and does not fail the others (nor is charged)."""
+    # A stored answer replays even if the limit has been lowered since.
+    earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
+    if earlier is not None:
+        return earlier
     if len(items) > max_items:
         raise InvalidInput(
             f"a batch holds at most {max_items} items, got {len(items)}",
             errors=[{"loc": ["body", "items"], "msg": f"at most {max_items} items"}],
         )
-    earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
-    if earlier is not None:
-        return earlier
     outcomes: dict[int, dict[str, Any]] = {}
     planned: list[_Planned] = []
     models: dict[str | None, Model | QortexError] = {}

@@ -85,20 +85,29 @@ class EngineBatcher:
         return await future
 
     async def _run(self) -> None:
+        # A job that would have taken the batch past max_batch starts the next one (it has waited already).
+        carried: _Job | None = None
         while True:
-            jobs = [await self._queue.get()]
+            if carried is None:
+                jobs = [await self._queue.get()]
+                waited = False
+            else:
+                jobs, carried, waited = [carried], None, True
             try:
                 size = len(jobs[0].series)
-                if size < self.max_batch and self.max_wait_s > 0:
+                if size < self.max_batch and self.max_wait_s > 0 and not waited:
                     await asyncio.sleep(self.max_wait_s)
                 while size < self.max_batch and not self._queue.empty():
                     job = self._queue.get_nowait()
+                    if size + len(job.series) > self.max_batch:
+                        carried = job
+                        break
                     jobs.append(job)
                     size += len(job.series)
                 await self._execute(jobs)
             except asyncio.CancelledError:
                 # Jobs already taken off the queue would otherwise wait forever once stop() cancels us.
-                _fail_shutting_down(jobs)
+                _fail_shutting_down([*jobs, *([carried] if carried is not None else [])])
                 raise
             except Exception as error:  # the worker must outlive any one batch, or every later request hangs
                 log.exception("engine_batch_failed", error_type=type(error).__name__)

@@ -154,6 +154,21 @@ def test_serve_refuses_a_configuration_that_cannot_start_before_creating_anythin
     assert not (tmp_path / "data" / "qortex.db").exists()
 
 
+def test_serve_without_auto_migration_refuses_an_unmigrated_database_in_one_line(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QORTEX_AUTO_MIGRATE", "false")
+    get_settings.cache_clear()
+    assert_one_line_error(
+        invoke_narrow(qortex, monkeypatch, "serve"), "the database is not migrated: run `qortex migrate`"
+    )
+    ok(qortex, "migrate")
+    with sqlite3.connect(get_settings().data_dir / "qortex.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0001'")
+    result = invoke_narrow(qortex, monkeypatch, "serve")
+    assert_one_line_error(result, "the database schema is at revision 0001, this release needs")
+
+
 def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:
     created = ok(qortex, "tenants", "create", "acme", "--plan", "enterprise")
     assert "Created tenant acme" in created.stdout

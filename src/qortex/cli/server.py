@@ -10,7 +10,7 @@ import uvicorn
 from qortex.api import startup_problems
 from qortex.cli._common import console, fail, one_line_errors, open_database, run
 from qortex.core.config import get_settings
-from qortex.core.migrate import current_revision
+from qortex.core.migrate import current_revision, head_revision
 from qortex.tenants import service as tenant_service
 
 
@@ -30,6 +30,17 @@ async def _initialise() -> None:
     console.print(f"Created tenant [bold]{tenant.name}[/] and its owner API key (shown only this once):")
     console.print(f"\n    {key}\n", highlight=False, soft_wrap=True)
     console.print("Store it now: only its hash is kept.")
+
+
+async def _check_schema() -> None:
+    """Without auto-migration the operator migrates: a schema this release cannot use is one line, not a crash."""
+    async with open_database(migrate=False) as db:
+        found = await current_revision(db)
+    needed = head_revision()
+    if found is None:
+        raise fail("the database is not migrated: run `qortex migrate`")
+    if found != needed:
+        raise fail(f"the database schema is at revision {found}, this release needs {needed}: run `qortex migrate`")
 
 
 @one_line_errors
@@ -61,8 +72,7 @@ def serve(
     problems = startup_problems(settings)
     if problems:
         raise fail("; ".join(problems))
-    if settings.auto_migrate:
-        run(_initialise())
+    run(_initialise() if settings.auto_migrate else _check_schema())
     uvicorn.run(
         "qortex.api:create_app",
         factory=True,

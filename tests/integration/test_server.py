@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -108,3 +110,33 @@ def test_a_client_that_never_finishes_its_request_cannot_keep_a_stopping_server_
         server.process.terminate()
         server.process.wait(timeout=15)
         assert time.monotonic() - started < 10, "the server waited for the stalled request"
+
+
+def test_a_request_still_running_when_the_shutdown_grace_ends_is_answered_503(
+    launch_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Not the server's bare 500 (which means a bug): a retryable problem, with the request id."""
+    server = launch_server(tmp_path / "data", env={"QORTEX_SHUTDOWN_GRACE_SECONDS": "1"})
+    # Another process holds the write lock, so the prediction waits (up to the 10 s busy timeout) to commit.
+    blocker = sqlite3.connect(server.data_dir / "qortex.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(
+                httpx.post,
+                f"{server.base_url}/v1/predictions",
+                json={"source": "s", "values": series()},
+                headers=server.headers,
+                timeout=30,
+            )
+            time.sleep(1.0)
+            server.process.terminate()
+            answer = pending.result(timeout=30)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"].endswith("/overloaded")
+    assert answer.headers["retry-after"] == "1"
+    assert answer.headers["x-request-id"] in answer.json()["instance"]

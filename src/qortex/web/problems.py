@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from qortex.core.errors import PROBLEM_BASE, QortexError, problem_body
+from qortex.core.errors import PROBLEM_BASE, Overloaded, QortexError, problem_body
 from qortex.web.asgi import HttpMiddleware
 
 PROBLEM_JSON = "application/problem+json"
@@ -148,6 +149,17 @@ class UnexpectedErrorMiddleware(HttpMiddleware):
 
         try:
             await self.app(scope, receive, send_tracking)
+        except asyncio.CancelledError:
+            # The server cancels what is still running when its shutdown grace ends: answer that as the
+            # retryable 503 it is (the server's own answer would be a bare 500), then let the cancel go on.
+            if not started:
+                shutting_down = Overloaded(
+                    "the server stopped before this request finished; retry (with the same Idempotency-Key, if "
+                    "any: the request may have been stored)",
+                    retry_after_seconds=1,
+                )
+                await (await on_qortex_error(Request(scope), shutting_down))(scope, receive, send)
+            raise
         except Exception as error:
             if started:
                 raise

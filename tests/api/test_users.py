@@ -249,6 +249,8 @@ async def test_api_key_creation_and_revocation_are_audited(
         ("api_key.create", "api_key", me["api_key"]["id"]),
         ("api_key.revoke", "api_key", me["api_key"]["id"]),
     ]
+    # Like every audited request: where it came from, and which request it was.
+    assert all(e.client_ip and e.request_id for e in rows), [(e.client_ip, e.request_id) for e in rows]
 
 
 @pytest.mark.parametrize("active", ["no", "off", "0", 0, "yes", 1, 1.0])

@@ -31,6 +31,14 @@ log = structlog.get_logger("qortex.audit")
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request came from, for the audit log."""
+
+    request_id: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """What happened, who did it (pseudonymous id), to what, and how it ended."""
 

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from qortex.audit.service import Origin
 from qortex.identity import auth_service, service
 from qortex.identity import users as user_service
-from qortex.identity.auth_service import Origin
 from qortex.identity.schemas import (
     ApiKeyOut,
     LoginRequest,

@@ -17,7 +17,7 @@ import structlog
 from redis.asyncio import Redis
 
 from qortex.audit import service as audit
-from qortex.audit.service import AuditRecord, AuditWriter
+from qortex.audit.service import AuditRecord, AuditWriter, Origin
 from qortex.core.clock import utcnow
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
@@ -45,14 +45,6 @@ LOGIN_REFUSED = "invalid username or password"
 REFRESH_REFUSED = "the refresh token is not valid"
 IP_NOT_ALLOWED = "ip_not_allowed"
 TENANT_SUSPENDED = "tenant_suspended"
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a request came from, for the audit log."""
-
-    request_id: str | None = None
-    client_ip: str | None = None
 
 
 @dataclass(slots=True)

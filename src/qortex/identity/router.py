@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from qortex.core.errors import Forbidden
 from qortex.core.idempotency import IdempotentRequest
 from qortex.core.pagination import decode_cursor
 from qortex.identity import service
+from qortex.identity.auth_router import origin_of
 from qortex.identity.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyPage
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission, can_grant
@@ -31,6 +32,7 @@ async def create_api_key(
     services: Services,
     key: Annotated[IdempotentRequest | None, Depends(idempotency_key)],
     response: Response,
+    request: Request,
 ) -> ApiKeyCreated:
     """Creates a key; the response holds the secret, which is never shown again."""
     if not can_grant(principal.role, body.role):
@@ -43,6 +45,7 @@ async def create_api_key(
         expires_at=body.expires_at,
         request=key,
         actor=principal,
+        origin=origin_of(request),
     )
     if answer.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -73,9 +76,14 @@ async def get_api_key(key_id: uuid.UUID, principal: CanManage, services: Service
 
 
 @router.delete("/{key_id}", status_code=204)
-async def revoke_api_key(key_id: uuid.UUID, principal: CanManage, services: Services) -> Response:
+async def revoke_api_key(key_id: uuid.UUID, principal: CanManage, services: Services, request: Request) -> Response:
     """Revokes a key: refused at once here, and by every other process within 5 seconds."""
     await service.revoke_key(
-        db=services.db, scope=principal.scope, key_id=key_id, cache=services.key_cache, actor=principal
+        db=services.db,
+        scope=principal.scope,
+        key_id=key_id,
+        cache=services.key_cache,
+        actor=principal,
+        origin=origin_of(request),
     )
     return Response(status_code=204)

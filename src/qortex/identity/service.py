@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.audit import service as audit
-from qortex.audit.service import AuditRecord
+from qortex.audit.service import AuditRecord, Origin
 from qortex.core import idempotency
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
@@ -98,17 +98,24 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
 
 
 def _key_audit(
-    action: str, key_id: uuid.UUID, actor: Principal | Literal["system"] | None, details: dict[str, Any] | None = None
+    action: str,
+    key_id: uuid.UUID,
+    actor: Principal | Literal["system"] | None,
+    details: dict[str, Any] | None = None,
+    origin: Origin | None = None,
 ) -> AuditRecord:
     # Without a principal the act is an operator's at the command line, or the system's own response.
     if actor == "system":
         return AuditRecord(action=action, target_type="api_key", target_id=str(key_id), details=details or {})
+    origin = origin or Origin()
     return AuditRecord(
         action=action,
         actor_kind=actor.actor_kind if actor else "operator",
         actor_id=actor.actor_id if actor else None,
         target_type="api_key",
         target_id=str(key_id),
+        request_id=origin.request_id,
+        client_ip=origin.client_ip,
         details=details or {},
     )
 
@@ -142,6 +149,7 @@ async def create_key(
     expires_at: datetime | None = None,
     request: IdempotentRequest | None = None,
     actor: Principal | None = None,
+    origin: Origin | None = None,
 ) -> Answer:
     """Creates a key; the answer's `key` is its plaintext, never stored and never shown again.
 
@@ -163,7 +171,7 @@ async def create_key(
         minted_for_user_id=actor.person_id if actor is not None else None,
     )
     stored = {**_public_fields(key), "key": None}
-    record = _key_audit("api_key.create", key.id, actor, details={"role": role.value})
+    record = _key_audit("api_key.create", key.id, actor, details={"role": role.value}, origin=origin)
 
     async def confirm_and_record(session: AsyncSession) -> None:
         # Before the audit append, which locks the chain head: a person's row is always locked first.
@@ -195,7 +203,13 @@ async def get_key(*, db: Database, scope: TenantScope, key_id: uuid.UUID) -> Api
 
 
 async def revoke_key(
-    *, db: Database, scope: TenantScope, key_id: uuid.UUID, cache: ApiKeyCache | None, actor: Principal | None = None
+    *,
+    db: Database,
+    scope: TenantScope,
+    key_id: uuid.UUID,
+    cache: ApiKeyCache | None,
+    actor: Principal | None = None,
+    origin: Origin | None = None,
 ) -> None:
     async with db.tenant_session(scope, write=True) as session:
         key = await repository.get(session=session, scope=scope, key_id=key_id)
@@ -206,7 +220,9 @@ async def revoke_key(
             raise Forbidden(f"role {actor.role.value!r} may not revoke keys with role {key.role!r}")
         if key.revoked_at is None:
             key.revoked_at = utcnow()
-        await audit.append(session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor)])
+        await audit.append(
+            session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor, origin=origin)]
+        )
     if cache is not None:
         cache.forget(key_id)
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.audit import service as audit
-from qortex.audit.service import AuditRecord
+from qortex.audit.service import AuditRecord, Origin
 from qortex.core import idempotency
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
@@ -27,7 +27,6 @@ from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.identity import user_repository as repo
 from qortex.identity.actors import confirm_actor, lock_people
-from qortex.identity.auth_service import Origin
 from qortex.identity.models import User
 from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security.passwords import Passwords, policy_problem

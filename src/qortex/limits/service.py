@@ -322,9 +322,11 @@ class RateLimits:
         _, limits = await self.limits_for(principal.scope)
         max_items = min(limits.max_batch_items, self._global_batch_max)
         if batch and count > max_items:
+            # The server's cap (QORTEX_BATCH_MAX_ITEMS) bounds every plan: name whichever one binds.
+            bound = "max_batch_items" if limits.max_batch_items <= self._global_batch_max else "the server's"
             raise InvalidInput(
-                f"a batch holds at most {max_items} items for this tenant (limit max_batch_items), got {count}",
-                errors=[{"loc": ["body", "items"], "msg": f"at most {max_items} items (max_batch_items)"}],
+                f"a batch holds at most {max_items} items for this tenant ({bound} limit), got {count}",
+                errors=[{"loc": ["body", "items"], "msg": f"at most {max_items} items ({bound} limit)"}],
             )
         stored = await self.stored_bytes(principal.scope)
         if stored >= limits.stored_bytes:

@@ -374,6 +374,24 @@ async def test_a_wrong_current_password_counts_as_a_failed_login_by_the_username
     assert (await client.post("/v1/auth/password", json=guess, headers=headers)).status_code == 429
 
 
+async def test_outsiders_failing_logins_cannot_stop_a_person_changing_their_password(
+    app: FastAPI, acme: TenantCredentials
+) -> None:
+    await add_user(app, acme.tenant, "vera")
+    async with client_at(app, "192.0.2.10") as person, client_at(app, "198.51.100.7") as outsider:
+        session = bearer((await login(person, "vera")).json()["access_token"])
+        guesses = [(await login(outsider, "vera", "a wrong guess")).status_code for _ in range(6)]
+        assert guesses[-1] == 429
+        changed = await person.post(
+            "/v1/auth/password",
+            json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+            headers=session,
+        )
+        assert changed.status_code == 204, changed.text
+        # Nor does the change clear what the outsider earned.
+        assert (await login(outsider, "vera", "a brand new passphrase")).status_code == 429
+
+
 async def test_own_password_change_needs_the_current_one_and_ends_every_session(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:

@@ -341,18 +341,19 @@ async def test_demoting_an_owner_while_their_session_refreshes_does_not_deadlock
     await add_user(app, acme.tenant, "bob", Role.OWNER)
     tokens = (await login(client, "ada")).json()
     locked, resume = asyncio.Event(), asyncio.Event()
-    get_user = auth_service.repo.get_user
+    get_session = auth_service.repo.get_session
 
     async def pause_after_locking_the_session(**kwargs: Any) -> Any:
-        found = await get_user(**kwargs)
-        locked.set()
-        await resume.wait()
+        found = await get_session(**kwargs)
+        if kwargs.get("for_update"):
+            locked.set()
+            await resume.wait()
         return found
 
-    monkeypatch.setattr(auth_service.repo, "get_user", pause_after_locking_the_session)
+    monkeypatch.setattr(auth_service.repo, "get_session", pause_after_locking_the_session)
     refresh = asyncio.create_task(client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}))
     await locked.wait()
-    monkeypatch.setattr(auth_service.repo, "get_user", get_user)  # the demotion reads users unpaused
+    monkeypatch.setattr(auth_service.repo, "get_session", get_session)  # the demotion reads sessions unpaused
     demote = asyncio.create_task(client.patch(f"/v1/users/{ada}", json={"role": "admin"}, headers=acme.headers))
     await asyncio.sleep(0.5)
     resume.set()

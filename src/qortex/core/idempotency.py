@@ -144,14 +144,18 @@ async def commit_once(
     request: IdempotentRequest | None,
     groups: Sequence[RowGroup],
     stored_body: dict[str, Any],
+    before_rows: Callable[[AsyncSession], Awaitable[None]] | None = None,
     in_transaction: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Answer | None:
     """Commits the row groups and the answer together; returns the earlier answer when a twin request won the race.
 
-    `in_transaction` runs after the rows are flushed, in the same transaction (an audit append, say).
+    `before_rows` runs first in the transaction (a check that takes locks, say); `in_transaction` after the
+    rows are flushed (an audit append, say).
     """
     try:
         async with db.tenant_session(scope, write=True) as session:
+            if before_rows is not None:
+                await before_rows(session)
             await add_groups(session=session, scope=scope, groups=groups)
             if in_transaction is not None:
                 await in_transaction(session)

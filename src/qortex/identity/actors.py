@@ -5,10 +5,14 @@ before its session ends or its key is revoked. For most requests that delay is t
 request that creates a key or a user, or changes one, would make it permanent: the new key or account
 outlives the revocation. Such requests check the credential again in their own write transaction.
 
-The person behind the credential is locked first: changing a person's role, password or activity locks
-the same row and, in that transaction, ends their sessions and revokes their keys. So either the grant
-commits first and that revocation sees (and revokes) what it made, or the revocation commits first and the
-grant sees the ended credential and is refused.
+The check runs first in the grant's transaction and locks the row of the person behind the credential.
+Everything that ends a person's sessions and revokes the keys minted for them (a role change, a reset, a
+deactivation, their own password change, a reused refresh token) locks the same row first. So either the
+grant commits first and that revocation, whose statements start after it, sees and revokes what it made;
+or the revocation commits first and the grant sees the ended credential and is refused.
+
+Lock order, in every flow: people (by id) first; revoked API keys just before the audit chain head, which
+comes last.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ async def confirm_actor(
             raise Unauthenticated()
     if actor.credential_kind == "session":
         found = await user_repository.get_session(session=session, scope=scope, session_id=actor.credential_id)
-        if found is None or found.ended_at is not None:
+        if found is None or found.ended_at is not None or found.expires_at <= utcnow():
             raise Unauthenticated("the session has ended; log in again")
         return
     key = await key_repository.get(session=session, scope=scope, key_id=actor.credential_id)

@@ -24,6 +24,7 @@ from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, IpNotAllowed, TenantSuspended, Unauthenticated
 from qortex.core.ids import new_id
 from qortex.identity import user_repository as repo
+from qortex.identity.actors import lock_people
 from qortex.identity.models import AuthSession, RefreshToken, User
 from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security import tokens
@@ -165,6 +166,10 @@ def _login_budget(name: str) -> str:
     return f"name:{name}"
 
 
+def _password_change_budget(user_id: uuid.UUID) -> str:
+    return f"user:{user_id}"
+
+
 async def login(*, db: Database, auth: AuthServices, login_name: str, password: str, origin: Origin) -> Tokens:
     """Checks a username-or-email and password; answers a new session's tokens or the one refusal."""
     name = login_name.strip().lower()
@@ -240,13 +245,19 @@ async def refresh(
     refused_user: uuid.UUID | None = None
     issued: Tokens | None = None
     async with db.tenant_session(scope, write=True) as session:
+        owner = await repo.get_session(session=session, scope=scope, session_id=found.session_id)
+        if owner is None:
+            raise Unauthenticated(REFRESH_REFUSED)
+        # The person's row first, as grants and changes to the person lock it: a reuse's revocation of the
+        # person's keys then waits for a key being minted for them, and sees it (qortex.identity.actors).
+        people = await lock_people(session=session, scope=scope, user_ids={owner.user_id})
         token = await repo.get_refresh_token(session=session, scope=scope, token_id=found.id, for_update=True)
         auth_session = await repo.get_session(
             session=session, scope=scope, session_id=found.session_id, for_update=True
         )
         if token is None or auth_session is None:
             raise Unauthenticated(REFRESH_REFUSED)
-        user = await repo.get_user(session=session, scope=scope, user_id=auth_session.user_id)
+        user = people.get(auth_session.user_id)
         live = (
             auth_session.ended_at is None
             and token.expires_at > now
@@ -260,6 +271,18 @@ async def refresh(
             await repo.end_sessions(
                 session=session, scope=scope, at=now, reason="refresh_reuse", session_id=auth_session.id
             )
+            if was_live:
+                # Whoever copied the token could have minted keys with it; they would outlive the session.
+                # Only while it lives: an old token of a session long over must not be a way to revoke
+                # a person's keys at will. Before the audit append, which locks the chain head last.
+                revoked_keys = await revoke_keys_minted_for(
+                    session=session,
+                    scope=scope,
+                    user_id=auth_session.user_id,
+                    at=now,
+                    actor="system",
+                    reason="refresh_reuse",
+                )
             await audit.append(
                 session=session,
                 scope=scope,
@@ -273,18 +296,6 @@ async def refresh(
                     )
                 ],
             )
-            if was_live:
-                # Whoever copied the token could have minted keys with it; they would outlive the session.
-                # Only while it lives: an old token of a session long over must not be a way to revoke
-                # a person's keys at will.
-                revoked_keys = await revoke_keys_minted_for(
-                    session=session,
-                    scope=scope,
-                    user_id=auth_session.user_id,
-                    at=now,
-                    actor="system",
-                    reason="refresh_reuse",
-                )
             reused_session = auth_session.id
         elif live and refusal is not None:
             # Nothing changes: the token stays unused, so its holder may refresh from an allowed address
@@ -374,10 +385,12 @@ async def change_own_password(
         user = await repo.get_user(session=session, scope=scope, user_id=principal.user_id)
     if user is None or not user.active:
         raise Unauthenticated()
-    # Counted as a login by the username, so a stolen access token gets no guesses beyond the login's.
-    await auth.throttle.admit(identifier=_login_budget(user.username), client_ip=origin.client_ip)
+    # Its own budget, so outsiders failing logins by this name cannot stop the person changing it; a wrong
+    # guess also counts against the username's login budget, so a stolen access token adds no guesses.
+    await auth.throttle.admit(identifier=_password_change_budget(user.id), client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
         await auth.throttle.failed(client_ip=origin.client_ip)
+        await auth.throttle.count_failure(identifier=_login_budget(user.username))
         await auth.audit_writer.write_refusal(
             scope,
             _record("user.password_change", user_id=user.id, origin=origin, outcome="failure", reason="wrong_password"),
@@ -386,7 +399,7 @@ async def change_own_password(
             "the current password is wrong",
             errors=[{"loc": ["body", "current_password"], "msg": "wrong password"}],
         )
-    await auth.throttle.succeeded(identifier=_login_budget(user.username))
+    await auth.throttle.succeeded(identifier=_password_change_budget(user.id))
     new_hash = await auth.passwords.hash_async(new)
     now = utcnow()
     async with db.tenant_session(scope, write=True) as session:
@@ -397,14 +410,15 @@ async def change_own_password(
         row.password_changed_at = now
         row.updated_at = now
         ended = await repo.end_sessions(session=session, scope=scope, at=now, reason="password_change", user_id=row.id)
+        # Changing one's password is what one does on suspecting a theft: the thief's minted keys go too.
+        # Before the audit append: every flow locks the audit chain head last.
+        revoked_keys = await revoke_keys_minted_for(
+            session=session, scope=scope, user_id=row.id, at=now, actor=principal, reason="password_change"
+        )
         await audit.append(
             session=session,
             scope=scope,
             records=[_record("user.password_change", user_id=row.id, origin=origin, sessions_ended=str(len(ended)))],
-        )
-        # Changing one's password is what one does on suspecting a theft: the thief's minted keys go too.
-        revoked_keys = await revoke_keys_minted_for(
-            session=session, scope=scope, user_id=row.id, at=now, actor=principal, reason="password_change"
         )
     await auth.revocations.end(ended)
     if key_cache is not None:

@@ -173,13 +173,20 @@ async def create_key(
     stored = {**_public_fields(key), "key": None}
     record = _key_audit("api_key.create", key.id, actor, details={"role": role.value}, origin=origin)
 
-    async def confirm_and_record(session: AsyncSession) -> None:
-        # Before the audit append, which locks the chain head: a person's row is always locked first.
+    async def confirm(session: AsyncSession) -> None:
         await confirm_actor(session=session, scope=scope, actor=actor)
+
+    async def record_creation(session: AsyncSession) -> None:
         await audit.append(session=session, scope=scope, records=[record])
 
     earlier = await idempotency.commit_once(
-        db=db, scope=scope, request=request, groups=[[key]], stored_body=stored, in_transaction=confirm_and_record
+        db=db,
+        scope=scope,
+        request=request,
+        groups=[[key]],
+        stored_body=stored,
+        before_rows=confirm,
+        in_transaction=record_creation,
     )
     return earlier or Answer({**stored, "key": api_keys.format_key(key.id, secret)}, replayed=False)
 

@@ -132,13 +132,21 @@ async def create_user(
     body = public_fields(user)
     record = _record("user.create", actor=actor, user_id=user.id, origin=origin or Origin(), role=role.value)
 
-    async def confirm_and_record(session: AsyncSession) -> None:
+    async def confirm(session: AsyncSession) -> None:
         await confirm_actor(session=session, scope=scope, actor=actor)
+
+    async def record_creation(session: AsyncSession) -> None:
         await audit.append(session=session, scope=scope, records=[record])
 
     try:
         earlier = await idempotency.commit_once(
-            db=db, scope=scope, request=request, groups=[[user]], stored_body=body, in_transaction=confirm_and_record
+            db=db,
+            scope=scope,
+            request=request,
+            groups=[[user]],
+            stored_body=body,
+            before_rows=confirm,
+            in_transaction=record_creation,
         )
     except IntegrityError:
         raise Conflict(TAKEN) from None
@@ -264,11 +272,12 @@ async def update_user(
                     session=session, scope=scope, at=now, reason=end_reason, user_id=user.id
                 )
             await session.flush()
-            await audit.append(session=session, scope=scope, records=records)
+            # Keys before the audit append, as every flow does: the audit chain head is locked last.
             if end_reason is not None:
                 revoked_keys = await revoke_keys_minted_for(
                     session=session, scope=scope, user_id=user.id, at=now, actor=actor, reason=end_reason
                 )
+            await audit.append(session=session, scope=scope, records=records)
     except IntegrityError:
         raise Conflict(TAKEN) from None
     if revocations is not None:

@@ -186,6 +186,15 @@ class LoginThrottle:
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
 
+    async def count_failure(self, *, identifier: str) -> None:
+        """Counts a failure against an account without admitting an attempt (a guess made elsewhere)."""
+        try:
+            await self._store.step(
+                self._account_key(identifier), mode="failure", free=self._account_free, cap=self._cap
+            )
+        except (RedisError, OSError) as error:
+            log.warning("login_throttle_unavailable", error_type=type(error).__name__)
+
     async def succeeded(self, *, identifier: str) -> None:
         try:
             await self._store.clear(self._account_key(identifier))

@@ -18,12 +18,17 @@ comes last.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qortex.audit import service as audit
+from qortex.audit.service import AuditRecord
+from qortex.core import idempotency
 from qortex.core.clock import utcnow
-from qortex.core.database import TenantScope
+from qortex.core.database import Database, TenantScope
 from qortex.core.errors import Unauthenticated
+from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.identity import repository as key_repository
 from qortex.identity import user_repository
 from qortex.identity.models import User
@@ -58,3 +63,33 @@ async def confirm_actor(
     key = await key_repository.get(session=session, scope=scope, key_id=actor.credential_id)
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
         raise Unauthenticated()
+
+
+async def commit_grant(
+    *,
+    db: Database,
+    scope: TenantScope,
+    request: IdempotentRequest | None,
+    rows: list[Any],
+    stored_body: dict[str, Any],
+    actor: Principal | None,
+    record: AuditRecord,
+) -> Answer | None:
+    """`idempotency.commit_once` for new rows that grant power: the actor is confirmed before they are
+    inserted (its lock taken first) and the audit record appended after them (the chain head locked last)."""
+
+    async def confirm(session: AsyncSession) -> None:
+        await confirm_actor(session=session, scope=scope, actor=actor)
+
+    async def record_grant(session: AsyncSession) -> None:
+        await audit.append(session=session, scope=scope, records=[record])
+
+    return await idempotency.commit_once(
+        db=db,
+        scope=scope,
+        request=request,
+        groups=[rows],
+        stored_body=stored_body,
+        before_rows=confirm,
+        in_transaction=record_grant,
+    )

@@ -22,7 +22,7 @@ from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.identity import repository
-from qortex.identity.actors import confirm_actor
+from qortex.identity.actors import commit_grant
 from qortex.identity.models import ApiKey
 from qortex.security import api_keys
 from qortex.security.principal import Principal
@@ -173,20 +173,8 @@ async def create_key(
     stored = {**_public_fields(key), "key": None}
     record = _key_audit("api_key.create", key.id, actor, details={"role": role.value}, origin=origin)
 
-    async def confirm(session: AsyncSession) -> None:
-        await confirm_actor(session=session, scope=scope, actor=actor)
-
-    async def record_creation(session: AsyncSession) -> None:
-        await audit.append(session=session, scope=scope, records=[record])
-
-    earlier = await idempotency.commit_once(
-        db=db,
-        scope=scope,
-        request=request,
-        groups=[[key]],
-        stored_body=stored,
-        before_rows=confirm,
-        in_transaction=record_creation,
+    earlier = await commit_grant(
+        db=db, scope=scope, request=request, rows=[key], stored_body=stored, actor=actor, record=record
     )
     return earlier or Answer({**stored, "key": api_keys.format_key(key.id, secret)}, replayed=False)
 

@@ -26,7 +26,7 @@ from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.identity import user_repository as repo
-from qortex.identity.actors import confirm_actor, lock_people
+from qortex.identity.actors import commit_grant, confirm_actor, lock_people
 from qortex.identity.models import User
 from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security.passwords import Passwords, policy_problem
@@ -132,21 +132,9 @@ async def create_user(
     body = public_fields(user)
     record = _record("user.create", actor=actor, user_id=user.id, origin=origin or Origin(), role=role.value)
 
-    async def confirm(session: AsyncSession) -> None:
-        await confirm_actor(session=session, scope=scope, actor=actor)
-
-    async def record_creation(session: AsyncSession) -> None:
-        await audit.append(session=session, scope=scope, records=[record])
-
     try:
-        earlier = await idempotency.commit_once(
-            db=db,
-            scope=scope,
-            request=request,
-            groups=[[user]],
-            stored_body=body,
-            before_rows=confirm,
-            in_transaction=record_creation,
+        earlier = await commit_grant(
+            db=db, scope=scope, request=request, rows=[user], stored_body=body, actor=actor, record=record
         )
     except IntegrityError:
         raise Conflict(TAKEN) from None

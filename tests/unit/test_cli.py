@@ -167,6 +167,12 @@ def test_serve_without_auto_migration_refuses_an_unmigrated_database_in_one_line
         connection.execute("UPDATE alembic_version SET version_num = '0001'")
     result = invoke_narrow(qortex, monkeypatch, "serve")
     assert_one_line_error(result, "the database schema is at revision 0001, this release needs")
+    # After a rollback the schema is newer than the release: migrating cannot help, and neither says so.
+    with sqlite3.connect(get_settings().data_dir / "qortex.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    for command in ("serve", "migrate"):
+        result = invoke_narrow(qortex, monkeypatch, command)
+        assert_one_line_error(result, "at revision 9999_future, which this release does not know")
 
 
 def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:

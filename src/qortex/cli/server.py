@@ -10,7 +10,7 @@ import uvicorn
 from qortex.api import startup_problems
 from qortex.cli._common import console, fail, one_line_errors, open_database, run
 from qortex.core.config import get_settings
-from qortex.core.migrate import current_revision, head_revision
+from qortex.core.migrate import current_revision, head_revision, unknown_revision_problem
 from qortex.tenants import service as tenant_service
 
 
@@ -39,6 +39,9 @@ async def _check_schema() -> None:
     needed = head_revision()
     if found is None:
         raise fail("the database is not migrated: run `qortex migrate`")
+    newer = unknown_revision_problem(found)
+    if newer is not None:
+        raise fail(newer)
     if found != needed:
         raise fail(f"the database schema is at revision {found}, this release needs {needed}: run `qortex migrate`")
 

@@ -8,11 +8,14 @@ from importlib.resources import files
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from qortex.core.config import Settings
 from qortex.core.database import Database
+from qortex.core.errors import QortexError
 
 # pg_advisory_xact_lock key held while migrating: the bytes of "qortex" as an integer.
 MIGRATION_LOCK_KEY = int.from_bytes(b"qortex", "big")
@@ -34,10 +37,28 @@ def head_revision() -> str:
     return head
 
 
+def unknown_revision_problem(found: str) -> str | None:
+    """Why a database at revision `found` cannot be used or migrated by this release, or None if it can."""
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(found)
+    except (ResolutionError, CommandError):  # which one depends on how the id fails to resolve
+        return (
+            f"the database schema is at revision {found}, which this release does not know (it needs "
+            f"{head_revision()}): a newer release migrated it; run that release, not this one"
+        )
+    return None
+
+
 async def upgrade_to_head(database: Database, *, app_role: str | None = None) -> None:
     """Migrates to the newest revision; on PostgreSQL, grants the app role what it needs and no more."""
 
     def _upgrade(connection: Connection) -> None:
+        from alembic.runtime.migration import MigrationContext
+
+        found = MigrationContext.configure(connection).get_current_revision()
+        problem = unknown_revision_problem(found) if found is not None else None
+        if problem is not None:
+            raise QortexError(problem)
         command.upgrade(alembic_config(connection), "head")
 
     async with database.engine.begin() as connection:

@@ -385,8 +385,10 @@ async def change_own_password(
         user = await repo.get_user(session=session, scope=scope, user_id=principal.user_id)
     if user is None or not user.active:
         raise Unauthenticated()
-    # Its own budget, so outsiders failing logins by this name cannot stop the person changing it; a wrong
-    # guess also counts against the username's login budget, so a stolen access token adds no guesses.
+    # Its own budget, so outsiders failing logins by this name cannot stop the person changing it. A wrong
+    # guess also counts against the username's login budget, so guesses through a stolen access token use
+    # up the login's; the token still has this budget's own backoff, which at most doubles its guess rate
+    # (gating the change on the login budget too would let any outsider block it).
     await auth.throttle.admit(identifier=_password_change_budget(user.id), client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
         await auth.throttle.failed(client_ip=origin.client_ip)

@@ -7,6 +7,7 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
@@ -53,9 +54,7 @@ async def upgrade_to_head(database: Database, *, app_role: str | None = None) ->
     """Migrates to the newest revision; on PostgreSQL, grants the app role what it needs and no more."""
 
     def _upgrade(connection: Connection) -> None:
-        from alembic.runtime.migration import MigrationContext
-
-        found = MigrationContext.configure(connection).get_current_revision()
+        found = _revision_of(connection)
         problem = unknown_revision_problem(found) if found is not None else None
         if problem is not None:
             raise QortexError(problem)
@@ -83,14 +82,13 @@ async def upgrade_to_head(database: Database, *, app_role: str | None = None) ->
                 await connection.execute(text(statement))
 
 
+def _revision_of(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 async def current_revision(database: Database) -> str | None:
-    def _current(connection: Connection) -> str | None:
-        from alembic.runtime.migration import MigrationContext
-
-        return MigrationContext.configure(connection).get_current_revision()
-
     async with database.engine.connect() as connection:
-        return await connection.run_sync(_current)
+        return await connection.run_sync(_revision_of)
 
 
 async def migrate(settings: Settings) -> None:

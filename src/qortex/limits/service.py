@@ -349,23 +349,16 @@ class RateLimits:
     async def check_predictions(self, request: Request, principal: Principal, count: int) -> None:
         """429 when `count` predictions no longer fit today's quota: tested before the engine runs, charging
         nothing (the charge afterwards decides races)."""
-        if not self.enabled or count <= 0:
-            return
-        _, limits = await self.limits_for(principal.scope)
-        await self._within_day(request, principal, limits, count, charge=False)
+        await self._within_day(request, principal, count, charge=False)
 
     async def charge_predictions(self, request: Request, principal: Principal, count: int) -> None:
         """Charges `count` predictions, about to be stored, to today's quota; 429 if they no longer fit."""
-        if not self.enabled or count <= 0:
+        await self._within_day(request, principal, count, charge=True)
+
+    async def _within_day(self, request: Request, principal: Principal, count: int, *, charge: bool) -> None:
+        if not self.enabled or count <= 0 or not self._store_available():
             return
         _, limits = await self.limits_for(principal.scope)
-        await self._within_day(request, principal, limits, count, charge=True)
-
-    async def _within_day(
-        self, request: Request, principal: Principal, limits: PlanLimits, count: int, *, charge: bool
-    ) -> None:
-        if not self._store_available():
-            return
         tenant = str(principal.tenant_id)
         day = self._day(limits)
         try:

@@ -50,7 +50,8 @@ def refuse_duplicate_keys(body: bytes, parsed: Any) -> None:
     """Raises a JSONDecodeError naming the key when some object of `body` (already parsed) repeats a key.
 
     Re-serialising the parsed value writes each distinct key once, so the body has a duplicate exactly when
-    it holds more keys than that; this costs a few ms per MiB where the stdlib parser takes about 20.
+    it holds more keys than that. That costs a fraction of a second stdlib parse (3 ms against 14 ms for a
+    1.2 MB batch, measured on one machine), which runs only to name the key.
     """
     try:
         distinct = _key_count(orjson.dumps(parsed))

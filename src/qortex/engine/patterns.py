@@ -168,11 +168,13 @@ def _oscillation(z: F32) -> tuple[F32, F32]:
     total = np.sum(power[:, 1:], axis=1)
     if not allowed.any():
         return np.zeros(batch, dtype=np.float32), np.zeros(batch, dtype=np.float32)
-    cand = np.where(allowed[None, :], power, -1.0)
-    k = np.argmax(cand, axis=1)
-    # Neighbouring bins share a windowed peak, so count the peak bin and its neighbours.
+    # Neighbouring bins share a windowed peak, so the peak bin counts with its neighbours, but only
+    # those inside the band: a step's power piles up below it, and that leakage is not a cycle.
+    in_band = np.zeros((batch, len(freqs) + 1))
+    in_band[:, :-1] = np.where(allowed[None, :], power, 0.0)
+    k = np.argmax(np.where(allowed[None, :], power, -1.0), axis=1)
     rows = np.arange(batch)
-    peak = power[rows, k] + power[rows, np.maximum(k - 1, 1)] + power[rows, np.minimum(k + 1, len(freqs) - 1)]
+    peak = in_band[rows, k - 1] + in_band[rows, k] + in_band[rows, k + 1]
     share = np.where(total > 0, peak / np.maximum(total, 1e-30), 0.0)
     strength = np.clip((share - 0.3) / 0.5, 0.0, 1.0)
     period = np.where(total > 0, 1.0 / freqs[k], 0.0)

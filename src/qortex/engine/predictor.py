@@ -44,8 +44,9 @@ from qortex.engine.normalise import last_windows, normalise_windows
 from qortex.engine.patterns import PATTERN_TYPES, PatternScan, detect_patterns, spatial_signatures
 from qortex.engine.quantum import QuantumFeatureMap
 from qortex.engine.readout import Calibrator, LogisticReadout, fit_calibrator, fit_logistic
-from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate
+from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate, weight_grid
 from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, PredictionResult
+from qortex.engine.rowwise import row_products
 from qortex.engine.validation import validate_batch, validate_series
 from qortex.engine.windows import sliding_windows
 
@@ -127,11 +128,13 @@ class Predictor:
         _check_horizon(horizon)
         lineage = _lineage_copy(lineage)
         windows = np.asarray(x, dtype=np.float64)
-        labels = np.asarray(y).astype(np.int8)
+        given = np.asarray(y)
         if windows.ndim != 2 or windows.shape[1] != self.config.window:
             raise ValueError(f"x must have shape (n, {self.config.window}), got {windows.shape}")
-        if labels.shape != (windows.shape[0],) or not np.isin(labels, (0, 1)).all():
+        # Checked before the cast to int8, which would turn 256 into 0 and 1.5 into 1.
+        if given.shape != (windows.shape[0],) or not np.isin(given, (0, 1)).all():
             raise ValueError("y must be a 1-D array of 0/1 labels, one per window")
+        labels = given.astype(np.int8)
         if not np.isfinite(windows).all():
             raise ValueError("x contains NaN or infinite values")
         n_hold = round(self.config.calibration_fraction * windows.shape[0])
@@ -180,7 +183,7 @@ class Predictor:
         # held-out fold; the final model is then refitted on all windows (like scikit-learn's
         # CalibratedClassifierCV(ensemble=False)) so the most recent data also shapes it.
         self.readout_ = fit_logistic(features, y, l2=penalty, max_iter=cfg.max_iter)
-        self.horizon_ = horizon
+        self.horizon_ = int(horizon)
         self.n_training_windows_ = int(x.shape[0])
         self._lineage = lineage
         self._metrics = {}
@@ -307,8 +310,10 @@ class Predictor:
     def predict_batch(self, series_list: Sequence[npt.ArrayLike], horizon: int | None = None) -> list[PredictionResult]:
         """Returns one PredictionResult per series, with factors, patterns and stage timings."""
         self._check_fitted()
-        if horizon is not None and horizon != self.horizon_:
-            raise ValueError(f"this model predicts horizon {self.horizon_}, not {horizon}")
+        if horizon is not None:
+            _check_horizon(horizon)
+            if horizon != self.horizon_:
+                raise ValueError(f"this model predicts horizon {self.horizon_}, not {horizon}")
         values = validate_batch(series_list)
         if not values:
             return []
@@ -328,8 +333,8 @@ class Predictor:
         t0 = time.perf_counter()
         contributions = self.readout_.standardise(fwd.features) * self.readout_.coef
         labels, groups_t = self._factor_labels, self._factor_groups
-        weights = contributions @ self._factor_sum
-        values = fwd.features.astype(np.float64) @ self._factor_mean
+        weights = row_products(contributions, self._factor_sum)
+        values = row_products(fwd.features.astype(np.float64), self._factor_mean)
         weights[fwd.constant] = 0.0
         top = np.argsort(-np.abs(weights), axis=1, kind="stable")[:, : cfg.top_factors]
         t_spatial = time.perf_counter()
@@ -501,7 +506,12 @@ class Predictor:
             if params is None or params.dtype != np.float64 or params.ndim != 1:
                 raise ArtifactError(f"artifact {where}: calibration_params missing or malformed")
             predictor.calibrator_ = Calibrator(kind, params)
-            predictor.horizon_ = int(meta["horizon"])
+            # The kind is not part of the parameter hash: it must be the configured one, or "none"
+            # when the held-out fold was too small to calibrate on.
+            if kind not in (config.calibration, "none"):
+                raise ArtifactError(f"artifact {where}: calibration {kind!r} contradicts its configuration")
+            _check_horizon(meta["horizon"])
+            predictor.horizon_ = meta["horizon"]
             predictor.n_training_windows_ = int(meta["n_training_windows"])
             predictor._lineage = meta.get("lineage")
             predictor._metrics = dict(meta.get("metrics") or {})
@@ -511,6 +521,7 @@ class Predictor:
         predictor.model_hash_ = predictor._parameter_hash()
         if predictor.model_hash_ != meta.get("model_hash"):
             raise ArtifactError(f"artifact {where}: parameters do not match the recorded model hash")
+        _check_values(predictor, set(arrays), where)
         return predictor
 
 
@@ -544,8 +555,23 @@ def _lineage_copy(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if lineage is None else _json_copy(lineage, "lineage")
 
 
+def _check_values(predictor: Predictor, stored: set[str], where: str) -> None:
+    """Refuses parameters no fit produces: the hashes catch accidents, not a forger who recomputes them."""
+    arrays = predictor._arrays()
+    if stored != set(arrays):
+        raise ArtifactError(f"artifact {where}: unexpected arrays {sorted(stored - set(arrays))}")
+    not_finite = [name for name, values in arrays.items() if not np.isfinite(values).all()]
+    if not_finite:
+        raise ArtifactError(f"artifact {where}: {', '.join(sorted(not_finite))} must be finite")
+    if (predictor.readout_.scale <= 0).any() or (arrays["quantum_scale"] <= 0).any():
+        raise ArtifactError(f"artifact {where}: feature scales must be positive")
+    # Off-grid weights would lose the exact sums that make a batch answer like its series alone.
+    if any(not np.array_equal(weight_grid(arrays[name]), arrays[name]) for name in ("w_in", "w_rec")):
+        raise ArtifactError(f"artifact {where}: reservoir weights are not on the dyadic grid")
+
+
 def _check_horizon(horizon: object) -> None:
-    if isinstance(horizon, bool) or not isinstance(horizon, int):
+    if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, (int, np.integer)):
         raise ValueError(f"horizon must be an integer, got {horizon!r}")
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")

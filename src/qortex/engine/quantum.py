@@ -14,6 +14,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from qortex.engine.rowwise import row_products
+
 __all__ = [
     "QuantumFeatureMap",
     "apply_cnot",
@@ -136,7 +138,7 @@ def expectations(state: C) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.floa
     n = state.shape[1].bit_length() - 1
     probs = (state.real**2 + state.imag**2).astype(np.float32)
     z, zz = _z_signs(n)
-    return probs @ z, probs @ zz
+    return row_products(probs, z), row_products(probs, zz)
 
 
 def product_state(gates: C) -> C:
@@ -168,7 +170,7 @@ class QuantumFeatureMap:
 
     def angles(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Returns encoding angles (batch, 2, n_qubits) in (-pi, pi) for standardised inputs."""
-        u = np.tanh(inputs @ self.projection) * np.float32(np.pi)
+        u = np.tanh(row_products(inputs, self.projection)) * np.float32(np.pi)
         return np.asarray(u.reshape(-1, 2, self.n_qubits), dtype=np.float32)
 
     def run(self, inputs: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:

@@ -10,6 +10,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 from qortex.engine.config import CALIBRATIONS
+from qortex.engine.rowwise import row_products
 
 __all__ = ["Calibrator", "LogisticReadout", "fit_calibrator", "fit_logistic", "isotonic_fit"]
 
@@ -34,7 +35,7 @@ class LogisticReadout:
 
     def decision(self, x: npt.NDArray[np.floating]) -> F64:
         """Returns the logit for raw feature rows."""
-        return np.asarray(self.standardise(x) @ self.coef + self.intercept, dtype=np.float64)
+        return np.asarray(row_products(self.standardise(x), self.coef) + self.intercept, dtype=np.float64)
 
 
 def standardisation(x: F64) -> tuple[F64, F64]:
@@ -89,6 +90,12 @@ class Calibrator:
         well_formed = {"platt": size == 2, "isotonic": size >= 2 and size % 2 == 0, "none": size == 0}
         if self.params.ndim != 1 or not well_formed[self.kind]:
             raise ValueError(f"{self.kind} calibration cannot have parameters of shape {self.params.shape}")
+        if not np.isfinite(self.params).all():
+            raise ValueError(f"{self.kind} calibration parameters must be finite")
+        if self.kind == "isotonic":
+            knots_x, knots_y = np.split(self.params, 2)
+            if (np.diff(knots_x) < 0).any() or (knots_y < 0).any() or (knots_y > 1).any():
+                raise ValueError("isotonic calibration needs ascending knots and probabilities within [0, 1]")
 
     def __call__(self, logit: F64) -> F64:
         if self.kind == "platt":

@@ -19,6 +19,10 @@ MAX_LENGTH = 4096
 def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX_LENGTH) -> npt.NDArray[np.float64]:
     """Returns `series` as a float64 1-D array or raises InvalidSeriesError saying what and where."""
     where = f"series {index}"
+    if isinstance(series, np.ma.MaskedArray) and np.ma.is_masked(series):
+        # np.asarray would read the hidden values under the mask as data.
+        bad = int(np.flatnonzero(np.ma.getmaskarray(series))[0])
+        raise InvalidSeriesError(f"{where}: value at index {bad} is masked (missing); all values must be present")
     try:
         arr = np.asarray(series)
     except (TypeError, ValueError) as exc:
@@ -42,6 +46,13 @@ def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX
         raise InvalidSeriesError(f"{where}: has {n} values, at least {MIN_LENGTH} are required")
     if max_length is not None and n > max_length:
         raise InvalidSeriesError(f"{where}: has {n} values, at most {max_length} are allowed")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        # A wider float (long double) may hold finite values that become infinite as float64.
+        too_large = np.abs(arr) > np.finfo(np.float64).max
+        if too_large.any():
+            raise InvalidSeriesError(
+                f"{where}: value at index {int(np.argmax(too_large))} is too large for a 64-bit float"
+            )
     values = arr.astype(np.float64, copy=False)
     finite = np.isfinite(values)
     if not finite.all():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,71 @@ def test_consistently_rehashed_but_swapped_arrays_are_refused(small_model: Predi
     meta.pop("content_hash")
     artifact_module.write(saved, arrays, meta)
     with pytest.raises(ArtifactError, match="model hash"):
+        Predictor.load(saved)
+
+
+def _forge(saved: Path, change: Callable[[Predictor], None]) -> Path:
+    """Loads, changes and re-saves a model with every hash recomputed, as a forger who knows the format would."""
+    model = Predictor.load(saved)
+    change(model)
+    model.model_hash_ = model._parameter_hash()
+    return model.save(saved)
+
+
+def _nan_coefficients(model: Predictor) -> None:
+    model.readout_ = dataclasses.replace(model.readout_, coef=np.full_like(model.readout_.coef, np.nan))
+
+
+def _zero_scales(model: Predictor) -> None:
+    model.readout_ = dataclasses.replace(model.readout_, scale=np.zeros_like(model.readout_.scale))
+
+
+def _nudge_recurrent_weights(model: Predictor) -> None:
+    model.w_rec_ = model.w_rec_ + np.float32(1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_nan_coefficients, "readout_coef must be finite"),
+        (_zero_scales, "feature scales must be positive"),
+        (_nudge_recurrent_weights, "not on the dyadic grid"),
+    ],
+)
+def test_rehashed_parameters_that_no_fit_produces_are_refused(
+    saved: Path, change: Callable[[Predictor], None], message: str
+) -> None:
+    with pytest.raises(ArtifactError, match=message):
+        Predictor.load(_forge(saved, change))
+
+
+def test_an_unexpected_array_is_refused(saved: Path) -> None:
+    arrays, meta = artifact_module.read(saved)
+    arrays["backdoor"] = np.zeros(2)
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match=r"unexpected arrays \['backdoor'\]"):
+        Predictor.load(saved)
+
+
+def test_a_calibration_kind_other_than_the_configured_one_is_refused(saved: Path) -> None:
+    """The kind is not hashed; swapping Platt for a one-knot isotonic map must not pass as the same model."""
+    arrays, meta = artifact_module.read(saved)
+    meta["calibration_kind"] = "isotonic"
+    arrays["calibration_params"] = np.array([0.0, 0.2])
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match="contradicts its configuration"):
+        Predictor.load(saved)
+
+
+@pytest.mark.parametrize("horizon", [0, 1.7, True])
+def test_a_horizon_that_is_not_a_positive_integer_is_refused(saved: Path, horizon: object) -> None:
+    arrays, meta = artifact_module.read(saved)
+    meta["horizon"] = horizon
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match="horizon must be"):
         Predictor.load(saved)
 
 

@@ -118,6 +118,27 @@ def test_spatial_signature_is_the_normalised_top_k_counts_within_the_span() -> N
     np.testing.assert_array_equal(sig[2], np.zeros(3))
 
 
+@pytest.mark.parametrize(
+    "series",
+    [
+        np.r_[np.zeros(W - 1), 1.0],
+        np.r_[np.arange(0.0, 5.0 * (W - 1), 5.0), 5.0 * W + 10.0],
+        np.r_[np.zeros(40), np.ones(24)],
+    ],
+    ids=["flat then a jump", "steady climb then a jump", "step in the middle"],
+)
+def test_a_step_is_not_an_oscillation(series: np.ndarray) -> None:
+    """A step leaves its power below the lowest period the detector reports; that leakage is not a cycle."""
+    assert _strength(series, "oscillation") == 0.0
+
+
+def test_a_cycle_of_half_the_window_is_still_an_oscillation() -> None:
+    series = np.sin(2 * np.pi * np.arange(W) / 30.0)
+    scan = _scan(series)
+    assert scan.strengths[0, PATTERN_TYPES.index("oscillation")] > 0.5
+    assert scan.periods[0] == pytest.approx(30.0, rel=0.1)
+
+
 def test_a_short_steady_rise_is_a_trend_not_an_oscillation_in_its_padding() -> None:
     scan = _scan(np.arange(1.0, 10.0))
     strengths = dict(zip(PATTERN_TYPES, scan.strengths[0].tolist(), strict=True))

@@ -44,14 +44,31 @@ def test_probabilities_are_in_unit_interval_and_confidence_in_half_to_one(
             assert r.direction == ("up" if r.probability_up > 0.5 else "down")
 
 
+def _answers(results: list[PredictionResult]) -> list[dict[str, object]]:
+    """Everything a result says except how long it took."""
+    answers = [r.to_dict() for r in results]
+    for answer in answers:
+        answer.pop("timings_ms")
+    return answers
+
+
 @settings(max_examples=40, deadline=None)
 @given(batch_st)
 def test_a_batch_answers_exactly_like_its_series_one_by_one(small_model: Predictor, batch: list[np.ndarray]) -> None:
     together = small_model.predict_proba(batch)
     alone = np.array([small_model.predict_proba([s])[0] for s in batch])
-    np.testing.assert_allclose(together, alone, atol=1e-6)
+    np.testing.assert_array_equal(together, alone)
     results = small_model.predict_batch(batch)
-    np.testing.assert_allclose([r.probability_up for r in results], together, atol=1e-12)
+    np.testing.assert_array_equal([r.probability_up for r in results], together)
+    assert _answers(results) == _answers([small_model.predict_batch([s])[0] for s in batch])
+
+
+def test_the_default_model_answers_a_large_batch_with_the_same_bits_as_one_by_one() -> None:
+    """Large enough for the sparse recurrent product; the engine's pool mixes tenants' series into one batch."""
+    model = Predictor.load_default()
+    rng = np.random.default_rng(11)
+    batch = [np.cumsum(rng.standard_normal(int(n))) for n in rng.integers(8, 300, size=80)]
+    assert _answers(model.predict_batch(batch)) == _answers([model.predict_batch([s])[0] for s in batch])
 
 
 @settings(max_examples=40, deadline=None)
@@ -256,6 +273,26 @@ def test_a_short_series_reports_no_oscillation_longer_than_itself(small_model: P
 def test_fit_refuses_a_bad_horizon_with_a_value_error(horizon: object) -> None:
     with pytest.raises(ValueError, match="horizon must be"):
         Predictor(SMALL_CONFIG).fit([noisy_sine(200, 0)], horizon=horizon)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("horizon", ["1", 1.0, True, np.bool_(True)])
+def test_predict_refuses_a_horizon_that_is_not_an_integer(sine_model: Predictor, horizon: object) -> None:
+    with pytest.raises(ValueError, match="horizon must be an integer"):
+        sine_model.predict_batch([noisy_sine(100, 0)], horizon=horizon)  # type: ignore[arg-type]
+
+
+def test_a_numpy_integer_horizon_is_an_integer(sine_model: Predictor) -> None:
+    assert sine_model.predict_batch([noisy_sine(100, 0)], horizon=np.int64(1))[0].horizon == 1
+    model = Predictor(SMALL_CONFIG).fit([noisy_sine(300, 0)], horizon=np.int64(2))  # type: ignore[arg-type]
+    assert model.metadata["horizon"] == 2 and type(model.horizon_) is int
+
+
+@pytest.mark.parametrize("labels", [[256, 257], [0.0, 1.5], [-0.5, 1.0]], ids=["wrap to 0/1", "1.5", "-0.5"])
+def test_fit_windows_refuses_labels_other_than_zero_and_one(labels: list[float]) -> None:
+    x, y = sliding_windows(noisy_sine(400, seed=2), SMALL_CONFIG.window, 1)
+    bad = np.resize(np.asarray(labels), y.shape)
+    with pytest.raises(ValueError, match="0/1 labels"):
+        Predictor(SMALL_CONFIG).fit_windows(x, bad, horizon=1)
 
 
 @pytest.mark.parametrize("lineage", [{"x": float("nan")}, {"x": object()}, ["not", "a", "dict"]])

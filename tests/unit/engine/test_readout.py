@@ -73,3 +73,16 @@ def test_no_calibration_is_the_plain_sigmoid() -> None:
     np.testing.assert_allclose(calib(np.array([-1.0, 0.0, 2.0])), expit([-1.0, 0.0, 2.0]))
     with pytest.raises(ValueError, match="unknown calibration"):
         fit_calibrator("beta", np.zeros(3), np.zeros(3, dtype=np.int8))
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [
+        ("platt", [np.nan, 0.0], "must be finite"),
+        ("isotonic", [1.0, 0.0, 0.2, 0.8], "ascending knots"),
+        ("isotonic", [0.0, 1.0, 0.2, 1.5], "within \\[0, 1\\]"),
+    ],
+)
+def test_a_calibration_no_fit_could_produce_is_refused(kind: str, params: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Calibrator(kind, np.asarray(params, dtype=np.float64))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -76,8 +77,20 @@ def test_integers_beyond_64_bits_are_numbers() -> None:
         ([1, 2, 3, 4, 5, 6, 7, 10**400], "index 7 is too large for a 64-bit float"),
         ([1, 2, 3, 4, 5, 6, 7, 10**30, None], "got NoneType (first offending value at index 8)"),
         ([1.5, 2, 3, 4, 5, 6, True, 8], "index 6 is a boolean"),
+        (np.ma.masked_array(np.arange(10.0), mask=[0] * 5 + [1] + [0] * 4), "index 5 is masked (missing)"),
     ],
 )
 def test_the_offending_value_is_named_by_its_index(series: list[object], message: str) -> None:
     with pytest.raises(InvalidSeriesError, match=re.escape(message)):
         validate_series(series)
+
+
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="long double is float64 on this platform"
+)
+def test_a_long_double_beyond_float64_is_refused_without_a_warning() -> None:
+    series = np.array(["1"] * 7 + ["1e400"], dtype=np.longdouble)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidSeriesError, match=re.escape("index 7 is too large for a 64-bit float")):
+            validate_series(series)

@@ -8,6 +8,9 @@ import httpx
 import numpy as np
 
 from qortex.core.database import Database
+from qortex.models import repository
+from qortex.models.models import Model
+from qortex.models.runtime import BUILTIN_DEFAULT
 from qortex.predictions.schemas import PredictionBatchOut
 from qortex.security.rbac import Role
 from tests.conftest import TenantCredentials, key_for
@@ -151,6 +154,39 @@ async def test_models_list_the_shipped_default_with_its_metrics(
     assert model["metrics"], "the shipped model publishes its evaluation metrics"
     one = await client.get(f"/v1/models/{model['id']}", headers=acme.headers)
     assert one.json() == model
+
+
+async def test_a_default_version_from_an_earlier_release_is_not_answered_with_the_current_parameters(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    """After an upgrade the earlier default stays listed, but nothing here can compute it any more."""
+    current = (await client.get("/v1/models", headers=acme.headers)).json()["items"][0]
+    earlier = Model(
+        tenant_id=acme.tenant.id,
+        name="default",
+        version="0.0.9+0123456789abcdef",
+        artifact=BUILTIN_DEFAULT,
+        content_sha256="0123456789abcdef" * 4,
+        is_default=False,
+        horizon=1,
+        metrics={},
+        lineage={},
+    )
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        repository.add(session=session, scope=acme.tenant.scope, model=earlier)
+    for reference in ("default@0.0.9+0123456789abcdef", str(earlier.id)):
+        refused = await client.post(
+            "/v1/predictions", json={"source": "s", "values": series(), "model": reference}, headers=acme.headers
+        )
+        assert refused.status_code == 404
+        assert "came with an earlier release" in refused.json()["detail"]
+    items = [
+        {"source": "s", "values": series(), "model": "default@0.0.9+0123456789abcdef"},
+        {"source": "s", "values": series()},
+    ]
+    answered = (await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)).json()
+    assert [item["status"] for item in answered["items"]] == [404, 201]
+    assert answered["items"][1]["prediction"]["model"]["version"] == current["version"]
 
 
 async def test_read_only_roles_see_predictions_without_the_subject_reference(

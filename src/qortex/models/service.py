@@ -12,7 +12,7 @@ from qortex.core.errors import NotFound
 from qortex.core.pagination import Page, page_of
 from qortex.models import repository
 from qortex.models.models import Model
-from qortex.models.runtime import BUILTIN_DEFAULT, ModelReferences, ModelRuntime
+from qortex.models.runtime import BUILTIN_DEFAULT, ModelRuntime
 
 DEFAULT_MODEL_NAME = "default"
 
@@ -68,11 +68,11 @@ async def get_model(*, db: Database, scope: TenantScope, model_id: uuid.UUID) ->
     return model
 
 
-async def resolve(
-    *, db: Database, scope: TenantScope, reference: str | None, cache: ModelReferences | None = None
-) -> Model:
-    """Finds the model a request names: an id, a name (latest version), `name@version`, or the default."""
-    if cache is not None and (known := cache.get(scope.tenant_id, reference)) is not None:
+async def resolve(*, db: Database, scope: TenantScope, reference: str | None, runtime: ModelRuntime) -> Model:
+    """Finds the model a request names (an id, a name (latest version), `name@version`, or the default) among
+    those this server can compute."""
+    cache = runtime.references
+    if (known := cache.get(scope.tenant_id, reference)) is not None:
         return known
     async with db.tenant_session(scope) as session:
         if reference is None:
@@ -81,8 +81,8 @@ async def resolve(
             model = await _by_reference(session=session, scope=scope, reference=reference)
     if model is None:
         raise NotFound(f"model {reference or DEFAULT_MODEL_NAME!r} not found")
-    if cache is not None:
-        cache.put(scope.tenant_id, reference, model)
+    runtime.check_servable(model)
+    cache.put(scope.tenant_id, reference, model)
     return model
 
 

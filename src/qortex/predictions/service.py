@@ -235,9 +235,7 @@ async def create(
     earlier = await idempotency.replay(db=services.db, scope=scope, request=key)
     if earlier is not None:
         return earlier
-    model = await model_service.resolve(
-        db=services.db, scope=scope, reference=request.model, cache=services.runtime.references
-    )
+    model = await model_service.resolve(db=services.db, scope=scope, reference=request.model, runtime=services.runtime)
     _check_horizon(model, request.horizon)
     planned = _Planned(index=0, request=request, model=model)
     await quota.check(1)
@@ -293,7 +291,7 @@ async def create_batch(
         try:
             if parsed.model not in models:
                 models[parsed.model] = await model_service.resolve(
-                    db=services.db, scope=scope, reference=parsed.model, cache=services.runtime.references
+                    db=services.db, scope=scope, reference=parsed.model, runtime=services.runtime
                 )
             model = models[parsed.model]
             if isinstance(model, QortexError):

@@ -158,6 +158,26 @@ async def test_the_daily_prediction_quota_counts_every_batch_item(
     assert len(listed.json()["items"]) == 5
 
 
+async def test_a_changed_limit_keeps_what_was_already_used(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """Lowering a quota takes at once, and raising it grants only the difference."""
+    await configure(app, acme, predictions_per_day=3, requests_per_minute=100)
+    assert (await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)).status_code == 200
+
+    await configure(app, acme, predictions_per_day=2, requests_per_minute=90)
+    usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["remaining"] == 0  # used reads 2 of 2: the counter clips at the limit
+    assert usage["requests_per_minute"]["used"] == 2  # the batch and this request
+    refused = await client.post("/v1/predictions/batch", json=batch(2, seed=50), headers=acme.headers)
+    assert refused.status_code == 429
+
+    await configure(app, acme, predictions_per_day=5)
+    assert (await client.post("/v1/predictions/batch", json=batch(2, seed=60), headers=acme.headers)).status_code == 200
+    over = await client.post("/v1/predictions", json={"source": "s", "values": series(70)}, headers=acme.headers)
+    assert over.status_code == 429
+
+
 async def test_requests_and_items_that_make_no_prediction_are_not_charged(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:
@@ -218,19 +238,27 @@ async def test_an_idempotent_replay_is_not_charged_again(
     assert fresh.status_code == 429
 
 
-async def test_a_batch_above_the_tenant_maximum_is_refused_naming_the_limit(
-    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+@pytest.mark.parametrize(
+    ("limit", "fragment"),
+    [
+        ("max_batch_items", "at most 2 items"),
+        ("predictions_per_day", "more than the tenant's whole quota of 2 per day"),
+    ],
+)
+async def test_a_batch_beyond_a_limit_no_wait_lifts_is_invalid_and_names_the_limit(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, limit: str, fragment: str
 ) -> None:
-    await configure(app, acme, max_batch_items=2)
+    """A 429 would have the client retry for ever."""
+    await configure(app, acme, **{limit: 2})
     refused = await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
-    assert refused.status_code == 422
-    assert "max_batch_items" in refused.json()["detail"] and "at most 2" in refused.json()["detail"]
+    assert refused.status_code == 422 and "retry-after" not in refused.headers
+    assert limit in refused.json()["detail"] and fragment in refused.json()["detail"]
     accepted = await client.post("/v1/predictions/batch", json=batch(2), headers=acme.headers)
     assert accepted.status_code == 200
     usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
     # The refused batch was not charged to the daily quota.
     assert usage["predictions_per_day"]["used"] == 2
-    assert usage["max_batch_items"] == 2
+    assert usage["max_batch_items"] == (2 if limit == "max_batch_items" else 1000)
 
 
 async def test_a_tenant_over_its_stored_bytes_quota_cannot_add_predictions(

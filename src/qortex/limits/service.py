@@ -118,6 +118,27 @@ def _usage(limit: int, stats: WindowStats, window_seconds: int) -> LimitUsage:
     return LimitUsage(limit=limit, used=used, remaining=remaining, window_seconds=window_seconds, resets_at=resets_at)
 
 
+class _CountedPerWindow(RateLimitItem):
+    """A limit whose counter is keyed by tenant and window only: the stock key also holds the amount, so
+    changing a tenant's limit would start it on an empty counter (a lowered quota would not take)."""
+
+    def key_for(self, *identifiers: bytes | str | int | float) -> str:
+        parts = [k.decode() if isinstance(k, bytes) else str(k) for k in identifiers]
+        return "/".join([self.namespace, *parts, str(self.multiples), self.GRANULARITY.name])
+
+
+class _PerMinute(_CountedPerWindow, RateLimitItemPerMinute):
+    pass
+
+
+class _PerHour(_CountedPerWindow, RateLimitItemPerHour):
+    pass
+
+
+class _PerDay(_CountedPerWindow, RateLimitItemPerDay):
+    pass
+
+
 class RateLimits:
     """The process's limit enforcement: effective limits cached per tenant, counters in the chosen storage."""
 
@@ -171,15 +192,15 @@ class RateLimits:
 
     @staticmethod
     def _minute(limits: PlanLimits) -> RateLimitItem:
-        return RateLimitItemPerMinute(limits.requests_per_minute)
+        return _PerMinute(limits.requests_per_minute)
 
     @staticmethod
     def _hour(limits: PlanLimits) -> RateLimitItem:
-        return RateLimitItemPerHour(limits.requests_per_hour)
+        return _PerHour(limits.requests_per_hour)
 
     @staticmethod
     def _day(limits: PlanLimits) -> RateLimitItem:
-        return RateLimitItemPerDay(limits.predictions_per_day)
+        return _PerDay(limits.predictions_per_day)
 
     def _store_available(self) -> bool:
         return time.monotonic() >= self._store_down_until
@@ -359,6 +380,13 @@ class RateLimits:
         if not self.enabled or count <= 0 or not self._store_available():
             return
         _, limits = await self.limits_for(principal.scope)
+        if count > limits.predictions_per_day:
+            # No wait makes room for it: a 429 would have the client retry for ever.
+            raise InvalidInput(
+                f"this request needs {count} predictions, more than the tenant's whole quota of "
+                f"{limits.predictions_per_day} per day (limit predictions_per_day)",
+                errors=[{"loc": ["body"], "msg": f"at most {limits.predictions_per_day} predictions per day"}],
+            )
         tenant = str(principal.tenant_id)
         day = self._day(limits)
         try:

@@ -269,6 +269,15 @@ async def test_an_ipv6_allow_list_is_enforced(app: FastAPI, acme: TenantCredenti
         assert (await ipv4.get("/v1/models", headers=acme.headers)).status_code == 403
 
 
+async def test_an_ipv4_mapped_entry_admits_the_ipv4_client_it_names(app: FastAPI, acme: TenantCredentials) -> None:
+    async with client_at(app, "::ffff:192.0.2.7") as http:
+        changed = await http.patch("/v1/tenant", json={"ip_allowlist": ["::ffff:192.0.2.7"]}, headers=acme.headers)
+        assert changed.status_code == 200 and changed.json()["ip_allowlist"] == ["192.0.2.7/32"]
+        assert (await http.get("/v1/tenant", headers=acme.headers)).status_code == 200
+    async with client_at(app, "192.0.2.7") as ipv4:
+        assert (await ipv4.get("/v1/models", headers=acme.headers)).status_code == 200
+
+
 async def test_an_allow_list_without_the_callers_address_needs_confirmation(
     client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

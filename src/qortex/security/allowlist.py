@@ -26,6 +26,11 @@ def normalise_cidr(entry: str) -> str:
             raise ValueError(f"{entry!r} is not an IPv4 or IPv6 address or CIDR block") from None
         # A typo such as 10.1.2.3/8 usually means something narrower than what it would allow.
         raise ValueError(f"{entry!r} has host bits set; did you mean {loose.with_prefixlen!r}?") from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        # Clients are compared as the IPv4 address a mapped one carries (parse_address), so such a block
+        # is kept as the IPv4 block it means; as written it would never match anyone.
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96)).with_prefixlen
     return network.with_prefixlen
 
 

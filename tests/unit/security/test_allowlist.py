@@ -13,7 +13,16 @@ from qortex.security.allowlist import MAX_ENTRIES, contains, normalise_allowlist
 
 @pytest.mark.parametrize(
     ("entry", "canonical"),
-    [("192.0.2.0/24", "192.0.2.0/24"), ("192.0.2.7", "192.0.2.7/32"), (" 2001:DB8::/32 ", "2001:db8::/32")],
+    [
+        ("192.0.2.0/24", "192.0.2.0/24"),
+        ("192.0.2.7", "192.0.2.7/32"),
+        (" 2001:DB8::/32 ", "2001:db8::/32"),
+        # Clients are compared as IPv4, so IPv4-mapped blocks become the IPv4 blocks they mean.
+        ("::ffff:192.0.2.7", "192.0.2.7/32"),
+        ("::ffff:192.0.2.0/120", "192.0.2.0/24"),
+        ("::ffff:0:0/96", "0.0.0.0/0"),
+        ("::/64", "::/64"),
+    ],
 )
 def test_entries_are_canonicalised(entry: str, canonical: str) -> None:
     assert normalise_cidr(entry) == canonical

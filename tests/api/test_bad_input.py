@@ -94,6 +94,24 @@ async def test_a_bad_cursor_and_unknown_route_are_problems(client: httpx.AsyncCl
     problem(await client.put("/v1/predictions", headers=acme.headers), 405)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/tenant", "GET, HEAD, PATCH"),
+        ("DELETE", "/v1/predictions", "GET, HEAD, POST"),
+        ("PUT", "/v1/api-keys", "GET, HEAD, POST"),
+        ("HEAD", "/v1/auth/login", "POST"),
+    ],
+)
+async def test_a_wrong_method_is_told_every_method_the_path_serves(
+    client: httpx.AsyncClient, acme: TenantCredentials, method: str, path: str, allowed: str
+) -> None:
+    """Starlette's Allow names only the first route that matched the path (RFC 9110 wants them all)."""
+    refused = await client.request(method, path, headers=acme.headers)
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == allowed
+
+
 async def test_a_constant_series_is_neutral(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
     response = await client.post("/v1/predictions", json={"source": "s", "values": [5.0] * 32}, headers=acme.headers)
     assert response.status_code == 201

@@ -148,6 +148,14 @@ async def test_the_docs_page_may_load_exactly_its_cdn_assets_and_its_own_inline_
     assert "'unsafe-eval'" not in redoc.headers["content-security-policy"]
 
 
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_a_head_of_a_docs_page_gets_the_headers_of_its_get(client: httpx.AsyncClient, path: str) -> None:
+    got, head = await client.get(path), await client.head(path)
+    assert head.status_code == 200 and head.content == b""
+    for header in ("content-security-policy", "content-type", "content-length"):
+        assert head.headers[header] == got.headers[header], header
+
+
 # --- CORS
 
 

@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qortex.web.asgi import HttpMiddleware
+from qortex.web.middleware import ORIGINAL_METHOD
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -86,7 +87,9 @@ class SecurityHeadersMiddleware(HttpMiddleware):
         await self.app(scope, receive, send_with_headers)
 
     async def _docs_page(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The page is small and its policy depends on its content, so hold it until it is complete.
+        # The page is small and its policy depends on its content, so hold it until it is complete. A HEAD
+        # is rendered as a GET here, so that it gets the same policy, and its body dropped on the way out.
+        head = scope["method"] == "HEAD"
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -104,9 +107,9 @@ class SecurityHeadersMiddleware(HttpMiddleware):
             html = b"".join(chunks)
             csp = docs_csp(html).encode()
             await send(_with_headers(start, [*COMMON_HEADERS, (b"content-security-policy", csp)]))
-            await send({"type": "http.response.body", "body": html, "more_body": False})
+            await send({"type": "http.response.body", "body": b"" if head else html, "more_body": False})
 
-        await self.app(scope, receive, buffering_send)
+        await self.app({**scope, "method": "GET", ORIGINAL_METHOD: "HEAD"} if head else scope, receive, buffering_send)
 
 
 CORS_ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

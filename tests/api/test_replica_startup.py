@@ -1,17 +1,43 @@
-"""Replicas that start together register the built-in model's new version once (migrations: tests/integration)."""
+"""Processes that start together: a SQLite migration waits for another's write; replicas register the built-in
+model's new version once (replicas migrating PostgreSQL at once: tests/integration)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import delete, func, select
 
 from qortex.core.config import Settings
-from qortex.core.database import Database
+from qortex.core.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from qortex.core.migrate import current_revision, head_revision, migrate
 from qortex.models.models import Model
 from qortex.models.service import register_builtin_models
 from tests.conftest import TenantCredentials
+
+
+async def test_a_migration_on_sqlite_waits_for_another_process_writing_instead_of_failing(tmp_path: Path) -> None:
+    settings = Settings(env="test", data_dir=tmp_path)
+    other = sqlite3.connect(tmp_path / "qortex.db", isolation_level=None)
+    try:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("CREATE TABLE another_process (x)")  # as another `qortex migrate` or `init` would write
+        migrating = asyncio.create_task(migrate(settings))
+        await asyncio.sleep(0.5)
+        # A transaction that reads first and then writes fails at once ("database is locked"), not waiting.
+        assert not migrating.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(migrating, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    finally:
+        other.close()
+    db = Database(settings.resolved_database_url)
+    try:
+        assert await current_revision(db) == head_revision()
+    finally:
+        await db.dispose()
 
 
 async def test_replicas_registering_a_new_model_version_at_once_share_one_row(

@@ -60,7 +60,9 @@ async def upgrade_to_head(database: Database, *, app_role: str | None = None) ->
             raise QortexError(problem)
         command.upgrade(alembic_config(connection), "head")
 
-    async with database.engine.begin() as connection:
+    # A write transaction from the start (BEGIN IMMEDIATE on SQLite): processes migrating at once queue on the
+    # busy timeout and the later ones find the schema current, instead of failing to upgrade a read lock.
+    async with database.engine.execution_options(qortex_write=True).begin() as connection:
         if not database.is_sqlite:
             # Replicas starting together would otherwise migrate and grant at once, and concurrent
             # GRANTs fail ("tuple concurrently updated"). SQLite serialises writers by itself.

@@ -1,5 +1,5 @@
-"""Processes that start together: a SQLite migration waits for another's write; replicas register the built-in
-model's new version once (replicas migrating PostgreSQL at once: tests/integration)."""
+"""Processes that start together: a SQLite migration waits for another's write; replicas create the first tenant
+and register the built-in model's new version once (replicas migrating PostgreSQL at once: tests/integration)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,17 @@ from sqlalchemy import delete, func, select
 from qortex.core.config import Settings
 from qortex.core.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from qortex.core.migrate import current_revision, head_revision, migrate
+from qortex.identity import service as identity_service
 from qortex.models.models import Model
 from qortex.models.service import register_builtin_models
+from qortex.tenants import service as tenant_service
 from tests.conftest import TenantCredentials
+
+REPLICAS = 4
+
+
+def _replicas(settings: Settings) -> list[Database]:
+    return [Database(settings.resolved_database_url, schema=settings.database_schema) for _ in range(REPLICAS)]
 
 
 async def test_a_migration_on_sqlite_waits_for_another_process_writing_instead_of_failing(tmp_path: Path) -> None:
@@ -40,13 +48,28 @@ async def test_a_migration_on_sqlite_waits_for_another_process_writing_instead_o
         await db.dispose()
 
 
+async def test_replicas_initialising_at_once_create_one_first_tenant_with_one_owner_key(
+    app: FastAPI, db: Database, settings: Settings
+) -> None:
+    replicas = _replicas(settings)
+    try:
+        created = await asyncio.gather(*(tenant_service.ensure_first_tenant(db=replica) for replica in replicas))
+    finally:
+        await asyncio.gather(*(replica.dispose() for replica in replicas))
+    assert len([first for first in created if first is not None]) == 1
+    tenants = await tenant_service.list_all(db=db)
+    assert [tenant.name for tenant in tenants] == ["default"]
+    keys = await identity_service.list_keys(db=db, scope=tenants[0].scope, include_revoked=True, limit=10, after=None)
+    assert len(keys.items) == 1
+
+
 async def test_replicas_registering_a_new_model_version_at_once_share_one_row(
     app: FastAPI, db: Database, settings: Settings, acme: TenantCredentials
 ) -> None:
     scope = acme.tenant.scope
     async with db.tenant_session(scope, write=True) as session:  # as if a new version had just shipped
         await session.execute(delete(Model).where(Model.tenant_id == acme.tenant.id))
-    replicas = [Database(settings.resolved_database_url, schema=settings.database_schema) for _ in range(4)]
+    replicas = _replicas(settings)
     try:
         registered = await asyncio.gather(*(register_builtin_models(db=replica, scope=scope) for replica in replicas))
     finally:

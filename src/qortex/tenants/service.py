@@ -71,7 +71,11 @@ async def ensure_first_tenant(*, db: Database, name: str = "default") -> tuple[T
     """On a fresh installation, creates the first tenant and an owner key; returns the key's plaintext once."""
     if await list_all(db=db):
         return None
-    tenant = await create(db=db, name=name)
+    try:
+        tenant = await create(db=db, name=name)
+    except Conflict:
+        # Another process (a replica starting at the same moment) created it after our check: it holds the key.
+        return None
     answer = await identity_service.create_key(db=db, scope=tenant.scope, name="first owner key", role=Role.OWNER)
     return tenant, str(answer.body["key"])
 

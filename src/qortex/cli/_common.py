@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database
 from qortex.core.errors import QortexError, StorageUnavailable
+from qortex.core.migrate import current_revision, schema_problem
 from qortex.core.migrate import migrate as migrate_database
 from qortex.core.pagination import HasId, Page
 from qortex.engine import EngineError
@@ -124,14 +125,16 @@ def print_table(table: Table, console: Console = console) -> None:
 
 @asynccontextmanager
 async def open_database(settings: Settings | None = None, *, migrate: bool | None = None) -> AsyncIterator[Database]:
-    """The configured database, migrated first if `migrate` says so (by default, if QORTEX_AUTO_MIGRATE does)."""
+    """The configured database, migrated first if `migrate` says so (by default, if QORTEX_AUTO_MIGRATE does);
+    unmigrated, it must be at the revision this release needs."""
     settings = settings or get_settings()
     # Every command, not only `serve`: an operator must not migrate or fill a throwaway embedded file.
     problems = settings.database_problems()
     if problems:
         raise QortexError("; ".join(problems))
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if settings.auto_migrate if migrate is None else migrate:
+    migrating = settings.auto_migrate if migrate is None else migrate
+    if migrating:
         with _engine_from(
             "QORTEX_MIGRATION_DATABASE_URL" if settings.migration_database_url else "QORTEX_DATABASE_URL"
         ):
@@ -139,6 +142,12 @@ async def open_database(settings: Settings | None = None, *, migrate: bool | Non
     with _engine_from("QORTEX_DATABASE_URL"):
         db = Database(settings.resolved_database_url, schema=settings.database_schema)
     try:
+        if not migrating:
+            # Without migrating, the operator does: a schema of another release is one line, neither written
+            # into (a newer one) nor a crash on a missing column (an older one).
+            problem = schema_problem(await current_revision(db))
+            if problem is not None:
+                raise QortexError(problem)
         yield db
     finally:
         await db.dispose()

@@ -50,6 +50,17 @@ def unknown_revision_problem(found: str) -> str | None:
     return None
 
 
+def schema_problem(found: str | None) -> str | None:
+    """Why this release cannot use a database at revision `found` as it is, unmigrated, or None if it can."""
+    if found is None:
+        return "the database is not migrated: run `qortex migrate`"
+    if found == head_revision():
+        return None
+    return unknown_revision_problem(found) or (
+        f"the database schema is at revision {found}, this release needs {head_revision()}: run `qortex migrate`"
+    )
+
+
 async def upgrade_to_head(database: Database, *, app_role: str | None = None) -> None:
     """Migrates to the newest revision; on PostgreSQL, grants the app role what it needs and no more."""
 
@@ -89,7 +100,9 @@ def _revision_of(connection: Connection) -> str | None:
 
 
 async def current_revision(database: Database) -> str | None:
-    async with database.engine.connect() as connection:
+    # Through a transaction of the database's own, so an unreachable one is reported as unavailable storage.
+    async with database.system_session() as session:
+        connection = await session.connection()
         return await connection.run_sync(_revision_of)
 
 

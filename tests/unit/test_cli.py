@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -16,11 +17,14 @@ import numpy as np
 import pytest
 import structlog
 import typer
-from tests.conftest import POSTGRES_URL, require_service
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from tests.conftest import POSTGRES_URL, _run_sql, require_service
 from typer.testing import CliRunner, Result
 
 from qortex.cli import app
 from qortex.core.config import get_settings
+from qortex.core.database import Database
 from qortex.limits.plans import LIMIT_NAMES, PLANS
 
 KEY = re.compile(r"\bqx_([0-9a-f]{32})_[A-Za-z0-9_-]+")
@@ -501,6 +505,38 @@ def test_a_postgres_failure_is_one_line_without_the_password(
     result = invoke_narrow(qortex, monkeypatch, "migrate")
     assert_one_line_error(result, expected)
     assert "hunter2" not in result.output + result.stderr
+
+
+def test_an_app_role_that_runs_the_migrations_is_refused_before_anything_changes(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, postgres_problem: str | None
+) -> None:
+    if postgres_problem is not None:
+        require_service("PostgreSQL", postgres_problem)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_run_sql(f"CREATE SCHEMA {schema}"))
+    try:
+        monkeypatch.setenv("QORTEX_DATABASE_URL", POSTGRES_URL)
+        monkeypatch.setenv("QORTEX_DATABASE_SCHEMA", schema)
+        # Granting to and revoking from the owner would take its own rights on alembic_version and audit_events.
+        owner = str(make_url(POSTGRES_URL).username)
+        monkeypatch.setenv("QORTEX_DATABASE_APP_ROLE", owner)
+        get_settings.cache_clear()
+        for command in ("migrate", "init"):
+            result = invoke_narrow(qortex, monkeypatch, command)
+            assert_one_line_error(result, f"QORTEX_DATABASE_APP_ROLE names {owner}, the role that runs migrations")
+        assert asyncio.run(_tables_in(schema)) == 0
+    finally:
+        asyncio.run(_run_sql(f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def _tables_in(schema: str) -> int:
+    db = Database(POSTGRES_URL)
+    try:
+        async with db.engine.connect() as connection:
+            query = text("SELECT count(*) FROM pg_tables WHERE schemaname = :schema")
+            return int((await connection.execute(query, {"schema": schema})).scalar_one())
+    finally:
+        await db.dispose()
 
 
 def _command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -74,6 +74,15 @@ async def upgrade_to_head(database: Database, *, app_role: str | None = None) ->
     # A write transaction from the start (BEGIN IMMEDIATE on SQLite): processes migrating at once queue on the
     # busy timeout and the later ones find the schema current, instead of failing to upgrade a read lock.
     async with database.engine.execution_options(qortex_write=True).begin() as connection:
+        if app_role and not database.is_sqlite:
+            migrator = (await connection.execute(text("SELECT current_user"))).scalar_one()
+            if app_role == migrator:
+                # The REVOKEs below would take from the migrating role its own rights on the schema version
+                # and the audit log, and every later migration would be refused.
+                raise QortexError(
+                    f"QORTEX_DATABASE_APP_ROLE names {app_role}, the role that runs migrations: give the app a role"
+                    " that owns no tables, or leave QORTEX_DATABASE_APP_ROLE unset"
+                )
         if not database.is_sqlite:
             # Replicas starting together would otherwise migrate and grant at once, and concurrent
             # GRANTs fail ("tuple concurrently updated"). SQLite serialises writers by itself.

@@ -303,6 +303,27 @@ async def test_setting_limits_refuses_unknown_plans_names_and_values(app: FastAP
     assert limits == dataclasses.replace(PLANS["free"], max_batch_items=7)
 
 
+async def test_changes_and_unsets_of_different_limits_at_once_all_take(
+    app: FastAPI, settings: Settings, acme: TenantCredentials
+) -> None:
+    db: Database = app.state.services.db
+    scope = acme.tenant.scope
+    await set_tenant_limits(db=db, scope=scope, overrides={"max_batch_items": 7, "stored_bytes": 1_000})
+    operators = [Database(settings.resolved_database_url, schema=settings.database_schema) for _ in range(3)]
+    try:
+        await asyncio.gather(
+            set_tenant_limits(db=operators[0], scope=scope, changes={"requests_per_minute": 60}),
+            set_tenant_limits(db=operators[1], scope=scope, changes={"requests_per_hour": 5_000}),
+            set_tenant_limits(db=operators[2], scope=scope, unset=["stored_bytes"]),
+        )
+    finally:
+        await asyncio.gather(*(operator.dispose() for operator in operators))
+    async with db.tenant_session(scope) as session:
+        tenant = await tenant_repository.get_in_scope(session=session, scope=scope)
+    assert tenant is not None
+    assert tenant.limits == {"max_batch_items": 7, "requests_per_minute": 60, "requests_per_hour": 5_000}
+
+
 async def test_a_change_of_limits_is_audited_and_a_refused_or_empty_one_is_not(
     app: FastAPI, acme: TenantCredentials
 ) -> None:

@@ -25,7 +25,8 @@ from typer.testing import CliRunner, Result
 from qortex.cli import app
 from qortex.core.config import get_settings
 from qortex.core.database import Database
-from qortex.limits.plans import LIMIT_NAMES, PLANS
+from qortex.limits import service as limits_service
+from qortex.limits.plans import LIMIT_NAMES, PLANS, PlanLimits
 
 KEY = re.compile(r"\bqx_([0-9a-f]{32})_[A-Za-z0-9_-]+")
 
@@ -245,6 +246,26 @@ def test_a_tenants_limits_are_shown_overridden_and_reset(qortex: CliRunner) -> N
     assert limit_rows(moved)["max_batch_items"] == (f"{PLANS['enterprise'].max_batch_items:,}", "plan")
     reset = ok(qortex, "tenants", "limits", "acme", "--reset").stdout
     assert {source for _, source in limit_rows(reset).values()} == {"plan"}
+
+
+def test_a_limits_change_keeps_one_another_operator_made_meanwhile(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    ok(qortex, "tenants", "limits", "acme", "--set", "max_batch_items=7")
+    write = limits_service.set_tenant_limits
+
+    async def after_another_operator(**arguments: Any) -> PlanLimits:
+        # Another `tenants limits acme --set requests_per_hour=5000` commits just before this command writes.
+        other = {"max_batch_items": 7, "requests_per_hour": 5_000}
+        await write(db=arguments["db"], scope=arguments["scope"], overrides=other)
+        return await write(**arguments)
+
+    monkeypatch.setattr(limits_service, "set_tenant_limits", after_another_operator)
+    rows = limit_rows(ok(qortex, "tenants", "limits", "acme", "--set", "requests_per_minute=60").stdout)
+    assert rows["requests_per_hour"] == ("5,000", "override")
+    assert rows["requests_per_minute"] == ("60", "override")
+    assert rows["max_batch_items"] == ("7", "override")
 
 
 def test_keys_are_created_listed_and_revoked(qortex: CliRunner) -> None:

@@ -104,14 +104,17 @@ def limits(
             tenant = await tenant_service.get_by_name(db=db, name=name)
             if tenant is None:
                 raise NotFound(f"no tenant named {name!r}")
-            current = await limits_service.tenant_limits(db=db, scope=tenant.scope)
             if plan is not None or changes or dropped or reset:
-                kept = {} if reset else {k: v for k, v in current.overrides.items() if k not in dropped}
+                # Applied to the stored overrides under the tenant's row lock: a change made meanwhile is kept.
                 await limits_service.set_tenant_limits(
-                    db=db, scope=tenant.scope, plan=plan, overrides={**kept, **changes}
+                    db=db,
+                    scope=tenant.scope,
+                    plan=plan,
+                    overrides={} if reset else None,
+                    changes=changes,
+                    unset=dropped,
                 )
-                current = await limits_service.tenant_limits(db=db, scope=tenant.scope)
-            return current
+            return await limits_service.tenant_limits(db=db, scope=tenant.scope)
 
     shown = run(_apply())
     table = Table("limit", "value", "from", title=f"{name}: plan {shown.plan}")

@@ -18,7 +18,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -494,15 +494,24 @@ async def tenant_limits(*, db: Database, scope: TenantScope) -> TenantLimits:
 
 
 async def set_tenant_limits(
-    *, db: Database, scope: TenantScope, plan: str | None = None, overrides: Mapping[str, Any] | None = None
+    *,
+    db: Database,
+    scope: TenantScope,
+    plan: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+    unset: Collection[str] = (),
 ) -> PlanLimits:
-    """Sets a tenant's plan and/or replaces its validated overrides, audited in the same transaction.
+    """Sets a tenant's plan and/or its validated overrides, audited in the same transaction.
 
-    An operator's act (the CLI); each process applies it within QORTEX_LIMITS_CACHE_SECONDS.
+    `overrides` replaces them all; then `unset` drops some and `changes` sets some, applied to the stored ones
+    under the same row lock, so concurrent changes of different limits all take. An operator's act (the CLI);
+    each process applies it within QORTEX_LIMITS_CACHE_SECONDS.
     """
     if plan is not None and plan not in PLANS:
         raise InvalidInput(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
     checked = validate_overrides(overrides) if overrides is not None else None
+    checked_changes = validate_overrides(changes or {})
     async with db.tenant_session(scope, write=True) as session:
         tenant = await tenant_repository.get_in_scope(session=session, scope=scope, for_update=True)
         if tenant is None:
@@ -510,8 +519,9 @@ async def set_tenant_limits(
         before = {"plan": tenant.plan, "overrides": dict(tenant.limits)}
         if plan is not None:
             tenant.plan = plan
-        if checked is not None:
-            tenant.limits = checked
+        if checked is not None or unset or checked_changes:
+            kept = checked if checked is not None else tenant.limits
+            tenant.limits = {name: value for name, value in kept.items() if name not in unset} | checked_changes
         after = {"plan": tenant.plan, "overrides": dict(tenant.limits)}
         if after != before:
             record = AuditRecord(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from qortex.cli import app
+from qortex.cli import app, users
 from qortex.core.config import get_settings
 
 
@@ -58,8 +58,9 @@ def test_create_list_set_role_and_deactivate(qortex: CliRunner) -> None:
     assert "deactivated" in invoke(qortex, "users", "list", "--include-inactive").stdout
 
 
-def test_a_prompted_password_is_hidden_and_confirmed(qortex: CliRunner) -> None:
+def test_a_prompted_password_is_hidden_and_confirmed(qortex: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    monkeypatch.setattr(users, "_has_terminal", lambda: True)  # the runner answers the prompt as a terminal would
     result = invoke(
         qortex, "users", "create", "rita", "--email", "rita@example.com", stdin="prompted password\nprompted password\n"
     )
@@ -90,3 +91,4 @@ def test_a_prompt_with_no_terminal_is_one_line_pointing_to_password_stdin(qortex
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no terminal to type the password at; pipe it in with --password-stdin"
+    assert result.stdout == ""  # no prompt printed ahead of the error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 import warnings
 from datetime import timedelta
@@ -35,17 +36,32 @@ app = typer.Typer(no_args_is_help=True, help="Create, list, change and deactivat
 TenantOption = Annotated[str | None, typer.Option(help="Tenant name; optional when there is only one")]
 
 
+_NO_TERMINAL = "no terminal to type the password at; pipe it in with --password-stdin"
+
+
+def _has_terminal() -> bool:
+    """Whether getpass can hide what is typed: it reads the controlling terminal, else standard input if a terminal."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return sys.stdin.isatty()
+    return True
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         # One line; a trailing newline from `echo` or a file is not part of the password.
         return sys.stdin.readline().rstrip("\r\n")
+    # Before prompting: the prompt goes to stdout, ahead of the error.
+    if not _has_terminal():
+        raise fail(_NO_TERMINAL)
     try:
-        # With no terminal, getpass warns and would read the password from stdin, echoed.
+        # Should getpass still fail to hide the input, it warns and would read the password echoed.
         with warnings.catch_warnings():
             warnings.simplefilter("error", getpass.GetPassWarning)
             password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     except getpass.GetPassWarning:
-        raise fail("no terminal to type the password at; pipe it in with --password-stdin") from None
+        raise fail(_NO_TERMINAL) from None
     return password
 
 

@@ -211,8 +211,11 @@ def test_without_auto_migration_every_command_refuses_a_schema_of_another_releas
 
 
 def test_tenants_are_created_and_listed(qortex: CliRunner) -> None:
-    created = ok(qortex, "tenants", "create", "acme", "--plan", "enterprise")
-    assert "Created tenant acme" in created.stdout
+    created = invoke_narrow_ok(qortex, "tenants", "create", "acme", "--plan", "enterprise")
+    # Whole on one line even in a narrow terminal or a log, so the hint can be copied.
+    assert re.search(
+        r"^Created tenant acme \(.*\)\. Give it a key: qortex keys create --tenant acme$", created.stdout, re.M
+    ), created.stdout
     ok(qortex, "tenants", "create", "globex")
 
     listed = invoke_narrow_ok(qortex, "tenants", "list").stdout

@@ -30,7 +30,12 @@ def create(
             tenant = await tenant_service.create(db=db, name=name, plan=plan)
             return str(tenant.id)
 
-    console.print(f"Created tenant {name} ({run(_create())}). Give it a key: qortex keys create --tenant {name}")
+    # soft_wrap: piped into a log, the command must not be broken across lines.
+    console.print(
+        f"Created tenant {name} ({run(_create())}). Give it a key: qortex keys create --tenant {name}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("list")

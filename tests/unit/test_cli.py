@@ -301,6 +301,7 @@ def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
     [
         (("keys", "create", "--tenant", "nope"), "no tenant named 'nope'"),
         (("keys", "list", "--tenant", "nope"), "no tenant named 'nope'"),
+        (("audit", "verify", "--tenant", ""), "no tenant named ''"),
         (("keys", "revoke", "not-a-uuid", "--tenant", "acme"), "'not-a-uuid' is not a key id"),
         (("keys", "revoke", str(uuid.UUID(int=7)), "--tenant", "acme"), "not found"),
         (("tenants", "create", "acme"), "tenant 'acme' already exists"),

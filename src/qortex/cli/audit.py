@@ -24,7 +24,7 @@ def verify(
 
     async def _verify() -> list[tuple[str, ChainVerdict]]:
         async with open_database() as db:
-            tenants = [await resolve_tenant(db, tenant)] if tenant else await tenant_service.list_all(db=db)
+            tenants = [await resolve_tenant(db, tenant)] if tenant is not None else await tenant_service.list_all(db=db)
             return [(t.name, await audit_service.verify(db=db, scope=t.scope)) for t in tenants]
 
     verdicts = run(_verify())

@@ -12,6 +12,7 @@ import structlog.testing
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from qortex.audit.models import AuditEvent
 from qortex.core.database import Database
 from qortex.identity import service as identity_service
 from qortex.identity.models import ApiKey
@@ -63,6 +64,21 @@ async def test_a_revoked_key_is_refused(client: httpx.AsyncClient, acme: TenantC
     assert refused.headers["www-authenticate"].startswith("Bearer")
     revoked = await client.get("/v1/api-keys", params={"include_revoked": "true"}, headers=acme.headers)
     assert any(item["revoked_at"] for item in revoked.json()["items"])
+
+
+async def test_revoking_a_revoked_key_again_is_204_and_records_nothing(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    created = (await client.post("/v1/api-keys", json={"name": "tmp", "role": "analyst"}, headers=acme.headers)).json()
+    statuses = [(await client.delete(f"/v1/api-keys/{created['id']}", headers=acme.headers)).status_code for _ in "12"]
+    assert statuses == [204, 204]
+    async with db.tenant_session(acme.tenant.scope) as session:
+        revocations = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "api_key.revoke", AuditEvent.target_id == created["id"])
+            )
+        ).all()
+    assert len(revocations) == 1
 
 
 async def test_missing_malformed_and_wrong_credentials_are_401(

@@ -271,7 +271,7 @@ def test_a_limits_change_keeps_one_another_operator_made_meanwhile(
     assert rows["max_batch_items"] == ("7", "override")
 
 
-def test_keys_are_created_listed_and_revoked(qortex: CliRunner) -> None:
+def test_keys_are_created_listed_and_revoked(qortex: CliRunner, tmp_path: Path) -> None:
     ok(qortex, "tenants", "create", "acme")
     created = ok(qortex, "keys", "create", "--tenant", "acme", "--name", "ci", "--role", "analyst")
     match = KEY.search(created.stdout)
@@ -284,6 +284,10 @@ def test_keys_are_created_listed_and_revoked(qortex: CliRunner) -> None:
     assert match.group(0) not in listed
 
     assert f"Revoked {key_id}" in ok(qortex, "keys", "revoke", key_id, "--tenant", "acme").stdout
+    assert f"Key {key_id} was already revoked." in ok(qortex, "keys", "revoke", key_id, "--tenant", "acme").stdout
+    with sqlite3.connect(tmp_path / "data" / "qortex.db") as connection:
+        query = "SELECT count(*) FROM audit_events WHERE action = 'api_key.revoke' AND target_id = ?"
+        assert connection.execute(query, (key_id,)).fetchone() == (1,)
     assert key_id not in ok(qortex, "keys", "list", "--tenant", "acme").stdout
     everything = ok(qortex, "keys", "list", "--tenant", "acme", "--include-revoked").stdout
     assert re.search(rf"{key_id}\s.*\brevoked\b", everything), everything

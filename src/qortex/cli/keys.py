@@ -91,10 +91,9 @@ def revoke(
     except ValueError:
         raise ValueError(f"{key_id!r} is not a key id") from None
 
-    async def _revoke() -> None:
+    async def _revoke() -> bool:
         async with open_database() as db:
             owner = await resolve_tenant(db, tenant)
-            await identity_service.revoke_key(db=db, scope=owner.scope, key_id=parsed, cache=None)
+            return await identity_service.revoke_key(db=db, scope=owner.scope, key_id=parsed, cache=None)
 
-    run(_revoke())
-    console.print(f"Revoked {parsed}.")
+    console.print(f"Revoked {parsed}." if run(_revoke()) else f"Key {parsed} was already revoked.")

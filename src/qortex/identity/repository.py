@@ -22,8 +22,13 @@ async def find_for_authentication(*, session: AsyncSession, key_id: uuid.UUID) -
     return await session.scalar(select(ApiKey).where(ApiKey.id == key_id))
 
 
-async def get(*, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID) -> ApiKey | None:
-    return await session.scalar(select(ApiKey).where(ApiKey.tenant_id == scope.tenant_id, ApiKey.id == key_id))
+async def get(
+    *, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID, for_update: bool = False
+) -> ApiKey | None:
+    query = select(ApiKey).where(ApiKey.tenant_id == scope.tenant_id, ApiKey.id == key_id)
+    if for_update:
+        query = query.with_for_update()
+    return await session.scalar(query)
 
 
 async def revoke_minted_for(

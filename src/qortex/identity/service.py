@@ -205,21 +205,26 @@ async def revoke_key(
     cache: ApiKeyCache | None,
     actor: Principal | None = None,
     origin: Origin | None = None,
-) -> None:
+) -> bool:
+    """Revokes a key; returns False, recording nothing, when it was already revoked."""
     async with db.tenant_session(scope, write=True) as session:
-        key = await repository.get(session=session, scope=scope, key_id=key_id)
+        # Locked, so that of two revocations at once the second sees the first and records nothing.
+        key = await repository.get(session=session, scope=scope, key_id=key_id, for_update=True)
         if key is None:
             raise NotFound(f"API key {key_id} not found")
         # Revoking is held to the rule of granting: an admin cannot cut off an owner's keys.
         if actor is not None and not can_grant(actor.role, Role(key.role)):
             raise Forbidden(f"role {actor.role.value!r} may not revoke keys with role {key.role!r}")
-        if key.revoked_at is None:
+        newly_revoked = key.revoked_at is None
+        if newly_revoked:
             key.revoked_at = utcnow()
-        await audit.append(
-            session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor, origin=origin)]
-        )
+            await audit.append(
+                session=session, scope=scope, records=[_key_audit("api_key.revoke", key_id, actor, origin=origin)]
+            )
+    # Even when it was already revoked, by another process that this one's cache has not heard from yet.
     if cache is not None:
         cache.forget(key_id)
+    return newly_revoked
 
 
 async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Principal:

@@ -101,13 +101,13 @@ async def test_wrong_password_unknown_user_and_inactive_user_get_the_same_401(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:
     user_id = await add_user(app, acme.tenant, "bob")
-    await add_user(app, acme.tenant, "gone")
+    gone_id = await add_user(app, acme.tenant, "gone")
     await users.update_user(
         db=db,
         revocations=None,
         passwords=app.state.services.auth.passwords,
         scope=acme.tenant.scope,
-        user_id=(await users.find_by_username(db=db, scope=acme.tenant.scope, username="gone")).id,
+        user_id=gone_id,
         changes=users.UserChanges(active=False),
     )
     wrong = await login(client, "bob", "not the password at all")
@@ -121,9 +121,12 @@ async def test_wrong_password_unknown_user_and_inactive_user_get_the_same_401(
     assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"]
     assert (await login(client, "bob\x00", "not the password at all")).status_code == 422
 
+    # Whoever tried has not shown they are the person: the person is the target, never the actor, so
+    # filtering the trail by a person's id does not attribute password guessing to them.
     failures = await events(db, acme.tenant, "auth.login", app)
-    assert {(e.actor_id, e.outcome, e.details["reason"]) for e in failures} >= {
-        (str(user_id), "failure", "wrong_password")
+    assert {(e.actor_kind, e.actor_id, e.target_id, e.outcome, e.details["reason"]) for e in failures} == {
+        ("anonymous", None, str(user_id), "failure", "wrong_password"),
+        ("anonymous", None, str(gone_id), "failure", "inactive_account"),
     }
     assert all("bob" not in json.dumps(e.details) and "example.com" not in json.dumps(e.details) for e in failures)
 

@@ -17,8 +17,12 @@ class AuditEventOut(BaseModel):
     occurred_at: datetime
     action: str
     outcome: str
-    actor_kind: str = Field(description="user, api_key, operator or system")
-    actor_id: str | None = Field(description="A pseudonymous id (user or key id), never a name or email")
+    actor_kind: str = Field(
+        description="user, api_key, operator, system, or anonymous: a caller not yet authenticated (a refused login)"
+    )
+    actor_id: str | None = Field(
+        description="A pseudonymous id (user or key id), never a name or email; null when there is none"
+    )
     target_type: str | None
     target_id: str | None
     request_id: str | None

@@ -123,13 +123,21 @@ class Tokens:
 
 
 def _record(
-    action: str, *, user_id: uuid.UUID, origin: Origin, outcome: str = "success", **details: str
+    action: str,
+    *,
+    user_id: uuid.UUID,
+    origin: Origin,
+    outcome: str = "success",
+    anonymous: bool = False,
+    **details: str,
 ) -> AuditRecord:
+    """A record of the person's act; `anonymous` when the caller has not shown they are that person (a refused
+    login), who is then its target only, so filtering the trail by their id does not blame them for it."""
     return AuditRecord(
         action=action,
         outcome=outcome,
-        actor_kind="user",
-        actor_id=str(user_id),
+        actor_kind="anonymous" if anonymous else "user",
+        actor_id=None if anonymous else str(user_id),
         target_type="user",
         target_id=str(user_id),
         request_id=origin.request_id,
@@ -196,7 +204,7 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
             # than an unknown one's.
             auth.audit_writer.write_refusal_in_background(
                 TenantScope(user.tenant_id),
-                _record("auth.login", user_id=user.id, origin=origin, outcome="failure", reason=reason),
+                _record("auth.login", user_id=user.id, origin=origin, outcome="failure", anonymous=True, reason=reason),
             )
         raise Unauthenticated(LOGIN_REFUSED)
     await auth.throttle.succeeded(identifier=throttled_as)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from sqlalchemy import delete, func, select, update
+import pytest
+from sqlalchemy import delete, func, literal_column, select, update
 
 from qortex.audit import service as audit
 from qortex.audit.models import AuditChainHead, AuditEvent
@@ -84,6 +85,80 @@ async def test_reordered_events_are_detected(db: Database, owner_db: Database, a
         await session.execute(update(AuditEvent).where(AuditEvent.seq == -2).values(seq=4))
     verdict = await audit.verify(db=db, scope=acme.tenant.scope)
     assert not verdict.intact and verdict.first_broken_seq == 2
+
+
+# Edits that leave a stored value unreadable, and what verify says of them. PostgreSQL refuses malformed JSON
+# or dates itself, but holds JSON that is not an object, and instants beyond Python's year 9999.
+UNREADABLE_EDITS = {
+    "sqlite": [
+        ("details", "'{broken'", "details is not a JSON object"),
+        ("occurred_at", "'yesterday'", "occurred_at is not a date-time"),
+    ],
+    "postgres": [
+        ("details", "'null'::json", "details is not a JSON object"),
+        ("occurred_at", "'20000-01-01'", "occurred_at is not a date-time"),
+    ],
+}
+
+
+async def spoil_the_first_test_event(owner_db: Database, who: TenantCredentials, column: str, value: str) -> int:
+    """Edits one stored value of the tenant's first `test.event` into one that cannot be read; returns its seq."""
+    async with owner_db.tenant_session(who.tenant.scope, write=True) as session:
+        seq = await session.scalar(
+            select(func.min(AuditEvent.seq)).where(
+                AuditEvent.tenant_id == who.tenant.id, AuditEvent.action == "test.event"
+            )
+        )
+        await session.execute(
+            update(AuditEvent)
+            .where(AuditEvent.tenant_id == who.tenant.id, AuditEvent.seq == seq)
+            .values({column: literal_column(value)})
+        )
+    assert isinstance(seq, int)
+    return seq
+
+
+@pytest.mark.parametrize("edit", [0, 1])
+async def test_an_event_that_cannot_be_read_breaks_the_chain_there_and_others_are_still_checked(
+    client: httpx.AsyncClient,
+    db: Database,
+    owner_db: Database,
+    acme: TenantCredentials,
+    globex: TenantCredentials,
+    backend: str,
+    edit: int,
+) -> None:
+    column, value, why = UNREADABLE_EDITS[backend][edit]
+    await write_events(db, acme, 5)
+    await write_events(db, globex, 2)
+    seq = await spoil_the_first_test_event(owner_db, acme, column, value)
+    verdict = (await client.get("/v1/audit/verify", headers=acme.headers)).json()
+    assert verdict == {
+        "intact": False,
+        "events_checked": seq - 1,
+        "first_broken_seq": seq,
+        "reason": f"event {seq} cannot be read: {why}",
+    }
+    assert (await audit.verify(db=db, scope=globex.tenant.scope)).intact
+
+
+@pytest.mark.parametrize("edit", [0, 1])
+async def test_an_event_that_cannot_be_read_is_listed_with_what_can_be_and_what_cannot(
+    client: httpx.AsyncClient, db: Database, owner_db: Database, acme: TenantCredentials, backend: str, edit: int
+) -> None:
+    column, value, why = UNREADABLE_EDITS[backend][edit]
+    await write_events(db, acme, 5)
+    seq = await spoil_the_first_test_event(owner_db, acme, column, value)
+    listed = await client.get("/v1/audit/events", params={"action": "test.event"}, headers=acme.headers)
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [event["seq"] for event in items] == list(range(seq + 4, seq - 1, -1))
+    *sound, spoiled = items
+    assert all(event["unreadable"] == {} for event in sound)
+    assert spoiled["unreadable"] == {column: why.removeprefix(f"{column} is ")} and spoiled[column] is None
+    assert (spoiled["action"], spoiled["outcome"], spoiled["actor_kind"]) == ("test.event", "success", "system")
+    assert spoiled["prev_hash"] and spoiled["hash"]
+    assert spoiled["details" if column == "occurred_at" else "occurred_at"] is not None
 
 
 async def test_concurrent_writers_never_fork_a_chain(

@@ -614,6 +614,23 @@ def test_audit_verify_checks_every_tenant_and_fails_on_a_broken_chain(qortex: Cl
     assert re.search(r"acme\W+intact", ok(qortex, "audit", "verify", "--tenant", "acme").stdout)
 
 
+def test_audit_verify_reports_an_event_that_cannot_be_read_and_checks_the_next_tenant(
+    qortex: CliRunner, tmp_path: Path
+) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    ok(qortex, "tenants", "create", "globex")
+    with sqlite3.connect(tmp_path / "data" / "qortex.db") as connection:
+        connection.execute(
+            "UPDATE audit_events SET details = '{broken' WHERE seq = 1 AND tenant_id = "
+            "(SELECT id FROM tenants WHERE name = 'acme')"
+        )
+    result = invoke(qortex, "audit", "verify")
+    assert result.exit_code == 1
+    assert re.search(r"acme\W+BROKEN\W+0\W+1\W+event 1 cannot be read: details is not a JSON object", result.stdout)
+    assert re.search(r"globex\W+intact", result.stdout), result.stdout
+    assert "the audit chain of acme is broken" in result.stderr
+
+
 def test_tenants_suspend_and_resume(qortex: CliRunner) -> None:
     ok(qortex, "tenants", "create", "acme")
     assert "Suspended tenant acme." in ok(qortex, "tenants", "suspend", "acme").stdout

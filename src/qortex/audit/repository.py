@@ -3,15 +3,114 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import Column, Dialect, Label, Row, case, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
-from qortex.audit.chain import GENESIS
+from qortex.audit.chain import GENESIS, HASHED_FIELDS
 from qortex.audit.models import AuditChainHead, AuditEvent
 from qortex.core.database import TenantScope
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back, field by field: a field whose stored value cannot be read is None in `fields`
+    and named in `unreadable`, with what it is not."""
+
+    fields: dict[str, Any]
+    unreadable: dict[str, str]
+
+    @property
+    def id(self) -> uuid.UUID:
+        event_id: uuid.UUID = self.fields["id"]
+        return event_id
+
+
+# What each field but the row's own id reads back as (or None, where its column is nullable).
+_KINDS: dict[str, type] = {**HASHED_FIELDS, "hash": str}
+
+# What a value that does not read back as its kind is not.
+_KIND_NAMES: dict[type, str] = {
+    uuid.UUID: "a UUID",
+    int: "an integer",
+    str: "text",
+    datetime: "a date-time",
+    dict: "a JSON object",
+}
+
+# asyncpg fails a whole fetch on an instant outside Python's years 1 to 9999 (PostgreSQL's reach from 4713 BC
+# to 294276 AD), so such an instant is fetched as null instead. A microsecond inside Python's own limits:
+# asyncpg would send those as -infinity and infinity.
+_PYTHON_INSTANTS = (
+    datetime.min.replace(tzinfo=UTC) + timedelta(microseconds=1),
+    datetime.max.replace(tzinfo=UTC) - timedelta(microseconds=1),
+)
+
+
+def _stored_fields() -> list[Label[Any]]:
+    """The chained fields as the driver reads them, for `_reader` to parse event by event: parsed by SQLAlchemy,
+    one value edited into something that does not parse (on SQLite any text will do) fails the whole result."""
+    return [
+        type_coerce(
+            case((column.between(*_PYTHON_INSTANTS), column)) if column.key == "occurred_at" else column, NullType()
+        ).label(column.key)
+        for column in _chained_columns()
+    ]
+
+
+def _chained_columns() -> list[Column[Any]]:
+    """Every column but the row's own id, which the chain does not cover."""
+    return [column for column in AuditEvent.__mapper__.columns if column.key != "id"]
+
+
+def _readable(value: Any, kind: type, nullable: bool) -> bool:
+    if value is None:
+        return nullable
+    if not isinstance(value, kind):
+        return False
+    if kind is dict:
+        try:
+            orjson.dumps(value)  # hashed and answered as JSON: no lone surrogate, no integer beyond 64 bits
+        except orjson.JSONEncodeError:
+            return False
+    return True
+
+
+def _reader(dialect: Dialect) -> Callable[[Row[Any]], StoredEvent]:
+    """Parses each field with its column's own parser, as SQLAlchemy would, but field by field."""
+    columns = [
+        (
+            column.key,
+            column.type.dialect_impl(dialect).result_processor(dialect, None),
+            _KINDS[column.key],
+            bool(column.nullable),
+        )
+        for column in _chained_columns()
+    ]
+
+    def read(row: Row[Any]) -> StoredEvent:
+        fields = dict(row._mapping)
+        unreadable: dict[str, str] = {}
+        for name, parse, kind, nullable in columns:
+            try:
+                value = parse(fields[name]) if parse else fields[name]
+                readable = _readable(value, kind, nullable)
+            except (ValueError, TypeError, OverflowError):  # what the parsers raise for a malformed value
+                readable = False
+            if readable:
+                fields[name] = value
+            else:
+                fields[name], unreadable[name] = None, f"not {_KIND_NAMES[kind]}"
+        return StoredEvent(fields=fields, unreadable=unreadable)
+
+    return read
 
 
 async def lock_head(*, session: AsyncSession, scope: TenantScope) -> AuditChainHead:
@@ -45,22 +144,25 @@ def add(*, session: AsyncSession, scope: TenantScope, rows: Sequence[AuditEvent]
     session.add_all(rows)
 
 
-async def iterate(*, session: AsyncSession, scope: TenantScope, batch: int = 1000) -> AsyncIterator[AuditEvent]:
+async def iterate(*, session: AsyncSession, scope: TenantScope, batch: int = 1000) -> AsyncIterator[StoredEvent]:
     """Every event of the tenant in chain order."""
-    result = await session.stream_scalars(
-        select(AuditEvent)
+    read = _reader((await session.connection()).dialect)
+    result = await session.stream(
+        select(*_stored_fields())
         .where(AuditEvent.tenant_id == scope.tenant_id)
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=batch)
     )
-    async for event in result:
-        yield event
+    async for row in result:
+        yield read(row)
 
 
 async def list_events(
     *, session: AsyncSession, scope: TenantScope, limit: int, before: uuid.UUID | None, action: str | None
-) -> Sequence[AuditEvent]:
-    query = select(AuditEvent).where(AuditEvent.tenant_id == scope.tenant_id)
+) -> list[StoredEvent]:
+    read = _reader((await session.connection()).dialect)
+    # The id too, read as usual: a cursor names an event by it.
+    query = select(AuditEvent.id, *_stored_fields()).where(AuditEvent.tenant_id == scope.tenant_id)
     if action is not None:
         query = query.where(AuditEvent.action == action)
     if before is not None:
@@ -68,4 +170,4 @@ async def list_events(
         # rearranged unnoticed); the cursor names the last event seen.
         seen = select(AuditEvent.seq).where(AuditEvent.tenant_id == scope.tenant_id, AuditEvent.id == before)
         query = query.where(AuditEvent.seq < seen.scalar_subquery())
-    return (await session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit))).all()
+    return [read(row) for row in await session.execute(query.order_by(AuditEvent.seq.desc()).limit(limit))]

@@ -28,11 +28,15 @@ async def list_events(
     cursor: PageCursor = None,
     action: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z_.]+$")] = None,
 ) -> AuditEventPage:
-    """The tenant's audit events, newest first (by chain position); filter by `action`."""
+    """The tenant's audit events, newest first (by chain position); filter by `action`.
+
+    An event with a field that cannot be read is listed too, that field null and named in `unreadable`.
+    """
     page = await service.list_events(
         db=services.db, scope=principal.scope, limit=limit, before=decode_cursor(cursor), action=action
     )
-    return AuditEventPage(items=[AuditEventOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor)
+    items = [AuditEventOut.model_validate({**e.fields, "unreadable": e.unreadable}) for e in page.items]
+    return AuditEventPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.get("/verify", response_model=ChainVerdictOut)

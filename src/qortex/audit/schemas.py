@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class AuditEventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """Every field but `id` is null where its stored value cannot be read; `unreadable` names those fields."""
 
     id: uuid.UUID
-    seq: int = Field(description="Position in the tenant's chain, from 1")
-    occurred_at: datetime
-    action: str
-    outcome: str
-    actor_kind: str = Field(
+    seq: int | None = Field(description="Position in the tenant's chain, from 1")
+    occurred_at: datetime | None
+    action: str | None
+    outcome: str | None
+    actor_kind: str | None = Field(
         description="user, api_key, operator, system, or anonymous: a caller not yet authenticated (a refused login)"
     )
     actor_id: str | None = Field(
@@ -27,9 +27,13 @@ class AuditEventOut(BaseModel):
     target_id: str | None
     request_id: str | None
     client_ip: str | None
-    details: dict[str, Any]
-    prev_hash: str
-    hash: str
+    details: dict[str, Any] | None
+    prev_hash: str | None
+    hash: str | None
+    unreadable: dict[str, str] = Field(
+        description="Each field whose stored value cannot be read (changed outside Qortex), with what it is not, "
+        'e.g. {"details": "not a JSON object"}; such an event breaks the chain. Empty for a sound event'
+    )
 
 
 class AuditEventPage(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qortex.audit import repository
 from qortex.audit.chain import GENESIS, event_hash
 from qortex.audit.models import AuditEvent
+from qortex.audit.repository import StoredEvent
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import Overloaded
@@ -60,23 +61,23 @@ async def append(*, session: AsyncSession, scope: TenantScope, records: Sequence
     head = await repository.lock_head(session=session, scope=scope)
     events = []
     for record in records:
-        event = AuditEvent(
-            id=new_id(),
-            tenant_id=scope.tenant_id,
-            seq=head.seq + 1,
-            occurred_at=utcnow(),
-            action=record.action,
-            outcome=record.outcome,
-            actor_kind=record.actor_kind,
-            actor_id=record.actor_id,
-            target_type=record.target_type,
-            target_id=record.target_id,
-            request_id=record.request_id,
-            client_ip=record.client_ip,
-            details=dict(record.details),
-            prev_hash=head.hash,
-        )
-        event.hash = event_hash(event)
+        fields: dict[str, Any] = {
+            "id": new_id(),
+            "tenant_id": scope.tenant_id,
+            "seq": head.seq + 1,
+            "occurred_at": utcnow(),
+            "action": record.action,
+            "outcome": record.outcome,
+            "actor_kind": record.actor_kind,
+            "actor_id": record.actor_id,
+            "target_type": record.target_type,
+            "target_id": record.target_id,
+            "request_id": record.request_id,
+            "client_ip": record.client_ip,
+            "details": dict(record.details),
+            "prev_hash": head.hash,
+        }
+        event = AuditEvent(**fields, hash=event_hash(fields))
         head.seq, head.hash = event.seq, event.hash
         events.append(event)
     repository.add(session=session, scope=scope, rows=events)
@@ -152,7 +153,8 @@ class ChainVerdict:
 
 async def verify(*, db: Database, scope: TenantScope) -> ChainVerdict:
     """Recomputes the chain: any edited, deleted, inserted or reordered event breaks it, and so does a
-    head that does not end it (moved back, deleted, or left behind by events added after it).
+    head that does not end it (moved back, deleted, or left behind by events added after it). So does an
+    event with a field that cannot be read, whose hash cannot be recomputed.
 
     The events and the head are read from one snapshot: otherwise an event appended by another
     process between the two reads would make an intact chain look longer than its head.
@@ -160,15 +162,18 @@ async def verify(*, db: Database, scope: TenantScope) -> ChainVerdict:
     checked = 0
     previous = GENESIS
     async with db.tenant_session(scope, snapshot=True) as session:
-        async for event in repository.iterate(session=session, scope=scope):
-            expected_seq = checked + 1
-            if event.seq != expected_seq:
+        async for stored in repository.iterate(session=session, scope=scope):
+            event, seq, expected_seq = stored.fields, stored.fields["seq"], checked + 1
+            if seq != expected_seq:
                 return ChainVerdict(False, checked, expected_seq, f"event {expected_seq} is missing or out of order")
-            if event.prev_hash != previous:
-                return ChainVerdict(False, checked, event.seq, f"event {event.seq} does not follow event {checked}")
-            if event_hash(event) != event.hash:
-                return ChainVerdict(False, checked, event.seq, f"event {event.seq} was altered after it was written")
-            previous = event.hash
+            if stored.unreadable:
+                why = ", ".join(f"{name} is {reason}" for name, reason in stored.unreadable.items())
+                return ChainVerdict(False, checked, seq, f"event {seq} cannot be read: {why}")
+            if event["prev_hash"] != previous:
+                return ChainVerdict(False, checked, seq, f"event {seq} does not follow event {checked}")
+            if event_hash(event) != event["hash"]:
+                return ChainVerdict(False, checked, seq, f"event {seq} was altered after it was written")
+            previous = event["hash"]
             checked += 1
         head = await repository.get_head(session=session, scope=scope)
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
@@ -179,7 +184,7 @@ async def verify(*, db: Database, scope: TenantScope) -> ChainVerdict:
 
 async def list_events(
     *, db: Database, scope: TenantScope, limit: int, before: uuid.UUID | None, action: str | None
-) -> Page[AuditEvent]:
+) -> Page[StoredEvent]:
     async with db.tenant_session(scope) as session:
         rows = await repository.list_events(session=session, scope=scope, limit=limit + 1, before=before, action=action)
     return page_of(rows, limit=limit)

@@ -14,7 +14,9 @@ from qortex.core.errors import InvalidInput
 
 class HasId(Protocol):
     # ORM rows declare `Mapped[uuid.UUID]`, schemas plain `uuid.UUID`; both read as a UUID on instances.
-    id: Any
+    # Read-only, so that a row whose id is a property qualifies too.
+    @property
+    def id(self) -> Any: ...
 
 
 T = TypeVar("T", bound=HasId)

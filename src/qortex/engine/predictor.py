@@ -46,7 +46,6 @@ from qortex.engine.quantum import QuantumFeatureMap
 from qortex.engine.readout import Calibrator, LogisticReadout, fit_calibrator, fit_logistic
 from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate, weight_grid
 from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, PredictionResult
-from qortex.engine.rowwise import row_products
 from qortex.engine.validation import validate_batch, validate_series
 from qortex.engine.windows import sliding_windows
 
@@ -88,8 +87,11 @@ class Predictor:
         labels, groups, matrix = self.layout.factor_matrix()
         self._factor_labels = labels
         self._factor_groups = [cast(FactorGroup, g) for g in groups]
-        self._factor_sum = matrix
-        self._factor_mean = matrix / matrix.sum(axis=0)
+        owner = matrix.argmax(axis=1)  # every feature column belongs to one factor
+        sizes = np.bincount(owner, minlength=len(labels))
+        self._factor_columns = np.argsort(owner, kind="stable")
+        self._factor_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self._factor_sizes = sizes.astype(np.float64)
         self._metrics: dict[str, Any] = {}
         self._lineage: dict[str, Any] | None = None
         self._stored_metadata: dict[str, Any] = {}
@@ -333,8 +335,8 @@ class Predictor:
         t0 = time.perf_counter()
         contributions = self.readout_.standardise(fwd.features) * self.readout_.coef
         labels, groups_t = self._factor_labels, self._factor_groups
-        weights = row_products(contributions, self._factor_sum)
-        values = row_products(fwd.features.astype(np.float64), self._factor_mean)
+        weights = self._per_factor(contributions)
+        values = self._per_factor(fwd.features.astype(np.float64)) / self._factor_sizes
         weights[fwd.constant] = 0.0
         top = np.argsort(-np.abs(weights), axis=1, kind="stable")[:, : cfg.top_factors]
         t_spatial = time.perf_counter()
@@ -381,6 +383,11 @@ class Predictor:
                 )
             )
         return results
+
+    def _per_factor(self, columns: F64) -> F64:
+        """Sums each factor's feature columns, row by row in one fixed order (unlike a BLAS product, whose
+        order of summation depends on the batch), so a series' factors do not depend on its batch."""
+        return np.add.reduceat(columns[:, self._factor_columns], self._factor_starts, axis=1)
 
     @staticmethod
     def _patterns(

@@ -156,30 +156,38 @@ async def test_models_list_the_shipped_default_with_its_metrics(
     assert one.json() == model
 
 
-async def test_a_default_version_from_an_earlier_release_is_not_answered_with_the_current_parameters(
-    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
-) -> None:
-    """After an upgrade the earlier default stays listed, but nothing here can compute it any more."""
-    current = (await client.get("/v1/models", headers=acme.headers)).json()["items"][0]
-    earlier = Model(
-        tenant_id=acme.tenant.id,
+async def _register_other_release(db: Database, who: TenantCredentials, version: str, *, is_default: bool) -> Model:
+    """A default model row as another release registers it: the same artifact reference, other parameters."""
+    other = Model(
+        tenant_id=who.tenant.id,
         name="default",
-        version="0.0.9+0123456789abcdef",
+        version=version,
         artifact=BUILTIN_DEFAULT,
-        content_sha256="0123456789abcdef" * 4,
-        is_default=False,
+        content_sha256=version.rpartition("+")[2] * 4,
+        is_default=is_default,
         horizon=1,
         metrics={},
         lineage={},
     )
-    async with db.tenant_session(acme.tenant.scope, write=True) as session:
-        repository.add(session=session, scope=acme.tenant.scope, model=earlier)
+    async with db.tenant_session(who.tenant.scope, write=True) as session:
+        if is_default:
+            await repository.clear_default(session=session, scope=who.tenant.scope)
+        repository.add(session=session, scope=who.tenant.scope, model=other)
+    return other
+
+
+async def test_a_version_of_another_release_is_not_answered_with_this_servers_parameters(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    """After an upgrade the earlier default stays listed, but nothing here can compute it any more."""
+    current = (await client.get("/v1/models", headers=acme.headers)).json()["items"][0]
+    earlier = await _register_other_release(db, acme, "0.0.9+0123456789abcdef", is_default=False)
     for reference in ("default@0.0.9+0123456789abcdef", str(earlier.id)):
         refused = await client.post(
             "/v1/predictions", json={"source": "s", "values": series(), "model": reference}, headers=acme.headers
         )
         assert refused.status_code == 404
-        assert "came with an earlier release" in refused.json()["detail"]
+        assert "belongs to another release" in refused.json()["detail"]
     items = [
         {"source": "s", "values": series(), "model": "default@0.0.9+0123456789abcdef"},
         {"source": "s", "values": series()},
@@ -187,6 +195,25 @@ async def test_a_default_version_from_an_earlier_release_is_not_answered_with_th
     answered = (await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)).json()
     assert [item["status"] for item in answered["items"]] == [404, 201]
     assert answered["items"][1]["prediction"]["model"]["version"] == current["version"]
+
+
+async def test_the_default_is_the_version_this_server_runs_when_another_release_registered_a_newer_one(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    """During a rolling upgrade, or after a rollback, the newest default row may be another release's."""
+    current = (await client.get("/v1/models", headers=acme.headers)).json()["items"][0]
+    await _register_other_release(db, acme, "9.9.9+fedcba9876543210", is_default=True)
+    for model in (None, "default"):
+        body = {"source": "s", "values": series()} | ({"model": model} if model else {})
+        made = await client.post("/v1/predictions", json=body, headers=acme.headers)
+        assert made.status_code == 201, made.json()
+        assert made.json()["model"]["version"] == current["version"]
+    named = await client.post(
+        "/v1/predictions",
+        json={"source": "s", "values": series(), "model": "default@9.9.9+fedcba9876543210"},
+        headers=acme.headers,
+    )
+    assert named.status_code == 404
 
 
 async def test_read_only_roles_see_predictions_without_the_subject_reference(

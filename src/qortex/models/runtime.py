@@ -48,18 +48,14 @@ class ModelRuntime:
     def builtin_default(self) -> Predictor:
         return self.load(BUILTIN_DEFAULT)
 
-    def check_servable(self, model: Model) -> None:
-        """Refuses a registered version whose parameters this server does not have.
+    def model_hash(self, artifact: str) -> str:
+        """The parameter hash of what this server computes for an artifact reference.
 
-        A release ships its default model under the same artifact reference as the one before; the
-        earlier versions stay listed, but answering for them with the new parameters would label one
-        model's predictions with another's version.
+        Every release ships its default model under the same reference, so a registered version is
+        servable only where the hashes agree: answering for another release's version with these
+        parameters would label one model's predictions with another's version.
         """
-        if self.load(model.artifact).model_hash_ != model.content_sha256:
-            raise NotFound(
-                f"model {model.name}@{model.version} came with an earlier release and is not available on this "
-                "server; name the model without a version for the current one"
-            )
+        return self.load(artifact).model_hash_
 
     def load(self, artifact: str) -> Predictor:
         """Returns the predictor for an artifact reference, loading (and hash-verifying) it once."""

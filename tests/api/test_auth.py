@@ -121,12 +121,13 @@ async def test_wrong_password_unknown_user_and_inactive_user_get_the_same_401(
     assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"]
     assert (await login(client, "bob\x00", "not the password at all")).status_code == 422
 
-    # Whoever tried has not shown they are the person: the person is the target, never the actor, so
-    # filtering the trail by a person's id does not attribute password guessing to them.
+    # A wrong password shows nothing of who tried: the person is its target, not its actor, so filtering the
+    # trail by a person's id does not attribute password guessing to them. A deactivated person who gave the
+    # right password is the actor of their own refused login.
     failures = await events(db, acme.tenant, "auth.login", app)
     assert {(e.actor_kind, e.actor_id, e.target_id, e.outcome, e.details["reason"]) for e in failures} == {
         ("anonymous", None, str(user_id), "failure", "wrong_password"),
-        ("anonymous", None, str(gone_id), "failure", "inactive_account"),
+        ("user", str(gone_id), str(gone_id), "failure", "inactive_account"),
     }
     assert all("bob" not in json.dumps(e.details) and "example.com" not in json.dumps(e.details) for e in failures)
 

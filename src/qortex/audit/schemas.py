@@ -18,7 +18,10 @@ class AuditEventOut(BaseModel):
     action: str | None
     outcome: str | None
     actor_kind: str | None = Field(
-        description="user, api_key, operator, system, or anonymous: a caller not yet authenticated (a refused login)"
+        description=(
+            "user, api_key, operator, system, or anonymous: a caller who has not shown who they are "
+            "(a login refused for a wrong password)"
+        )
     )
     actor_id: str | None = Field(
         description="A pseudonymous id (user or key id), never a name or email; null when there is none"

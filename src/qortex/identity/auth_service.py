@@ -202,9 +202,13 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
             reason = "wrong_password" if not matches else "inactive_account" if not user.active else str(refusal)
             # Not awaited: waiting for the commit would make a real account's refusal measurably slower
             # than an unknown one's.
+            # A wrong password shows nothing of who tried; the other refusals come after the right one.
+            anonymous = not matches
             auth.audit_writer.write_refusal_in_background(
                 TenantScope(user.tenant_id),
-                _record("auth.login", user_id=user.id, origin=origin, outcome="failure", anonymous=True, reason=reason),
+                _record(
+                    "auth.login", user_id=user.id, origin=origin, outcome="failure", anonymous=anonymous, reason=reason
+                ),
             )
         raise Unauthenticated(LOGIN_REFUSED)
     await auth.throttle.succeeded(identifier=throttled_as)

@@ -77,7 +77,9 @@ def _readable(value: Any, kind: type, nullable: bool) -> bool:
         return False
     if kind is dict:
         try:
-            orjson.dumps(value)  # hashed and answered as JSON: no lone surrogate, no integer beyond 64 bits
+            # Hashed and answered as JSON: no lone surrogate, no integer beyond 64 bits, and nothing orjson
+            # writes as something else (NaN and infinities become null, which would hash as the original null).
+            return bool(orjson.loads(orjson.dumps(value)) == value)
         except orjson.JSONEncodeError:
             return False
     return True
@@ -102,7 +104,8 @@ def _reader(dialect: Dialect) -> Callable[[Row[Any]], StoredEvent]:
             try:
                 value = parse(fields[name]) if parse else fields[name]
                 readable = _readable(value, kind, nullable)
-            except (ValueError, TypeError, OverflowError):  # what the parsers raise for a malformed value
+            # What the parsers raise for a malformed value, or for JSON nested beyond Python's recursion limit.
+            except (ValueError, TypeError, OverflowError, RecursionError):
                 readable = False
             if readable:
                 fields[name] = value

@@ -26,12 +26,16 @@ def normalise_cidr(entry: str) -> str:
             raise ValueError(f"{entry!r} is not an IPv4 or IPv6 address or CIDR block") from None
         # A typo such as 10.1.2.3/8 usually means something narrower than what it would allow.
         raise ValueError(f"{entry!r} has host bits set; did you mean {loose.with_prefixlen!r}?") from None
+    return _as_compared(network).with_prefixlen
+
+
+def _as_compared(network: IPNetwork) -> IPNetwork:
+    """Clients are compared as the IPv4 address a mapped one carries (parse_address), so a block of IPv4-mapped
+    addresses means the IPv4 block; as written it would never match anyone."""
     mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
     if mapped is not None and network.prefixlen >= 96:
-        # Clients are compared as the IPv4 address a mapped one carries (parse_address), so such a block
-        # is kept as the IPv4 block it means; as written it would never match anyone.
-        return ipaddress.IPv4Network((mapped, network.prefixlen - 96)).with_prefixlen
-    return network.with_prefixlen
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def normalise_allowlist(entries: Iterable[str]) -> list[str]:
@@ -45,7 +49,8 @@ def normalise_allowlist(entries: Iterable[str]) -> list[str]:
 
 
 def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+    # Entries stored before mapped blocks were normalised on saving are normalised here too.
+    return tuple(_as_compared(ipaddress.ip_network(entry.strip(), strict=False)) for entry in entries)
 
 
 def _parse_written(text: str) -> IPAddress | None:

@@ -65,3 +65,8 @@ def test_an_address_is_inside_every_block_made_from_it(address: ipaddress._BaseA
     prefix = min(prefix, address.max_prefixlen)
     block = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
     assert contains(parse_networks([normalise_cidr(block.with_prefixlen)]), str(address))
+
+
+def test_a_mapped_block_stored_before_normalisation_matches_the_ipv4_clients_it_names() -> None:
+    networks = parse_networks(["::ffff:192.0.2.0/120"])
+    assert contains(networks, "192.0.2.9") and not contains(networks, "192.0.3.9")

@@ -178,6 +178,16 @@ async def test_a_changed_limit_keeps_what_was_already_used(
     assert over.status_code == 429
 
 
+async def test_a_batch_larger_than_the_daily_quota_is_invalid_even_while_the_counters_are_unreachable(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """The refusal needs only the limit, not the counters: it must not depend on their store being up."""
+    await configure(app, acme, predictions_per_day=2)
+    app.state.services.limits._store_down_until = time.monotonic() + 60
+    refused = await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
+    assert refused.status_code == 422 and "predictions_per_day" in refused.json()["detail"]
+
+
 async def test_requests_and_items_that_make_no_prediction_are_not_charged(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

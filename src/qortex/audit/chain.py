@@ -12,8 +12,8 @@ import orjson
 
 GENESIS = "0" * 64
 
-# The fields the hash covers, with what each one is (or None, where its column is nullable): every stored
-# field but the row's own id, which is not part of the chain, and the hash itself.
+# The fields the hash covers, with the type each one reads back as: every stored field but the row's own id,
+# which is not part of the chain, and the hash itself.
 HASHED_FIELDS: dict[str, type] = {
     "tenant_id": uuid.UUID,
     "seq": int,

@@ -33,7 +33,7 @@ class StoredEvent:
         return event_id
 
 
-# What each field but the row's own id reads back as (or None, where its column is nullable).
+# The type each field but the row's own id reads back as (a nullable column may also hold None).
 _KINDS: dict[str, type] = {**HASHED_FIELDS, "hash": str}
 
 # What a value that does not read back as its kind is not.

@@ -377,7 +377,7 @@ class RateLimits:
         await self._within_day(request, principal, count, charge=True)
 
     async def _within_day(self, request: Request, principal: Principal, count: int, *, charge: bool) -> None:
-        if not self.enabled or count <= 0 or not self._store_available():
+        if not self.enabled or count <= 0:
             return
         _, limits = await self.limits_for(principal.scope)
         if count > limits.predictions_per_day:
@@ -387,6 +387,8 @@ class RateLimits:
                 f"{limits.predictions_per_day} per day (limit predictions_per_day)",
                 errors=[{"loc": ["body"], "msg": f"at most {limits.predictions_per_day} predictions per day"}],
             )
+        if not self._store_available():  # counters unreachable: admitted uncounted for a few seconds
+            return
         tenant = str(principal.tenant_id)
         day = self._day(limits)
         try:

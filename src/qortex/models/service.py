@@ -79,17 +79,19 @@ async def resolve(*, db: Database, scope: TenantScope, reference: str | None, ru
             model = await repository.get_default(session=session, scope=scope)
         else:
             model = await _by_reference(session=session, scope=scope, reference=reference)
-        if model is not None and not _names_a_version(reference):
+        if model is None:
+            raise NotFound(f"model {reference or DEFAULT_MODEL_NAME!r} not found")
+        here = runtime.model_hash(model.artifact)
+        if model.content_sha256 != here and not _names_a_version(reference):
             # The default or a bare name means the version this server runs: during a rolling upgrade, or
             # after a rollback, the newest one registered may be another release's.
-            here = runtime.model_hash(model.artifact)
-            if model.content_sha256 != here:
-                model = await repository.get_newest_with_hash(
+            model = (
+                await repository.get_newest_with_hash(
                     session=session, scope=scope, name=model.name, content_sha256=here
                 )
-    if model is None:
-        raise NotFound(f"model {reference or DEFAULT_MODEL_NAME!r} not found")
-    if model.content_sha256 != runtime.model_hash(model.artifact):
+                or model
+            )
+    if model.content_sha256 != here:
         raise NotFound(
             f"model {model.name}@{model.version} belongs to another release and is not available on this server; "
             "name the model without a version for the one it runs"

@@ -124,6 +124,9 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
     )
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette names only the first route that matched),
     with HEAD wherever GET is served (HeadAsGetMiddleware answers it)."""
@@ -136,9 +139,6 @@ def _allowed_methods(request: Request) -> list[str]:
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
-
-
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _on_unexpected_error(request: Request, error: Exception) -> Response:

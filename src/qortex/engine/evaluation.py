@@ -5,7 +5,10 @@ move ``series[t + h] != series[t]``) that have a full window behind them are lis
 The last ``test_fraction`` of them is cut into ``folds`` contiguous blocks. For the fold whose first
 test origin is ``a``, the training data of that series is the prefix ``series[: a + 1]``: everything
 known at the first forecast of the fold, so every training target is at or before ``a`` and every
-test target is after it. Folds expand: fold ``k + 1`` trains on more history than fold ``k``.
+test target is after it. Folds expand: fold ``k + 1`` trains on more history than fold ``k``. The
+series of a dataset share a calendar (index ``i`` is the same date in each of macrodata's columns),
+but ties make their folds start at different indices, so every series of a dataset is cut at the
+fold's earliest first origin over its series: no model sees a value of a dataset's test period.
 
 Models. ``global`` models (the engine, its ablations and the lagged-value logistic regression) are
 fitted once per fold on the training prefixes of every series of every dataset being evaluated;
@@ -20,10 +23,6 @@ probabilities spread over 0.15-0.85 scores about 0.16 at n = 40 and 0.03 at n = 
 pooled row is the better check of calibration. Everything is seeded and runs with one BLAS thread
 (the readout's sums otherwise change in the last bits with the thread count), so two runs give the
 same table on any machine with the same package versions.
-
-A known simplification: each series' folds start at its own origins, so a global model's training
-prefix of one series can reach a few steps past the first test origin of another series of the same
-dataset (macrodata: up to 3 quarters). It sees no target of the series it is scored on.
 """
 
 from __future__ import annotations
@@ -207,6 +206,20 @@ def plan_folds(series: FloatArray, *, dataset: str, series_index: int, config: E
     return plans
 
 
+def align_training(plans: Sequence[Fold]) -> list[Fold]:
+    """Ends the training prefixes of a dataset's fold at the earliest first test origin of its series.
+
+    Ties make each series' folds start at its own index; a global model trained on one series up to its
+    own first origin would see values from the test period of another series of the same calendar (up
+    to 4 quarters in macrodata). Test origins are unchanged.
+    """
+    cut: dict[tuple[str, int], int] = {}
+    for p in plans:
+        key = (p.dataset, p.fold)
+        cut[key] = min(cut.get(key, p.train_end), p.train_end)
+    return [replace(p, train_end=cut[(p.dataset, p.fold)]) for p in plans]
+
+
 @dataclass
 class MethodScores:
     """Pooled scores of one method on one dataset (or the mean over datasets)."""
@@ -315,6 +328,7 @@ def _evaluate(
                     f"{config.window} values before each fold, horizon {horizon})"
                 )
             plans.extend(mine)
+    plans = align_training(plans)
 
     forecasts: dict[tuple[str, str], list[FloatArray]] = {}
     fold_ids = sorted({p.fold for p in plans})

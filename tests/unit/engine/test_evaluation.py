@@ -23,6 +23,7 @@ from qortex.engine.evaluation import (
     EvaluationReport,
     Method,
     MethodScores,
+    align_training,
     evaluate,
     evaluate_quick,
     plan_folds,
@@ -98,14 +99,16 @@ def test_no_model_ever_sees_a_test_target(scope: Scope) -> None:
                 last_fit = size
             else:
                 assert last_fit is not None and size >= last_fit
-    # The training prefixes are exactly the planned ones (each ends at its fold's first origin) and the
-    # history of origin t has t + 1 values, so its target at t + h is never shown.
+    # The training prefixes are exactly the planned ones (each ends at its dataset's earliest first origin
+    # of the fold) and the history of origin t has t + 1 values, so its target at t + h is never shown.
     plans = {
         (ds.name, i): plan_folds(s, dataset=ds.name, series_index=i, config=config)
         for ds in data
         for i, s in enumerate(ds.series)
     }
-    expected_train = sorted(f.train_end for fl in plans.values() for f in fl)
+    aligned = align_training([f for fl in plans.values() for f in fl])
+    assert all(a.train_end <= f.train_end for a, f in zip(aligned, itertools.chain(*plans.values()), strict=True))
+    expected_train = sorted(f.train_end for f in aligned)
     seen_train = sorted(size for kind, size in log if kind == "fit")
     assert seen_train == expected_train
     expected_hist = sorted(int(t) + 1 for fl in plans.values() for f in fl for t in f.test_origins)
@@ -223,3 +226,28 @@ def test_a_mean_is_undefined_when_one_dataset_has_no_value() -> None:
     assert up.scores[name] == 1.0 and np.isnan(walk.scores[name])
     assert np.isnan(mean.scores[name])
     assert mean.scores["accuracy"] == pytest.approx((up.scores["accuracy"] + walk.scores["accuracy"]) / 2)
+
+
+def test_a_global_model_sees_no_value_past_any_forecast_origin_of_the_dataset() -> None:
+    """Series of one dataset share a calendar (macrodata's columns); ties make their folds start at different
+    indices, and a model trained on one series up to its own first origin would see the other's test period."""
+    rng = np.random.default_rng(2)
+    moving = np.cumsum(rng.normal(size=240)) + 50
+    steps = rng.normal(size=240)
+    steps[120:][rng.random(120) < 0.4] = 0.0
+    stalling = np.cumsum(steps) + 50
+    data = [_synthetic("a", [moving, stalling])]
+    config = EvalConfig(folds=3, window=16, methods=("majority",))
+    starts = {
+        int(f.test_origins[0])
+        for s in (moving, stalling)
+        for f in plan_folds(s, dataset="a", series_index=0, config=config)
+    }
+    assert len(starts) > config.folds, "the two series' folds start at different indices"
+    log: list[tuple[str, int]] = []
+    evaluate(data, config, methods=[Method("spy", "global", lambda _m: Spy(log, "global"))])
+    runs = [(kind, [size for _, size in group]) for kind, group in itertools.groupby(log, key=lambda e: e[0])]
+    assert [kind for kind, _ in runs] == ["fit", "predict"] * config.folds
+    for (_, trained), (_, histories) in zip(runs[::2], runs[1::2], strict=True):
+        # a history of t + 1 values ends at origin t
+        assert max(trained) <= min(histories), "a training prefix reaches past a forecast origin of its fold"

@@ -3,7 +3,9 @@
 The data ship inside statsmodels (``statsmodels.datasets``) and statsforecast (AirPassengers), both
 part of the optional ``eval`` extra, so nothing here touches the network. Each loader returns a
 :class:`Dataset` whose series are finite float64 arrays in time order; gaps (the weekly CO2 record
-has some) are filled by linear interpolation. Datasets are grouped into named collections:
+has some) are filled by linear interpolation, and marked in ``Dataset.filled``: an interpolated value is
+drawn from the next observed one, so evaluation neither forecasts from nor scores one. Datasets are
+grouped into named collections:
 
 - ``default``: the series long enough for walk-forward evaluation with a 64-value window; the
   default model is trained on these and ``qortex eval`` scores them.
@@ -43,6 +45,8 @@ class Dataset:
     description: str
     season_length: int = 1
     series_names: list[str] = field(default_factory=list)
+    filled: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+    """Per series, True where a missing value was interpolated; empty when none was."""
 
     @property
     def package(self) -> str:
@@ -81,6 +85,11 @@ def _import(module: str) -> ModuleType:
 
 def _finite(values: Any) -> FloatArray:
     """Fill interior gaps by linear interpolation, drop leading/trailing gaps, freeze the array."""
+    return _finite_and_filled(values)[0]
+
+
+def _finite_and_filled(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """:func:`_finite`, and where it interpolated."""
     arr = np.asarray(values, dtype=np.float64).ravel()
     ok = np.isfinite(arr)
     if not ok.any():
@@ -91,7 +100,9 @@ def _finite(values: Any) -> FloatArray:
         idx = np.arange(arr.size)
         arr[~ok] = np.interp(idx[~ok], idx[ok], arr[ok])
     arr.setflags(write=False)
-    return arr
+    filled = ~ok
+    filled.setflags(write=False)
+    return arr, filled
 
 
 def _sm_frame(name: str) -> Any:
@@ -114,13 +125,15 @@ def _sunspots() -> Dataset:
 
 def _co2() -> Dataset:
     frame = _sm_frame("co2")
+    values, filled = _finite_and_filled(frame["co2"])
     return Dataset(
         name="co2",
         source="statsmodels.datasets.co2",
-        series=[_finite(frame["co2"])],
+        series=[values],
         frequency="weekly",
         description="Weekly atmospheric CO2 at Mauna Loa (ppm), 1958-2001; missing weeks interpolated.",
         series_names=["co2"],
+        filled=[filled],
     )
 
 

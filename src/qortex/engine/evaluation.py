@@ -2,13 +2,15 @@
 
 Splits. For each series, the forecast origins ``t`` (the last index of a window, with a non-tied
 move ``series[t + h] != series[t]``) that have a full window behind them are listed in time order.
-The last ``test_fraction`` of them is cut into ``folds`` contiguous blocks. For the fold whose first
-test origin is ``a``, the training data of that series is the prefix ``series[: a + 1]``: everything
-known at the first forecast of the fold, so every training target is at or before ``a`` and every
-test target is after it. Folds expand: fold ``k + 1`` trains on more history than fold ``k``. The
-series of a dataset share a calendar (index ``i`` is the same date in each of macrodata's columns),
-but ties make their folds start at different indices, so every series of a dataset is cut at the
-fold's earliest first origin over its series: no model sees a value of a dataset's test period.
+Origins whose value or target was interpolated (``Dataset.filled``) are left out: the
+interpolation drew them from later values. The last ``test_fraction`` of the origins is cut into
+``folds`` contiguous blocks. For the fold whose first test origin is ``a``, the training data of
+that series is the prefix ``series[: a + 1]``: everything known at the first forecast of the fold,
+so every training target is at or before ``a`` and every test target is after it. Folds expand:
+fold ``k + 1`` trains on more history than fold ``k``. The series of a dataset share a calendar
+(index ``i`` is the same date in each of macrodata's columns), but ties make their folds start at
+different indices, so every series of a dataset is cut at the fold's earliest first origin over
+its series: no model sees a value of a dataset's test period.
 
 Models. ``global`` models (the engine, its ablations and the lagged-value logistic regression) are
 fitted once per fold on the training prefixes of every series of every dataset being evaluated;
@@ -189,10 +191,22 @@ class Fold:
     test_origins: npt.NDArray[np.int64]
 
 
-def plan_folds(series: FloatArray, *, dataset: str, series_index: int, config: EvalConfig) -> list[Fold]:
-    """Expanding-window folds of one series; folds without enough training windows are left out."""
+def plan_folds(
+    series: FloatArray,
+    *,
+    dataset: str,
+    series_index: int,
+    config: EvalConfig,
+    filled: npt.NDArray[np.bool_] | None = None,
+) -> list[Fold]:
+    """Expanding-window folds of one series; folds without enough training windows are left out.
+
+    Origins whose value or target is ``filled`` (interpolated from later values) are not forecast.
+    """
     origins, _ = direction_pairs(series, config.horizon, first_origin=config.window - 1)
     origins_i = origins.astype(np.int64)
+    if filled is not None:
+        origins_i = origins_i[~filled[origins_i] & ~filled[origins_i + config.horizon]]
     n_test = math.floor(origins_i.size * config.test_fraction)
     if n_test < config.folds:
         return []
@@ -319,7 +333,8 @@ def _evaluate(
         season_of[ds.name] = ds.season_length
         for i, s in enumerate(ds.series):
             series_of[(ds.name, i)] = s
-            mine = plan_folds(s, dataset=ds.name, series_index=i, config=config)
+            filled = ds.filled[i] if ds.filled else None
+            mine = plan_folds(s, dataset=ds.name, series_index=i, config=config, filled=filled)
             label = ds.series_names[i] if i < len(ds.series_names) else str(i)
             if len(mine) < config.folds:
                 skipped.append(

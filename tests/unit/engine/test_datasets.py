@@ -62,3 +62,10 @@ def test_collections_expand_in_order_without_duplicates() -> None:
 def test_unknown_names_are_refused_with_a_clear_error(spec: str) -> None:
     with pytest.raises(datasets.DatasetUnavailableError):
         datasets.resolve_names(spec)
+
+
+def test_co2_marks_the_weeks_it_interpolated() -> None:
+    co2 = datasets.load_dataset("co2")
+    (filled,) = co2.filled
+    assert filled.shape == co2.series[0].shape and filled.sum() == 59
+    assert all(not ds.filled or len(ds.filled) == len(ds.series) for ds in datasets.load_collection("all"))

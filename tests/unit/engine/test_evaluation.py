@@ -251,3 +251,21 @@ def test_a_global_model_sees_no_value_past_any_forecast_origin_of_the_dataset() 
     for (_, trained), (_, histories) in zip(runs[::2], runs[1::2], strict=True):
         # a history of t + 1 values ends at origin t
         assert max(trained) <= min(histories), "a training prefix reaches past a forecast origin of its fold"
+
+
+def test_no_forecast_starts_or_ends_on_an_interpolated_value() -> None:
+    """An interpolated value is drawn from the next observed one: at a gap's last week it gives the target away."""
+    s = np.cumsum(np.random.default_rng(5).normal(size=200)) + 50
+    filled = np.zeros(s.size, dtype=np.bool_)
+    filled[[150, 170, 171]] = True
+    s[filled] = np.nan
+    idx = np.arange(s.size)
+    s[filled] = np.interp(idx[filled], idx[~filled], s[~filled])
+    config = EvalConfig(folds=2, window=16, methods=("majority",))
+    data = Dataset("gappy", "synthetic", [s], "none", "test data", series_names=["0"], filled=[filled])
+    log: list[tuple[str, int]] = []
+    report = evaluate([data], config, methods=[Method("spy", "series", lambda _m: Spy(log, "series"))])
+    origins = np.array([size - 1 for kind, size in log if kind == "predict"])
+    assert origins.size == report.row("gappy", "spy").n
+    assert not filled[origins].any() and not filled[origins + 1].any()
+    assert {149, 150, 169, 170, 171} & set(origins.tolist()) == set()

@@ -41,7 +41,7 @@ from qortex.tenants.router import router as tenant_router
 from qortex.web.client_ip import ClientIpMiddleware
 from qortex.web.dependencies import AppServices, on_forbidden
 from qortex.web.middleware import BodySizeLimitMiddleware, HeadAsGetMiddleware, RequestIdMiddleware
-from qortex.web.problems import UnexpectedErrorMiddleware, install_problem_handlers
+from qortex.web.problems import PROBLEM_RESPONSES, UnexpectedErrorMiddleware, install_problem_handlers
 from qortex.web.request_policy import RequestPolicy
 from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
 
@@ -155,13 +155,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_exception_handler(Forbidden, on_forbidden)
-    for router in (health_router, predictions_router, models_router, api_keys_router):
-        app.include_router(router)
-    app.include_router(usage_router)
-    app.include_router(tenant_router)
-    app.include_router(auth_router)
-    app.include_router(users_router)
-    app.include_router(audit_router)
+    app.include_router(health_router)
+    for router in (predictions_router, models_router, api_keys_router):
+        app.include_router(router, responses=PROBLEM_RESPONSES)
+    app.include_router(usage_router, responses=PROBLEM_RESPONSES)
+    app.include_router(tenant_router, responses=PROBLEM_RESPONSES)
+    app.include_router(auth_router, responses=PROBLEM_RESPONSES)
+    app.include_router(users_router, responses=PROBLEM_RESPONSES)
+    app.include_router(audit_router, responses=PROBLEM_RESPONSES)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(HeadAsGetMiddleware)

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from qortex.core.database import Database
+from qortex.web.problems import PROBLEM_JSON
+from tests.conftest import TenantCredentials
 
 
 async def test_liveness_and_readiness_need_no_credential(client: httpx.AsyncClient) -> None:
@@ -49,6 +51,26 @@ async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/predictions" in spec["paths"] and "/v1/predictions/batch" in spec["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_the_openapi_document_describes_errors_as_the_problems_they_are(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """A client generated from /openapi.json must be able to read the errors the API answers."""
+    spec = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in spec.get("components", {}).get("schemas", {})
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            errors = {status: r for status, r in operation["responses"].items() if not status.startswith(("2", "3"))}
+            assert errors, f"{method.upper()} {path} documents no error answer"
+            for status, response in errors.items():
+                assert list(response["content"]) == [PROBLEM_JSON], (method, path, status)
+    answered = await client.post("/v1/predictions", json={"source": "s", "values": [1.0]}, headers=acme.headers)
+    assert answered.status_code == 422 and answered.headers["content-type"] == PROBLEM_JSON
+    schema = spec["paths"]["/v1/predictions"]["post"]["responses"]["default"]["content"][PROBLEM_JSON]["schema"]
+    assert set(schema["required"]) <= set(answered.json()) <= set(schema["properties"])
 
 
 async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:

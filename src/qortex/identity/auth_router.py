@@ -22,6 +22,7 @@ from qortex.identity.schemas import (
 from qortex.security.principal import Principal
 from qortex.security.rbac import ROLE_PERMISSIONS, Permission
 from qortex.web.dependencies import Services, require
+from qortex.web.problems import PROBLEM_CONTENT
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=StrictJSONRoute)
@@ -30,7 +31,10 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=StrictJSONRoute
 Authenticated = Annotated[Principal, Depends(require(Permission.SELF_MANAGE))]
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Unknown account, wrong password or inactive account: one answer for all"}
+    401: {
+        "description": "Unknown account, wrong password or inactive account: one answer for all",
+        "content": PROBLEM_CONTENT,
+    }
 }
 
 

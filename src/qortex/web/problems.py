@@ -9,6 +9,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -18,6 +19,25 @@ from qortex.core.errors import PROBLEM_BASE, Overloaded, QortexError, problem_bo
 from qortex.web.asgi import HttpMiddleware
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDetails(BaseModel):
+    """What every error answer holds (RFC 9457), as the OpenAPI document describes it."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+# Every error answer of the API routes is a problem: documented so, instead of FastAPI's own 422 body
+# (`{"detail": [...]}` as application/json), which no answer has, so that generated clients can read them.
+PROBLEM_CONTENT: dict[str, Any] = {PROBLEM_JSON: {"schema": ProblemDetails.model_json_schema()}}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {"description": "An RFC 9457 problem (the Errors section of docs/api.md)", "content": PROBLEM_CONTENT}
+}
 log = structlog.get_logger("qortex.web")
 
 _HTTP_SLUGS = {

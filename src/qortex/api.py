@@ -156,13 +156,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_exception_handler(Forbidden, on_forbidden)
     app.include_router(health_router)
-    for router in (predictions_router, models_router, api_keys_router):
+    api_routers = (
+        predictions_router,
+        models_router,
+        api_keys_router,
+        usage_router,
+        tenant_router,
+        auth_router,
+        users_router,
+        audit_router,
+    )
+    for router in api_routers:
         app.include_router(router, responses=PROBLEM_RESPONSES)
-    app.include_router(usage_router, responses=PROBLEM_RESPONSES)
-    app.include_router(tenant_router, responses=PROBLEM_RESPONSES)
-    app.include_router(auth_router, responses=PROBLEM_RESPONSES)
-    app.include_router(users_router, responses=PROBLEM_RESPONSES)
-    app.include_router(audit_router, responses=PROBLEM_RESPONSES)
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(HeadAsGetMiddleware)

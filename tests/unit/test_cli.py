@@ -8,11 +8,14 @@ import io
 import json
 import re
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite.core
 import numpy as np
 import pytest
 import structlog
@@ -506,6 +509,38 @@ def test_a_database_failure_is_one_clear_line(
     assert_one_line_error(result, expected)
     assert "[SQL:" not in result.stderr
     assert result.stdout == ""  # no log line mixed into a command's output
+
+
+def test_a_database_file_that_cannot_be_opened_leaves_no_thread_to_crash_after_the_error(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """aiosqlite stops the thread of a connection that failed to open without waiting for it. On a busy machine
+    that thread answers after the command's event loop has closed, and dies printing a traceback."""
+    worker = aiosqlite.core._connection_worker_thread
+
+    class LateToStop:
+        def __init__(self, queue: Any) -> None:
+            self.queue = queue
+
+        def get(self) -> Any:
+            future, function = self.queue.get()
+            if getattr(function, "__name__", "") == "close_and_stop":
+                time.sleep(0.5)
+            return future, function
+
+    monkeypatch.setattr(aiosqlite.core, "_connection_worker_thread", lambda queue: worker(LateToStop(queue)))
+    crashed: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    monkeypatch.setenv("QORTEX_DATABASE_URL", f"sqlite:///{tmp_path}/missing/x.db")
+    get_settings.cache_clear()
+    running = set(threading.enumerate())
+
+    result = invoke_narrow(qortex, monkeypatch, "tenants", "list")
+
+    for thread in set(threading.enumerate()) - running:
+        thread.join(5)
+    assert_one_line_error(result, "database: unable to open database file")
+    assert [str(crash.exc_value) for crash in crashed] == []
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,15 @@ import asyncio
 import os
 import stat
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import Thread
 from typing import Any, ClassVar
 
+import aiosqlite
 import structlog
 from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.engine import Connection, Dialect, make_url
@@ -145,6 +147,27 @@ def make_sqlite_file_private(url: str) -> None:
                 companion.chmod(stat.S_IMODE(mode) & 0o700)  # only taken away: a read-only file stays so
 
 
+def _open_sqlite(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, aiosqlite.Connection]:
+    """`aiosqlite.connect` as SQLAlchemy calls it, except that a connection that fails to open waits for its thread.
+
+    aiosqlite stops that thread without waiting for it: had the event loop closed first (a command failing at once on
+    a database file it cannot open), the thread would die printing a traceback after the command's one-line error.
+    """
+    connection = aiosqlite.connect(*args, **kwargs)
+    # Before 0.22 the connection was itself the thread. Daemon, as SQLAlchemy makes it: no exit waits on it.
+    thread = connection if isinstance(connection, Thread) else connection._thread
+    thread.daemon = True
+
+    async def _opened() -> aiosqlite.Connection:
+        try:
+            return await connection
+        except Exception:
+            await asyncio.to_thread(thread.join)
+            raise
+
+    return _opened()
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -186,7 +209,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
         if self.is_sqlite:
             make_sqlite_file_private(self.url)
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "async_creator_fn": _open_sqlite}
         else:
             kwargs.update(pool_size=10, max_overflow=20)
             server_settings = {"search_path": schema} if schema else {}

@@ -332,6 +332,31 @@ def test_bad_input_is_one_line_on_stderr_and_a_failing_exit(
     assert_one_line_error(invoke_narrow(qortex, monkeypatch, *args), expected)
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("", "name: Value should have at least 1 item"),
+        ("   ", "name: Value should have at least 1 item"),
+        ("x" * 101, "name: Value should have at most 100 items"),
+        ("nightly\x1b[2Jjob", "name: String should match pattern"),
+    ],
+)
+def test_a_key_name_the_api_would_refuse_is_refused_before_a_key_is_made(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, name: str, expected: str
+) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    assert_one_line_error(
+        invoke_narrow(qortex, monkeypatch, "keys", "create", "--tenant", "acme", "--name", name), expected
+    )
+    assert "owner" not in ok(qortex, "keys", "list", "--tenant", "acme").stdout
+
+
+def test_a_key_name_is_stored_without_surrounding_spaces_as_through_the_api(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    ok(qortex, "keys", "create", "--tenant", "acme", "--name", "  nightly job  ")
+    assert "│ nightly job │" in ok(qortex, "keys", "list", "--tenant", "acme").stdout
+
+
 def test_an_expiry_beyond_a_century_is_a_usage_error_not_a_crash(qortex: CliRunner) -> None:
     ok(qortex, "tenants", "create", "acme")
     result = invoke(qortex, "keys", "create", "--tenant", "acme", "--expires-in-days", "100000000")

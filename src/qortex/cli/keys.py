@@ -7,11 +7,13 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from qortex.cli._common import console, every_item, one_line_errors, open_database, print_table, resolve_tenant, run
 from qortex.core.clock import utcnow
 from qortex.identity import service as identity_service
+from qortex.identity.schemas import ApiKeyCreate
 from qortex.security.rbac import Role
 
 app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -30,6 +32,11 @@ def create(
     ] = None,
 ) -> None:
     """Creates a key and prints it once; only its hash is stored."""
+    # The same validation as the API: 1 to 100 characters without control characters, surrounding spaces dropped.
+    try:
+        name = ApiKeyCreate.model_validate({"name": name, "role": role}).name
+    except ValidationError as error:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
 
     async def _create() -> str:
         async with open_database() as db:

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -446,6 +447,18 @@ def test_predict_refuses_a_bad_series_with_one_clear_line(
     result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(tmp_path / "out.json"))
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out.json").exists()
+
+
+def test_predict_keeps_its_progress_out_of_the_json_it_writes_to_stdout(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Enough series for a progress bar: it goes to stderr, so stdout holds the JSON alone."""
+    monkeypatch.setattr(sys.modules["qortex.cli.predict"], "CHUNK", 2)  # qortex.cli.predict is also the command
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({f"s{i}": series(16, i, 0.1) for i in range(3)}))
+    result = ok(qortex, "predict", str(source))
+    assert result.stdout.startswith("[")
+    assert [a["source"] for a in json.loads(result.stdout)] == ["s0", "s1", "s2"]
 
 
 def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path: Path) -> None:

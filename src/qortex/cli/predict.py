@@ -12,7 +12,7 @@ import orjson
 import typer
 from rich.progress import Progress
 
-from qortex.cli._common import console, fail, one_line_errors
+from qortex.cli._common import console, errors, fail, one_line_errors
 from qortex.engine import InvalidSeriesError, PredictionResult, Predictor
 from qortex.engine.validation import validate_series
 
@@ -125,7 +125,8 @@ def predict(
     if horizon != predictor.metadata["horizon"]:
         raise fail(f"the model predicts {predictor.metadata['horizon']} step(s) ahead, not {horizon}")
     rows: list[dict[str, Any]] = []
-    with Progress(console=console, transient=True, disable=len(series) <= CHUNK) as progress:
+    # On stderr: standard output holds the predictions alone, whether written there or not.
+    with Progress(console=errors, transient=True, disable=len(series) <= CHUNK) as progress:
         task = progress.add_task("Predicting", total=len(series))
         for start in range(0, len(series), CHUNK):
             chunk = series[start : start + CHUNK]

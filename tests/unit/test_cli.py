@@ -473,6 +473,7 @@ def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path:
     [
         (("--set", "window=32"), "set the window with --window, not --set window=..."),
         (("--json-out", "/nonexistent/report.json"), "/nonexistent is not a writable directory"),
+        (("--json-out", "."), "cannot write .: it is a directory"),
     ],
 )
 def test_eval_refuses_contradictory_or_unwritable_options_before_evaluating(

@@ -84,6 +84,8 @@ def eval_command(
         if any(assignment.partition("=")[0].strip() == "window" for assignment in engine_set or []):
             raise ValueError("set the window with --window, not --set window=...")
         # Checked now, not after an evaluation that may take minutes.
+        if json_out is not None and json_out.is_dir():
+            raise ValueError(f"cannot write {json_out}: it is a directory")
         if json_out is not None and not os.access(json_out.parent, os.W_OK | os.X_OK):
             raise ValueError(f"cannot write {json_out}: {json_out.parent} is not a writable directory")
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_METHODS

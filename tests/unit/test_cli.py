@@ -530,6 +530,12 @@ def test_a_bad_setting_is_one_clear_line(
             "database: unable to open database file",
         ),
         ({"QORTEX_AUTO_MIGRATE": "false"}, ("tenants", "list"), "the database is not migrated: run `qortex migrate`"),
+        ({"QORTEX_DATA_DIR": "{tmp}/a-file"}, ("init",), "QORTEX_DATA_DIR: {tmp}/a-file exists and is not a directory"),
+        (
+            {"QORTEX_DATA_DIR": "{tmp}/a-file/data"},
+            ("tenants", "list"),
+            "QORTEX_DATA_DIR: cannot create {tmp}/a-file/data: Not a directory",
+        ),
     ],
 )
 def test_a_database_failure_is_one_clear_line(
@@ -545,7 +551,7 @@ def test_a_database_failure_is_one_clear_line(
         monkeypatch.setenv(variable, value.format(tmp=tmp_path))
     get_settings.cache_clear()
     result = invoke_narrow(qortex, monkeypatch, *args)
-    assert_one_line_error(result, expected)
+    assert_one_line_error(result, expected.format(tmp=tmp_path))
     assert "[SQL:" not in result.stderr
     assert result.stdout == ""  # no log line mixed into a command's output
 

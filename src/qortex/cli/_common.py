@@ -132,7 +132,12 @@ async def open_database(settings: Settings | None = None, *, migrate: bool | Non
     problems = settings.database_problems()
     if problems:
         raise QortexError("; ".join(problems))
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's own words, "File exists", read as if that were fine
+        raise QortexError(f"QORTEX_DATA_DIR: {settings.data_dir} exists and is not a directory") from None
+    except OSError as error:
+        raise QortexError(f"QORTEX_DATA_DIR: cannot create {settings.data_dir}: {error.strerror}") from None
     migrating = settings.auto_migrate if migrate is None else migrate
     if migrating:
         with _engine_from(

@@ -461,6 +461,14 @@ def test_predict_keeps_its_progress_out_of_the_json_it_writes_to_stdout(
     assert [a["source"] for a in json.loads(result.stdout)] == ["s0", "s1", "s2"]
 
 
+def test_predict_names_a_json_series_with_a_null_source_as_one_without(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(
+        json.dumps([{"source": None, "values": series(16, 1, 0.1)}, {"source": "cpu", "values": [1] * 8}])
+    )
+    assert [a["source"] for a in json.loads(ok(qortex, "predict", str(source)).stdout)] == ["series-0", "cpu"]
+
+
 def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path: Path) -> None:
     source = tmp_path / "excel.csv"
     source.write_text("cpu,memory\n" + "\n".join(f"{v:.3f},{v:.3f}" for v in series(40, 8, 0.1)), encoding="utf-8-sig")

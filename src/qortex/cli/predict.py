@@ -36,7 +36,8 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
         series = []
         for index, item in enumerate(data):
             if isinstance(item, dict):
-                series.append(_series(str(item.get("source", f"series-{index}")), item["values"], index))
+                name = item.get("source")  # null, as a JSON writer puts a missing field, is no name
+                series.append(_series(f"series-{index}" if name is None else str(name), item["values"], index))
             else:
                 series.append(_series(f"series-{index}", item, index))
         return series

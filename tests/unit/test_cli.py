@@ -428,6 +428,7 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
         ("text.csv", "a\n1\n2\nthree\n", "'three' is not a number"),
         ("scalar.json", json.dumps({"values": 3}), "must be one-dimensional"),
         ("text.json", json.dumps("just text"), "a JSON file holds a list of series"),
+        ("flat.json", json.dumps(list(range(10))), "a list of numbers is one series: wrap it in a list"),
         ("broken.json", "[[1, 2,", "not a file of series"),
         ("strings.json", json.dumps([[str(i) for i in range(8)]]), "values must be real numbers"),
         (

@@ -17,6 +17,7 @@ from qortex.engine import InvalidSeriesError, PredictionResult, Predictor
 from qortex.engine.validation import validate_series
 
 CHUNK = 256
+JSON_SHAPES = "a JSON file holds a list of series, a list of {source, values}, or {name: values}"
 CSV_COLUMNS = ("source", "direction", "confidence", "probability_up", "top_factors", "patterns")
 
 
@@ -33,6 +34,9 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
     if isinstance(data, dict):
         return [_series(str(name), values, index) for index, (name, values) in enumerate(data.items())]
     if isinstance(data, list):
+        if data and all(isinstance(item, int | float) and not isinstance(item, bool) for item in data):
+            # Else each number would be refused as a series "not one-dimensional", which it is not.
+            raise ValueError(f"{JSON_SHAPES}; a list of numbers is one series: wrap it in a list, [[...]]")
         series = []
         for index, item in enumerate(data):
             if isinstance(item, dict):
@@ -41,7 +45,7 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
             else:
                 series.append(_series(f"series-{index}", item, index))
         return series
-    raise ValueError("a JSON file holds a list of series, a list of {source, values}, or {name: values}")
+    raise ValueError(JSON_SHAPES)
 
 
 def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:

@@ -255,6 +255,14 @@ def test_a_tenants_limits_are_shown_overridden_and_reset(qortex: CliRunner) -> N
     assert {source for _, source in limit_rows(reset).values()} == {"plan"}
 
 
+def test_a_limit_both_set_and_unset_is_refused_and_nothing_changes(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    result = invoke(qortex, "tenants", "limits", "acme", "--set", "max_batch_items=7", "--unset", "max_batch_items")
+    assert result.exit_code == 1
+    assert "limit 'max_batch_items' is both set and unset" in result.stderr
+    assert limit_rows(ok(qortex, "tenants", "limits", "acme").stdout)["max_batch_items"][1] == "plan"
+
+
 def test_a_limits_change_keeps_one_another_operator_made_meanwhile(
     qortex: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -468,6 +476,26 @@ def test_predict_names_a_json_series_with_a_null_source_as_one_without(qortex: C
         json.dumps([{"source": None, "values": series(16, 1, 0.1)}, {"source": "cpu", "values": [1] * 8}])
     )
     assert [a["source"] for a in json.loads(ok(qortex, "predict", str(source)).stdout)] == ["series-0", "cpu"]
+
+
+def test_predict_trims_csv_header_names_as_it_trims_values(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "spaced.csv"
+    source.write_text("cpu, memory\n" + "\n".join(f"{v:.3f}, {v:.3f}" for v in series(40, 8, 0.1)))
+    answers = json.loads(ok(qortex, "predict", str(source)).stdout)
+    assert [a["source"] for a in answers] == ["cpu", "memory"]
+
+
+def test_an_empty_qortex_variable_counts_as_unset(
+    qortex: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QORTEX_DATA_DIR", "")
+    monkeypatch.setenv("QORTEX_PORT", "")
+    settings = get_settings()
+    assert (settings.data_dir, settings.port) == (Path(".qortex"), 8080)
+    ok(qortex, "migrate")
+    assert (tmp_path / ".qortex" / "qortex.db").is_file()
+    assert not (tmp_path / "qortex.db").exists()
 
 
 def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path: Path) -> None:

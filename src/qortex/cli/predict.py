@@ -68,7 +68,7 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
                 values.append(float(cell))
             except ValueError:
                 raise ValueError(f"column {name!r}, line {line}: {cell!r} is not a number") from None
-        series.append(_series(name or f"series-{column}", values, column))
+        series.append(_series(name.strip() or f"series-{column}", values, column))
     return series
 
 

@@ -103,6 +103,9 @@ def limits(
     unknown = sorted(dropped - set(LIMIT_NAMES))
     if unknown:
         raise fail(f"unknown limit {unknown[0]!r}; known: {', '.join(LIMIT_NAMES)}")
+    both = sorted(dropped & set(changes))
+    if both:
+        raise fail(f"limit {both[0]!r} is both set and unset; give one of --set and --unset for it")
 
     async def _apply() -> TenantLimits:
         async with open_database() as db:

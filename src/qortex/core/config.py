@@ -17,7 +17,8 @@ MIB = 1024 * 1024
 class Settings(BaseSettings):
     """Every option has a safe default for the embedded mode (one process, SQLite, in-process cache)."""
 
-    model_config = SettingsConfigDict(env_prefix="QORTEX_", extra="ignore")
+    # An empty variable counts as unset: `QORTEX_DATA_DIR=` would otherwise put the data in the working directory.
+    model_config = SettingsConfigDict(env_prefix="QORTEX_", extra="ignore", env_ignore_empty=True)
 
     env: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path(".qortex")

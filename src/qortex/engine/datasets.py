@@ -306,13 +306,16 @@ def resolve_names(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
         expanded = COLLECTIONS.get(part, (part,))
         for name in expanded:
             if name not in _LOADERS:
-                known = ", ".join([*sorted(COLLECTIONS), *sorted(_LOADERS)])
-                raise DatasetUnavailableError(f"unknown dataset or collection {name!r}; known: {known}")
+                raise DatasetUnavailableError(f"unknown dataset or collection {name!r}; known: {_known_names()}")
             if name not in names:
                 names.append(name)
     if not names:
-        raise DatasetUnavailableError("no dataset named")
+        raise DatasetUnavailableError(f"no dataset or collection named; known: {_known_names()}")
     return tuple(names)
+
+
+def _known_names() -> str:
+    return ", ".join([*sorted(COLLECTIONS), *sorted(_LOADERS)])
 
 
 def load_collection(spec: str | list[str] | tuple[str, ...]) -> list[Dataset]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,9 +60,17 @@ def test_collections_expand_in_order_without_duplicates() -> None:
     assert set(datasets.resolve_names("all")) == set(datasets.dataset_names())
 
 
-@pytest.mark.parametrize("spec", ["nope", "sunspots,nope", " , "])
-def test_unknown_names_are_refused_with_a_clear_error(spec: str) -> None:
-    with pytest.raises(datasets.DatasetUnavailableError):
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nope", "unknown dataset or collection 'nope'; known: all, default, short, "),
+        ("sunspots,nope", "unknown dataset or collection 'nope'"),
+        (" , ", "no dataset or collection named; known: all, default, short, "),
+        ("", "no dataset or collection named; known: all, default, short, "),
+    ],
+)
+def test_unknown_names_are_refused_with_a_clear_error(spec: str, message: str) -> None:
+    with pytest.raises(datasets.DatasetUnavailableError, match=re.escape(message)):
         datasets.resolve_names(spec)
 
 

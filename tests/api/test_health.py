@@ -73,6 +73,15 @@ async def test_the_openapi_document_describes_errors_as_the_problems_they_are(
     assert set(schema["required"]) <= set(answered.json()) <= set(schema["properties"])
 
 
+async def test_the_openapi_document_describes_readiness_and_its_503(client: httpx.AsyncClient) -> None:
+    responses = (await client.get("/openapi.json")).json()["paths"]["/health/ready"]["get"]["responses"]
+    answered = (await client.get("/health/ready")).json()
+    for status in ("200", "503"):
+        schema = responses[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ReadinessOut"}
+    assert set(answered) == {"status", "checks"} and set(answered["checks"]["database"]) == {"status", "detail", "ms"}
+
+
 async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
     echoed = await client.get("/health/live", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"

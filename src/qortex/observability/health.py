@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from qortex.core.migrate import current_revision, head_revision
 
@@ -16,6 +17,17 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 MIN_FREE_DISK_BYTES = 100 * 1024 * 1024
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class CheckOut(BaseModel):
+    status: Literal["ok", "failing"]
+    detail: str
+    ms: float
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ok", "failing"]
+    checks: dict[str, CheckOut]
 
 
 @router.get("/live")
@@ -35,7 +47,11 @@ async def _timed(check: Any) -> dict[str, Any]:
     return {"status": status, "detail": detail, "ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=ReadinessOut,
+    responses={503: {"model": ReadinessOut, "description": "Not ready: `checks` names the failing dependency"}},
+)
 async def ready(request: Request) -> JSONResponse:
     """Database, engine, and disk are usable; 503 names the failing dependency."""
     services = request.app.state.services

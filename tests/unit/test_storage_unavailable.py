@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import uuid
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from tests.conftest import make_tenant
+from sqlalchemy.ext.asyncio import AsyncSession
+from tests.conftest import POSTGRES_URL, make_tenant, require_service
 
 from qortex.api import create_app
 from qortex.core.config import Settings
@@ -146,3 +148,41 @@ async def test_a_batch_whose_model_lookup_meets_an_unavailable_database_is_refus
             retried = await client.post("/v1/predictions/batch", json=body, headers=headers)
             assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
             assert retried.json()["succeeded"] == 2
+
+
+@pytest.mark.parametrize("lost", ["before the insert", "before the commit"])
+async def test_a_postgresql_connection_lost_during_commit_is_a_503_that_may_have_stored_it(
+    postgres_problem: str | None, lost: str
+) -> None:
+    """Lost before COMMIT, nothing is stored; lost during it, the server may have committed: the 503 says which."""
+    if postgres_problem is not None:
+        require_service("PostgreSQL", postgres_problem)
+    table = f"commit_probe_{uuid.uuid4().hex[:12]}"
+    db, killer = Database(POSTGRES_URL), Database(POSTGRES_URL)
+    try:
+        async with db.system_session(write=True) as session:
+            await session.execute(text(f"CREATE TABLE {table} (x INTEGER)"))
+
+        async def terminate(session: AsyncSession) -> None:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with killer.system_session(write=True) as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        with pytest.raises(StorageUnavailable) as refused:
+            async with db.system_session(write=True) as session:
+                if lost == "before the insert":
+                    await terminate(session)
+                await session.execute(text(f"INSERT INTO {table} VALUES (1)"))
+                if lost == "before the commit":
+                    await terminate(session)
+        assert refused.value.status == 503
+        if lost == "before the insert":
+            assert "nothing of it was stored" in refused.value.detail
+        else:
+            assert "it may have been stored" in refused.value.detail
+            assert "same Idempotency-Key" in refused.value.detail
+    finally:
+        async with killer.system_session(write=True) as session:
+            await session.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await db.dispose()
+        await killer.dispose()

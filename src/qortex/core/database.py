@@ -227,6 +227,7 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
+        committing = False
         try:
             async with AsyncExitStack() as stack:
                 if write and self.is_sqlite:
@@ -247,14 +248,16 @@ class Database:
                     log.warning("storage_unavailable", error_type=type(error).__name__)
                     raise StorageUnavailable() from error
                 yield session
+                committing = True
         except (DBAPIError, PoolTimeout) as error:
             if not storage_unavailable(error):
                 raise
-            # The transaction was rolled back: nothing of it is stored, and the client may retry.
+            # Rolled back, so nothing of it is stored and the client may retry; except a PostgreSQL COMMIT whose
+            # connection failed, which the server may have carried out (SQLite commits in this process).
             log.warning(
                 "storage_unavailable", error_type=type(error.orig if isinstance(error, DBAPIError) else error).__name__
             )
-            raise StorageUnavailable() from error
+            raise StorageUnavailable(outcome_unknown=committing and not self.is_sqlite) from error
 
     @asynccontextmanager
     async def tenant_session(

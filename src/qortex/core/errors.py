@@ -99,12 +99,16 @@ class Overloaded(QortexError):
 class StorageUnavailable(QortexError):
     status, slug, title = 503, "storage-unavailable", "Storage unavailable"
 
-    def __init__(self) -> None:
-        super().__init__(
-            "the database cannot serve this request now (locked, full or unreachable); nothing of it was stored, "
-            "retry after Retry-After seconds",
-            headers={"Retry-After": "5"},
+    def __init__(self, *, outcome_unknown: bool = False) -> None:
+        detail = (
+            # The connection died during COMMIT: the server may have committed before it went.
+            "the connection to the database was lost while this request was being committed, so it may have been "
+            "stored; retry after Retry-After seconds with the same Idempotency-Key"
+            if outcome_unknown
+            else "the database cannot serve this request now (locked, full or unreachable); nothing of it was "
+            "stored, retry after Retry-After seconds"
         )
+        super().__init__(detail, headers={"Retry-After": "5"})
 
 
 def problem_body(

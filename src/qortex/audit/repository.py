@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, Dialect, Label, Row, case, select, type_coerce
+from sqlalchemy import Column, ColumnElement, Dialect, Label, Row, Text, case, cast, func, literal, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import NullType
@@ -54,15 +54,28 @@ _PYTHON_INSTANTS = (
 )
 
 
-def _stored_fields() -> list[Label[Any]]:
+# How SQLite text is fetched here: as the hex of its bytes, behind this mark, for `_reader` to decode.
+_SQLITE_TEXT = "utf8:"
+
+
+def _stored_fields(dialect: Dialect) -> list[Label[Any]]:
     """The chained fields as the driver reads them, for `_reader` to parse event by event: parsed by SQLAlchemy,
-    one value edited into something that does not parse (on SQLite any text will do) fails the whole result."""
-    return [
-        type_coerce(
-            case((column.between(*_PYTHON_INSTANTS), column)) if column.key == "occurred_at" else column, NullType()
-        ).label(column.key)
-        for column in _chained_columns()
-    ]
+    one value edited into something that does not parse (on SQLite any text will do) fails the whole result.
+
+    Nor may the driver decode anything itself: sqlite3 fails a whole fetch on text that is not UTF-8, and asyncpg
+    on JSON that Python's parser refuses (an integer of more than 4,300 digits), so those arrive undecoded.
+    """
+    fields = []
+    for column in _chained_columns():
+        stored: ColumnElement[Any] = column
+        if column.key == "occurred_at":
+            stored = case((column.between(*_PYTHON_INSTANTS), column))
+        if dialect.name == "sqlite":
+            stored = case((func.typeof(stored) == "text", literal(_SQLITE_TEXT) + func.hex(stored)), else_=stored)
+        elif column.key == "details":
+            stored = cast(stored, Text)
+        fields.append(type_coerce(stored, NullType()).label(column.key))
+    return fields
 
 
 def _chained_columns() -> list[Column[Any]]:
@@ -85,15 +98,24 @@ def _readable(value: Any, kind: type, nullable: bool) -> bool:
     return True
 
 
+def _undecoded(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any] | None:
+    """The parser of a column's value as `_stored_fields` fetches it."""
+    parse = column.type.dialect_impl(dialect).result_processor(dialect, None)
+    if dialect.name == "sqlite":
+
+        def from_hex(value: Any) -> Any:
+            if isinstance(value, str) and value.startswith(_SQLITE_TEXT):
+                value = bytes.fromhex(value.removeprefix(_SQLITE_TEXT)).decode()  # UnicodeDecodeError: unreadable
+            return parse(value) if parse else value
+
+        return from_hex
+    return orjson.loads if column.key == "details" else parse
+
+
 def _reader(dialect: Dialect) -> Callable[[Row[Any]], StoredEvent]:
     """Parses each field with its column's own parser, as SQLAlchemy would, but field by field."""
     columns = [
-        (
-            column.key,
-            column.type.dialect_impl(dialect).result_processor(dialect, None),
-            _KINDS[column.key],
-            bool(column.nullable),
-        )
+        (column.key, _undecoded(dialect, column), _KINDS[column.key], bool(column.nullable))
         for column in _chained_columns()
     ]
 
@@ -149,9 +171,10 @@ def add(*, session: AsyncSession, scope: TenantScope, rows: Sequence[AuditEvent]
 
 async def iterate(*, session: AsyncSession, scope: TenantScope, batch: int = 1000) -> AsyncIterator[StoredEvent]:
     """Every event of the tenant in chain order."""
-    read = _reader((await session.connection()).dialect)
+    dialect = (await session.connection()).dialect
+    read = _reader(dialect)
     result = await session.stream(
-        select(*_stored_fields())
+        select(*_stored_fields(dialect))
         .where(AuditEvent.tenant_id == scope.tenant_id)
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=batch)
@@ -163,9 +186,10 @@ async def iterate(*, session: AsyncSession, scope: TenantScope, batch: int = 100
 async def list_events(
     *, session: AsyncSession, scope: TenantScope, limit: int, before: uuid.UUID | None, action: str | None
 ) -> list[StoredEvent]:
-    read = _reader((await session.connection()).dialect)
+    dialect = (await session.connection()).dialect
+    read = _reader(dialect)
     # The id too, read as usual: a cursor names an event by it.
-    query = select(AuditEvent.id, *_stored_fields()).where(AuditEvent.tenant_id == scope.tenant_id)
+    query = select(AuditEvent.id, *_stored_fields(dialect)).where(AuditEvent.tenant_id == scope.tenant_id)
     if action is not None:
         query = query.where(AuditEvent.action == action)
     if before is not None:

@@ -498,6 +498,14 @@ def test_an_empty_qortex_variable_counts_as_unset(
     assert not (tmp_path / "qortex.db").exists()
 
 
+def test_predict_names_the_file_and_byte_that_is_not_utf8(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "latin1.csv"
+    source.write_bytes("température\n".encode("latin-1") + b"1\n" * 20)
+    result = invoke(qortex, "predict", str(source))
+    assert result.exit_code == 1
+    assert f"{source}: not UTF-8 text (byte 4 is 0xe9)" in result.stderr
+
+
 def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path: Path) -> None:
     source = tmp_path / "excel.csv"
     source.write_text("cpu,memory\n" + "\n".join(f"{v:.3f},{v:.3f}" for v in series(40, 8, 0.1)), encoding="utf-8-sig")

@@ -74,7 +74,10 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
 
 def read_series(path: Path) -> list[tuple[str, np.ndarray]]:
     # utf-8-sig: a byte-order mark (as spreadsheets write one) is not part of the first series' name.
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x})") from None
     try:
         return _from_json(text) if path.suffix.lower() == ".json" else _from_csv(text)
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:

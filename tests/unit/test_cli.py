@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import socket
 import sqlite3
 import sys
 import threading
@@ -159,6 +160,19 @@ def test_serve_refuses_a_configuration_that_cannot_start_before_creating_anythin
     get_settings.cache_clear()
     result = invoke_narrow(qortex, monkeypatch, "serve")
     assert_one_line_error(result, expected)
+    assert KEY.search(result.output) is None
+    assert not (tmp_path / "data" / "qortex.db").exists()
+
+
+def test_serve_on_a_port_another_process_listens_on_refuses_before_creating_anything(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = invoke_narrow(qortex, monkeypatch, "serve", "--port", str(port))
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}: Address already in use")
     assert KEY.search(result.output) is None
     assert not (tmp_path / "data" / "qortex.db").exists()
 

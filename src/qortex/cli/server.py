@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -38,6 +39,17 @@ async def _check_schema() -> None:
         pass
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuses an address another process listens on, in one line, before anything is created or printed."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no owner
+            probe.bind(address)
+    except OSError as error:
+        raise fail(f"cannot listen on {host}:{port}: {error.strerror}; stop what holds it or set QORTEX_PORT") from None
+
+
 @one_line_errors
 def init() -> None:
     """Creates the data directory and database, then the first tenant and an owner key (printed once)."""
@@ -67,12 +79,17 @@ def serve(
     problems = startup_problems(settings)
     if problems:
         raise fail("; ".join(problems))
-    run(_initialise() if settings.auto_migrate else _check_schema())
+    host, port = host or settings.host, settings.port if port is None else port
+    if not settings.auto_migrate:
+        run(_check_schema())
+    _check_free(host, port)  # before _initialise too: the key it prints would go with a server that never started
+    if settings.auto_migrate:
+        run(_initialise())
     uvicorn.run(
         "qortex.api:create_app",
         factory=True,
-        host=host or settings.host,
-        port=settings.port if port is None else port,
+        host=host,
+        port=port,
         workers=settings.workers if workers is None else workers,
         log_level=settings.log_level,
         # Without a bound, one client that never finishes its request keeps a stopping server alive.

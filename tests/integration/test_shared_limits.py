@@ -154,3 +154,33 @@ async def test_a_slot_whose_acquire_reply_is_lost_is_released(pair: Pair, monkey
             return
         await asyncio.sleep(0.05)
     pytest.fail("the slot taken by the timed-out script is still held 2 s later")
+
+
+async def test_a_request_cancelled_after_taking_its_slot_releases_it(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot's script answered, the rate count had not when the request was cancelled (a server's shutdown
+    grace ending): the slot must not stay held for its lease, which would lock a tenant with one slot out."""
+    acme = await tenant_on(pair, "acme", concurrent_requests=1)
+    limits = pair.apps[0].state.services.limits
+    count_request = limits._moving.hit
+    counted = asyncio.Event()
+
+    async def slow_count(*args: object, **kwargs: object) -> bool:
+        await counted.wait()
+        return bool(await count_request(*args, **kwargs))
+
+    monkeypatch.setattr(limits._moving, "hit", slow_count)
+    request = asyncio.create_task(pair.clients[0].get(MODELS, headers=acme.headers))
+    await wait_for_in_flight(pair.apps[0], acme, 1)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    monkeypatch.setattr(limits._moving, "hit", count_request)
+    for _ in range(40):
+        if await limits.storage.concurrency.current(str(acme.tenant.id)) == 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the slot of the cancelled request is still held 2 s later")
+    assert (await pair.clients[1].get(MODELS, headers=acme.headers)).status_code == 200

@@ -264,9 +264,16 @@ class RateLimits:
             if token is not None:
                 admission.release = self._releaser(tenant, token)
             return await hit, token
-        hit_outcome, slot_outcome = await asyncio.gather(hit, slot, return_exceptions=True)
-        if isinstance(slot_outcome, str):
-            admission.release = self._releaser(tenant, slot_outcome)
+        slot_task = asyncio.ensure_future(slot)
+        try:
+            hit_outcome, slot_outcome = await asyncio.gather(hit, slot_task, return_exceptions=True)
+        finally:
+            # Also when the request is cancelled while the count is still on its way: a slot already taken
+            # would otherwise stay held until its lease ends. One still being taken releases itself.
+            if slot_task.done() and not slot_task.cancelled() and slot_task.exception() is None:
+                token = slot_task.result()
+                if token is not None:
+                    admission.release = self._releaser(tenant, token)
         if isinstance(hit_outcome, BaseException):
             raise hit_outcome
         if isinstance(slot_outcome, BaseException):

@@ -184,3 +184,24 @@ async def test_a_request_cancelled_after_taking_its_slot_releases_it(
     else:
         pytest.fail("the slot of the cancelled request is still held 2 s later")
     assert (await pair.clients[1].get(MODELS, headers=acme.headers)).status_code == 200
+
+
+async def test_a_slot_whose_release_fails_once_is_released_by_a_retry(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis blip just as a response ends must not hold the slot for its whole lease (300 s by default)."""
+    acme = await tenant_on(pair, "acme", concurrent_requests=1)
+    concurrency = pair.apps[0].state.services.limits.storage.concurrency
+    release = concurrency.release
+    failures = [ConnectionError("Connection reset by peer")]
+
+    async def flaky_release(key: str, token: str) -> None:
+        if failures:
+            raise failures.pop()
+        await release(key, token)
+
+    monkeypatch.setattr(concurrency, "release", flaky_release)
+    assert (await pair.clients[0].get(MODELS, headers=acme.headers)).status_code == 200
+    await wait_for_in_flight(pair.apps[1], acme, 0)
+    assert not failures, "the release was attempted"
+    assert (await pair.clients[1].get(MODELS, headers=acme.headers)).status_code == 200

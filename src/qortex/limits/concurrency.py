@@ -48,6 +48,10 @@ class ConcurrencyCounter(Protocol):
 
     async def release(self, key: str, token: str) -> None: ...
 
+    def release_later(self, key: str, token: str) -> None:
+        """Retries a release that failed, in the background; after the last attempt the slot's lease frees it."""
+        ...
+
     async def current(self, key: str) -> int: ...
 
 
@@ -66,6 +70,10 @@ class MemoryConcurrency:
         return token
 
     async def release(self, key: str, token: str) -> None:
+        self.release_later(key, token)
+
+    def release_later(self, key: str, token: str) -> None:
+        """In process a release cannot fail: done at once."""
         held = self._held.get(key)
         if held is not None:
             held.discard(token)
@@ -94,11 +102,11 @@ class RedisConcurrency:
         except BaseException:
             # A reply that timed out, or a request cancelled while waiting for it, may follow a script that
             # did take the slot; nobody would release it before its lease ends, locking the tenant out.
-            self._release_later(key, token)
+            self.release_later(key, token)
             raise
         return token if int(taken) == 1 else None
 
-    def _release_later(self, key: str, token: str) -> None:
+    def release_later(self, key: str, token: str) -> None:
         """Releases a slot from a background task, which neither a cancellation nor a slow Redis holds up."""
         task = asyncio.get_running_loop().create_task(self._release_quietly(key, token))
         self._releasing.add(task)
@@ -109,7 +117,7 @@ class RedisConcurrency:
             try:
                 await self.release(key, token)
                 return
-            except RedisError:
+            except (RedisError, OSError):
                 await asyncio.sleep(delay)
         log.warning("concurrency_slot_not_released", lease_seconds=self._lease_seconds)
 

@@ -293,8 +293,10 @@ class RateLimits:
         async def release_now() -> None:
             try:
                 await concurrency.release(tenant, token)
-            except _STORE_ERRORS as error:  # the slot's lease frees it later
+            except _STORE_ERRORS as error:
                 self._store_failed(error)
+                # A blip must not hold the slot for its whole lease: that locks a tenant with few slots out.
+                concurrency.release_later(tenant, token)
 
         if self.storage.pool is None:
             return release_now

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +66,32 @@ async def test_a_revoked_key_is_refused(client: httpx.AsyncClient, acme: TenantC
     assert refused.headers["www-authenticate"].startswith("Bearer")
     revoked = await client.get("/v1/api-keys", params={"include_revoked": "true"}, headers=acme.headers)
     assert any(item["revoked_at"] for item in revoked.json()["items"])
+
+
+async def test_a_key_revoked_while_this_process_was_reading_it_is_not_cached(
+    client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that read the key's row just before the revocation committed must not put it back in the
+    cache that the revocation has just cleared: this process refuses a revoked key at once."""
+    created = (await client.post("/v1/api-keys", json={"name": "tmp", "role": "analyst"}, headers=acme.headers)).json()
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    read, resume = asyncio.Event(), asyncio.Event()
+    find = identity_service.repository.find_for_authentication
+
+    async def pause_after_reading(**kwargs: Any) -> Any:
+        key = await find(**kwargs)
+        if kwargs["key_id"] == uuid.UUID(created["id"]):
+            read.set()
+            await resume.wait()
+        return key
+
+    monkeypatch.setattr(identity_service.repository, "find_for_authentication", pause_after_reading)
+    in_flight = asyncio.create_task(client.get("/v1/predictions", headers=headers))
+    await read.wait()
+    assert (await client.delete(f"/v1/api-keys/{created['id']}", headers=acme.headers)).status_code == 204
+    resume.set()
+    assert (await in_flight).status_code == 200  # it was authenticated before the revocation
+    assert (await client.get("/v1/predictions", headers=headers)).status_code == 401
 
 
 async def test_revoking_a_revoked_key_again_is_204_and_records_nothing(

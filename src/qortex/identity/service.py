@@ -43,12 +43,18 @@ MISMATCH_LOG_SECONDS = 10.0
 
 
 class ApiKeyCache:
-    """Verified keys, kept for at most `ttl_seconds` so a revocation elsewhere is seen within that delay."""
+    """Verified keys, kept for at most `ttl_seconds` so a revocation elsewhere is seen within that delay.
+
+    A lookup in flight while a key is forgotten may have read its row before the revocation committed:
+    `put` keeps out what was read before the last `forget` (the `generation` taken before the read).
+    """
 
     def __init__(self, *, ttl_seconds: float, max_entries: int) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[uuid.UUID, _CachedKey] = OrderedDict()
+        # Counts forgets; a read taken under an older generation may hold a key revoked since.
+        self.generation = 0
         # key id -> (when a wrong secret for it was last logged, wrong secrets since then not logged)
         self._mismatches: dict[uuid.UUID, tuple[float, int]] = {}
 
@@ -75,13 +81,17 @@ class ApiKeyCache:
         self._entries.move_to_end(key_id)
         return entry
 
-    def put(self, key_id: uuid.UUID, entry: _CachedKey) -> None:
+    def put(self, key_id: uuid.UUID, entry: _CachedKey, *, generation: int | None = None) -> None:
+        if generation is not None and generation != self.generation:
+            return  # read before a revocation this process has since seen: not kept
         self._entries[key_id] = entry
         self._entries.move_to_end(key_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
     def forget(self, *key_ids: uuid.UUID) -> None:
+        if key_ids:
+            self.generation += 1
         for key_id in key_ids:
             self._entries.pop(key_id, None)
 
@@ -234,6 +244,9 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
         raise Unauthenticated()
     entry = cache.get(parsed.key_id)
     if entry is None:
+        # Taken before the read: a revocation committed meanwhile keeps the row out of the cache, and the
+        # entry's age counts from before the read, so no process serves a revoked key beyond the TTL.
+        generation, read_at = cache.generation, time.monotonic()
         async with db.system_session() as session:
             key = await repository.find_for_authentication(session=session, key_id=parsed.key_id)
         if key is None or key.revoked_at is not None:
@@ -248,9 +261,9 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
                 minted_for_user_id=key.minted_for_user_id,
             ),
             expires_at=key.expires_at,
-            cached_at=time.monotonic(),
+            cached_at=read_at,
         )
-        cache.put(parsed.key_id, entry)
+        cache.put(parsed.key_id, entry, generation=generation)
     if not api_keys.secret_matches(parsed.secret, entry.secret_sha256):
         # A real key id with a wrong secret is someone who saw the id (in a log, a listing) guessing: worth
         # a line for the operator, not a database write per attempt. Neither secret is logged.

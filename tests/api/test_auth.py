@@ -349,6 +349,25 @@ async def test_repeated_failures_are_throttled_with_429_and_retry_after(
     assert (await login(client, "grace")).status_code == 200
 
 
+async def test_guesses_sent_at_once_at_many_names_from_one_address_share_its_budget(
+    app: FastAPI, acme: TenantCredentials
+) -> None:
+    """Password spraying: one password tried against many names at the same moment. The address's 20 free
+    attempts must bound it, as they do for guesses sent one after another."""
+    for n in range(3):
+        await add_user(app, acme.tenant, f"sprayed{n}")
+    names = [f"sprayed{n}" for n in range(3)] + [f"nobody{n}" for n in range(37)]
+    async with client_at(app, "203.0.113.5") as sprayer:
+        answers = await asyncio.gather(*(login(sprayer, name, "Summer2026!Summer") for name in names))
+    codes = [answer.status_code for answer in answers]
+    assert (codes.count(401), codes.count(429)) == (20, 20)
+    # Successful logins take their attempt back: a busy address is not throttled by its own people.
+    async with client_at(app, "198.51.100.20") as office:
+        for _ in range(3):
+            assert [(await login(office, f"sprayed{n}")).status_code for n in range(3)] == [200] * 3
+        assert (await login(office, "sprayed0", "a wrong password guess")).status_code == 401
+
+
 async def test_throttling_does_not_tell_which_email_belongs_to_which_username(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

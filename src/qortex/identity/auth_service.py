@@ -194,7 +194,6 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     # would tell an outsider that the password was right.
     refusal = await _tenant_refusal(auth, TenantScope(user.tenant_id), origin) if user is not None else None
     if user is None or not matches or not user.active or refusal is not None:
-        await auth.throttle.failed(client_ip=origin.client_ip)
         if user is None:
             # No tenant to record it in; the attempted name is personal data and is not logged.
             log.warning("login_failed", reason="unknown_account", client_ip=origin.client_ip)
@@ -211,7 +210,7 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
                 ),
             )
         raise Unauthenticated(LOGIN_REFUSED)
-    await auth.throttle.succeeded(identifier=throttled_as)
+    await auth.throttle.succeeded(identifier=throttled_as, client_ip=origin.client_ip)
     new_hash = await auth.passwords.hash_async(password) if auth.passwords.needs_rehash(user.password_hash) else None
 
     scope = TenantScope(user.tenant_id)
@@ -403,7 +402,6 @@ async def change_own_password(
     # (gating the change on the login budget too would let any outsider block it).
     await auth.throttle.admit(identifier=_password_change_budget(user.id), client_ip=origin.client_ip)
     if not await auth.passwords.verify_async(user.password_hash, current):
-        await auth.throttle.failed(client_ip=origin.client_ip)
         await auth.throttle.count_failure(identifier=_login_budget(user.username))
         await auth.audit_writer.write_refusal(
             scope,
@@ -413,7 +411,7 @@ async def change_own_password(
             "the current password is wrong",
             errors=[{"loc": ["body", "current_password"], "msg": "wrong password"}],
         )
-    await auth.throttle.succeeded(identifier=_password_change_budget(user.id))
+    await auth.throttle.succeeded(identifier=_password_change_budget(user.id), client_ip=origin.client_ip)
     new_hash = await auth.passwords.hash_async(new)
     now = utcnow()
     async with db.tenant_session(scope, write=True) as session:

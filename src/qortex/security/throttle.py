@@ -1,8 +1,10 @@
 """Login throttling: exponential backoff per account name and per client address.
 
 After `free_failures` failed logins in a row, each further attempt must wait 1 s, then 2 s, 4 s, ...
-up to `max_backoff_seconds`, counted from the last failure. A success clears the account's counter
-(not the address's: one valid account must not reset the budget of an address guessing others).
+up to `max_backoff_seconds`, counted from the last failure. Both counters count an attempt when it is
+admitted, so guesses sent at once see each other. A success clears the account's counter and takes its
+attempt back from the address's (not more: one valid account must not reset the budget of an address
+guessing others).
 Account names are stored as SHA-256 digests, so the counters hold no names or emails. Counters live
 in Redis when it is configured (shared by every replica), else in this process's memory.
 """
@@ -46,8 +48,8 @@ class Failures:
 
 
 # What one step on a counter does: report its wait only; count an attempt unless it must wait; count
-# a failure whatever the wait.
-Step = Literal["check", "attempt", "failure"]
+# a failure whatever the wait; take back one counted attempt (that succeeded, or made no guess).
+Step = Literal["check", "attempt", "failure", "refund"]
 
 
 class FailureStore(Protocol):
@@ -77,6 +79,10 @@ class MemoryFailureStore:
         if previous is not None and now - previous.last_at > COUNTER_TTL_SECONDS:
             del self._entries[key]
             previous = None
+        if mode == "refund":
+            if previous is not None and previous.count > 0:
+                self._entries[key] = Failures(count=previous.count - 1, last_at=previous.last_at)
+            return 0.0
         if previous is not None and mode != "failure":
             wait = previous.last_at + backoff_seconds(previous.count, free=free, cap=cap) - now
             if wait > 0:
@@ -100,6 +106,10 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
 local last_at = tonumber(redis.call('HGET', KEYS[1], 'last_at') or '0')
 local mode, free, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if mode == 'refund' then
+  if count > 0 then redis.call('HINCRBY', KEYS[1], 'count', -1) end
+  return '0'
+end
 if mode ~= 'failure' and count >= free then
   local wait = last_at + math.min(2 ^ (count - free), cap) - now
   if wait > 0 then return tostring(wait) end
@@ -158,33 +168,26 @@ class LoginThrottle:
 
     async def admit(self, *, identifier: str, client_ip: str | None) -> None:
         """Raises LoginThrottled (429 with Retry-After) while either counter is in backoff; otherwise counts
-        the attempt against the account at once, before the slow password check and in the same step as
-        the check, so concurrent guesses see each other. A success clears it (`succeeded`); the address
-        counts failures only (`failed`), so people behind one address who log in successfully never
-        throttle each other."""
+        the attempt against the address and the account at once, before the slow password check and in the
+        same step as each check, so concurrent guesses (at one account, or at many from one address) see
+        each other. A success clears the account and takes the attempt back from the address (`succeeded`),
+        so people behind one address who log in successfully never throttle each other (unless more of
+        them than the address's free attempts are logging in at the same instant)."""
         ip_key = self._ip_key(client_ip)
         try:
             wait = 0.0
             if ip_key is not None:
-                wait = await self._store.step(ip_key, mode="check", free=self._ip_free, cap=self._cap)
+                wait = await self._store.step(ip_key, mode="attempt", free=self._ip_free, cap=self._cap)
             if wait <= 0:
                 account = self._account_key(identifier)
                 wait = await self._store.step(account, mode="attempt", free=self._account_free, cap=self._cap)
+                if wait > 0 and ip_key is not None:  # refused for the account: no guess was made
+                    await self._store.step(ip_key, mode="refund", free=self._ip_free, cap=self._cap)
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
             return
         if wait > 0:
             raise LoginThrottled(max(1, math.ceil(wait)))
-
-    async def failed(self, *, client_ip: str | None) -> None:
-        """Counts a failed attempt against the address (the account counted it on admission)."""
-        key = self._ip_key(client_ip)
-        if key is None:
-            return
-        try:
-            await self._store.step(key, mode="failure", free=self._ip_free, cap=self._cap)
-        except (RedisError, OSError) as error:
-            log.warning("login_throttle_unavailable", error_type=type(error).__name__)
 
     async def count_failure(self, *, identifier: str) -> None:
         """Counts a failure against an account without admitting an attempt (a guess made elsewhere)."""
@@ -195,8 +198,12 @@ class LoginThrottle:
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)
 
-    async def succeeded(self, *, identifier: str) -> None:
+    async def succeeded(self, *, identifier: str, client_ip: str | None) -> None:
+        """Clears the account's counter and takes the admitted attempt back from the address's."""
+        ip_key = self._ip_key(client_ip)
         try:
             await self._store.clear(self._account_key(identifier))
+            if ip_key is not None:
+                await self._store.step(ip_key, mode="refund", free=self._ip_free, cap=self._cap)
         except (RedisError, OSError) as error:
             log.warning("login_throttle_unavailable", error_type=type(error).__name__)

@@ -22,7 +22,7 @@ async def test_an_account_in_backoff_is_refused_with_retry_after_and_a_success_c
         await throttle.admit(identifier="alice", client_ip="10.0.0.2")
     assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "1"
     await throttle.admit(identifier="bob", client_ip="10.0.0.1")  # the address is still under its budget
-    await throttle.succeeded(identifier="alice")
+    await throttle.succeeded(identifier="alice", client_ip="10.0.0.2")
     await throttle.admit(identifier="alice", client_ip="10.0.0.2")
 
 
@@ -39,7 +39,6 @@ async def test_an_address_spraying_many_accounts_is_throttled() -> None:
     throttle = LoginThrottle(MemoryFailureStore(), account_free=5, ip_free=3, max_backoff_seconds=900)
     for n in range(3):
         await throttle.admit(identifier=f"user{n}", client_ip="10.0.0.9")
-        await throttle.failed(client_ip="10.0.0.9")
     with pytest.raises(LoginThrottled):
         await throttle.admit(identifier="someone-new", client_ip="10.0.0.9")
 
@@ -48,14 +47,13 @@ async def test_successful_logins_from_one_address_never_throttle_it() -> None:
     throttle = LoginThrottle(MemoryFailureStore(), account_free=5, ip_free=3, max_backoff_seconds=900)
     for n in range(10):
         await throttle.admit(identifier=f"user{n}", client_ip="10.0.0.9")
-        await throttle.succeeded(identifier=f"user{n}")
+        await throttle.succeeded(identifier=f"user{n}", client_ip="10.0.0.9")
 
 
 async def test_addresses_of_one_ipv6_slash_64_share_a_budget() -> None:
     throttle = LoginThrottle(MemoryFailureStore(), account_free=100, ip_free=3, max_backoff_seconds=900)
     for n in range(1, 4):
         await throttle.admit(identifier=f"user{n}", client_ip=f"2001:db8:1:2::{n}")
-        await throttle.failed(client_ip=f"2001:db8:1:2::{n}")
     with pytest.raises(LoginThrottled):
         await throttle.admit(identifier="user9", client_ip="2001:db8:1:2:ffff::9")
     await throttle.admit(identifier="user9", client_ip="2001:db8:1:3::1")  # the next /64 is someone else
@@ -65,6 +63,15 @@ async def test_an_ipv4_mapped_address_counts_as_its_ipv4_address() -> None:
     throttle = LoginThrottle(MemoryFailureStore(), account_free=100, ip_free=2, max_backoff_seconds=900)
     for client_ip in ("192.0.2.7", "::ffff:192.0.2.7"):
         await throttle.admit(identifier="someone", client_ip=client_ip)
-        await throttle.failed(client_ip=client_ip)
     with pytest.raises(LoginThrottled):
         await throttle.admit(identifier="someone-else", client_ip="192.0.2.7")
+
+
+async def test_concurrent_guesses_at_many_accounts_from_one_address_share_its_budget() -> None:
+    """Password spraying sends its guesses at once: the address's budget must see them before any fails."""
+    throttle = LoginThrottle(MemoryFailureStore(), account_free=5, ip_free=3, max_backoff_seconds=900)
+    answers = await asyncio.gather(
+        *(throttle.admit(identifier=f"user{n}", client_ip="10.0.0.9") for n in range(40)), return_exceptions=True
+    )
+    assert sum(answer is None for answer in answers) == 3
+    assert all(isinstance(answer, LoginThrottled) for answer in answers if answer is not None)

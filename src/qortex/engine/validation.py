@@ -26,7 +26,7 @@ def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX
     try:
         arr = np.asarray(series)
     except (TypeError, ValueError) as exc:
-        raise InvalidSeriesError(f"{where}: cannot be read as an array ({exc})") from None
+        raise _unreadable(series, where, exc) from None
     if arr.dtype.kind in "iuf" and isinstance(series, (list, tuple)):
         # numpy quietly reads [1.5, True] as [1.5, 1.0].
         flag = next((i for i, value in enumerate(series) if isinstance(value, (bool, np.bool_))), None)
@@ -87,6 +87,21 @@ def _object_values_as_floats(items: list[Any], where: str) -> npt.NDArray[np.flo
         except OverflowError:
             raise InvalidSeriesError(f"{where}: value at index {i} is too large for a 64-bit float") from None
     return np.asarray(items, dtype=np.float64)
+
+
+def _unreadable(series: Any, where: str, exc: Exception) -> InvalidSeriesError:
+    # numpy refuses [1, 2, [3]] as "inhomogeneous" without saying where; name the nested value.
+    if isinstance(series, (list, tuple)):
+        nested = next((i for i, value in enumerate(series) if _is_nested(value)), None)
+        if nested is not None:
+            value = series[nested]
+            kind = "an array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+            return InvalidSeriesError(f"{where}: value at index {nested} is {kind}, not a real number")
+    return InvalidSeriesError(f"{where}: cannot be read as an array ({exc})")
+
+
+def _is_nested(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim > 0)
 
 
 def _first_non_numeric(series: Any, arr: npt.NDArray[Any]) -> int:

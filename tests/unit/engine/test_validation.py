@@ -77,6 +77,8 @@ def test_integers_beyond_64_bits_are_numbers() -> None:
         ([1, 2, 3, 4, 5, 6, 7, 10**400], "index 7 is too large for a 64-bit float"),
         ([1, 2, 3, 4, 5, 6, 7, 10**30, None], "got NoneType (first offending value at index 8)"),
         ([1.5, 2, 3, 4, 5, 6, True, 8], "index 6 is a boolean"),
+        ([1, 2, 3, 4, 5, 6, 7, [8]], "value at index 7 is a list, not a real number"),
+        ([1, 2, (3, 4), 5, 6, 7, 8, 9], "value at index 2 is a tuple, not a real number"),
         (np.ma.masked_array(np.arange(10.0), mask=[0] * 5 + [1] + [0] * 4), "index 5 is masked (missing)"),
     ],
 )

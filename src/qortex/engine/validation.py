@@ -27,20 +27,24 @@ def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX
         arr = np.asarray(series)
     except (TypeError, ValueError) as exc:
         raise _unreadable(series, where, exc) from None
+    if arr.ndim == 0:
+        # numpy wraps what is not a sequence (a generator, a dict, None, a scalar) as one value.
+        given = type(series).__name__
+        raise InvalidSeriesError(f"{where}: must be one-dimensional, a sequence of numbers, got {given}")
+    if arr.ndim != 1:
+        raise InvalidSeriesError(f"{where}: must be one-dimensional, got shape {arr.shape}")
     if arr.dtype.kind in "iuf" and isinstance(series, (list, tuple)):
         # numpy quietly reads [1.5, True] as [1.5, 1.0].
         flag = next((i for i, value in enumerate(series) if isinstance(value, (bool, np.bool_))), None)
         if flag is not None:
             raise InvalidSeriesError(f"{where}: value at index {flag} is a boolean, not a real number")
-    if arr.dtype == object and arr.ndim == 1:
+    if arr.dtype == object:
         arr = _object_values_as_floats(arr.tolist(), where)
     if arr.dtype.kind not in "iuf":
         raise InvalidSeriesError(
             f"{where}: values must be real numbers, got dtype {arr.dtype} "
             f"(first offending value at index {_first_non_numeric(series, arr)})"
         )
-    if arr.ndim != 1:
-        raise InvalidSeriesError(f"{where}: must be one-dimensional, got shape {arr.shape}")
     n = arr.shape[0]
     if n < MIN_LENGTH:
         raise InvalidSeriesError(f"{where}: has {n} values, at least {MIN_LENGTH} are required")

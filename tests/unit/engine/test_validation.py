@@ -96,3 +96,20 @@ def test_a_long_double_beyond_float64_is_refused_without_a_warning() -> None:
         warnings.simplefilter("error")
         with pytest.raises(InvalidSeriesError, match=re.escape("index 7 is too large for a 64-bit float")):
             validate_series(series)
+
+
+@pytest.mark.parametrize(
+    ("series", "message"),
+    [
+        ((float(i) for i in range(8)), "must be one-dimensional, a sequence of numbers, got generator"),
+        ({i: float(i) for i in range(8)}, "must be one-dimensional, a sequence of numbers, got dict"),
+        (None, "must be one-dimensional, a sequence of numbers, got NoneType"),
+        ("12345678", "must be one-dimensional, a sequence of numbers, got str"),
+        (np.float64(1.0), "must be one-dimensional, a sequence of numbers, got float64"),
+        (np.arange(8).reshape(2, 4).astype(object), "must be one-dimensional, got shape (2, 4)"),
+    ],
+)
+def test_what_is_not_a_series_of_numbers_is_named_not_its_first_value(series: object, message: str) -> None:
+    # A generator of valid numbers has no "offending value at index 0"; it is not a sequence at all.
+    with pytest.raises(InvalidSeriesError, match=re.escape(message)):
+        validate_series(series)

@@ -519,7 +519,8 @@ class Predictor:
                 raise ArtifactError(f"artifact {where}: calibration {kind!r} contradicts its configuration")
             _check_horizon(meta["horizon"])
             predictor.horizon_ = meta["horizon"]
-            predictor.n_training_windows_ = int(meta["n_training_windows"])
+            _check_reported_facts(meta)
+            predictor.n_training_windows_ = meta["n_training_windows"]
             predictor._lineage = meta.get("lineage")
             predictor._metrics = dict(meta.get("metrics") or {})
             predictor._stored_metadata = {k: meta[k] for k in ("created_at", "content_hash") if k in meta}
@@ -575,6 +576,16 @@ def _check_values(predictor: Predictor, stored: set[str], where: str) -> None:
     # Off-grid weights would lose the exact sums that make a batch answer like its series alone.
     if any(not np.array_equal(weight_grid(arrays[name]), arrays[name]) for name in ("w_in", "w_rec")):
         raise ArtifactError(f"artifact {where}: reservoir weights are not on the dyadic grid")
+
+
+def _check_reported_facts(meta: dict[str, Any]) -> None:
+    """The metadata a loaded model reports back must have the types a fit writes (int() would make 1.5 windows 1)."""
+    windows = meta["n_training_windows"]
+    if isinstance(windows, bool) or not isinstance(windows, int) or windows < MIN_TRAINING_WINDOWS:
+        raise ValueError(f"n_training_windows must be an integer >= {MIN_TRAINING_WINDOWS}, got {windows!r}")
+    for key in ("lineage", "metrics"):
+        if not isinstance(meta.get(key), dict | None):
+            raise ValueError(f"{key} must be a JSON object or null, got {type(meta[key]).__name__}")
 
 
 def _check_horizon(horizon: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,6 +197,26 @@ def test_a_horizon_that_is_not_a_positive_integer_is_refused(saved: Path, horizo
     meta.pop("content_hash")
     artifact_module.write(saved, arrays, meta)
     with pytest.raises(ArtifactError, match="horizon must be"):
+        Predictor.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("n_training_windows", 1.5, "n_training_windows must be an integer >= 20, got 1.5"),
+        ("n_training_windows", -5, "n_training_windows must be an integer >= 20, got -5"),
+        ("n_training_windows", True, "n_training_windows must be an integer >= 20, got True"),
+        ("lineage", "x", "lineage must be a JSON object or null, got str"),
+        ("metrics", [1, 2], "metrics must be a JSON object or null, got list"),
+    ],
+)
+def test_rehashed_metadata_of_the_wrong_type_is_refused(saved: Path, key: str, value: object, message: str) -> None:
+    """These are reported back as the model's facts: 1.5 windows must not quietly become 1."""
+    arrays, meta = artifact_module.read(saved)
+    meta[key] = value
+    meta.pop("content_hash")
+    artifact_module.write(saved, arrays, meta)
+    with pytest.raises(ArtifactError, match=re.escape(message)):
         Predictor.load(saved)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,10 @@ def validate_batch(series_list: Sequence[Any]) -> list[npt.NDArray[np.float64]]:
         raise InvalidSeriesError("a batch must be a sequence of 1-D numeric series")
     if isinstance(series_list, np.ndarray) and series_list.ndim == 1 and series_list.dtype.kind in "iuf":
         raise InvalidSeriesError("a batch must be a sequence of series, got a single 1-D array; wrap it in a list")
+    if isinstance(series_list, Mapping):
+        # Iterating a dict gives its keys, which would each be refused as a series that is a string.
+        kind = type(series_list).__name__
+        raise InvalidSeriesError(f"a batch must be a sequence of series, got a {kind}; pass list(batch.values())")
     return [validate_series(s, index=i) for i, s in enumerate(series_list)]
 
 

@@ -55,6 +55,11 @@ def test_a_bare_1d_array_is_not_mistaken_for_a_batch() -> None:
         validate_batch(np.arange(10.0))
 
 
+def test_a_mapping_is_not_mistaken_for_a_batch_of_its_keys() -> None:
+    with pytest.raises(InvalidSeriesError, match=re.escape("got a dict; pass list(batch.values())")):
+        validate_batch({"cpu": GOOD, "memory": GOOD})
+
+
 def test_predictor_validates_before_computing(small_model: Predictor) -> None:
     with pytest.raises(InvalidSeriesError, match=r"series 1: value at index 4 is NaN"):
         small_model.predict_batch([GOOD, np.array([0.0, 1, 2, 3, np.nan, 5, 6, 7, 8])])

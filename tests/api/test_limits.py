@@ -249,6 +249,43 @@ async def test_an_idempotent_replay_is_not_charged_again(
 
 
 @pytest.mark.parametrize(
+    ("path", "body", "count"),
+    [("/v1/predictions", {"source": "s", "values": series(3)}, 1), ("/v1/predictions/batch", batch(3), 3)],
+)
+async def test_copies_sent_at_once_with_one_idempotency_key_are_charged_once(
+    client: httpx.AsyncClient, acme: TenantCredentials, path: str, body: dict[str, Any], count: int
+) -> None:
+    keyed = {**acme.headers, "Idempotency-Key": "sent-twice"}
+    answers = await asyncio.gather(*(client.post(path, json=body, headers=keyed) for _ in range(5)))
+    first = [a for a in answers if a.status_code in (200, 201) and "idempotent-replayed" not in a.headers]
+    assert len(first) == 1, [a.status_code for a in answers]
+    for copy in answers:
+        if copy is first[0]:
+            continue
+        if copy.status_code == 409:
+            assert copy.json()["type"].endswith("/idempotency-key-in-use") and copy.headers["retry-after"] == "1"
+        else:  # it arrived once the first answer was stored
+            assert copy.headers["idempotent-replayed"] == "true" and copy.json() == first[0].json()
+    usage = (await client.get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["used"] == count
+    again = await client.post(path, json=body, headers=keyed)
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first[0].json()
+
+
+async def test_a_keyed_request_refused_by_the_quota_is_retried_with_its_key(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    await configure(app, acme, predictions_per_day=1)
+    await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    keyed = {**acme.headers, "Idempotency-Key": "after-midnight"}
+    body = {"source": "s", "values": series(2)}
+    assert (await client.post("/v1/predictions", json=body, headers=keyed)).status_code == 429
+    await configure(app, acme, predictions_per_day=2)
+    retried = await client.post("/v1/predictions", json=body, headers=keyed)
+    assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
+
+
+@pytest.mark.parametrize(
     ("limit", "fragment"),
     [
         ("max_batch_items", "at most 2 items"),

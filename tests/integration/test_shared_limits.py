@@ -84,6 +84,32 @@ async def test_the_daily_prediction_quota_is_shared_by_both_apps(pair: Pair) -> 
     assert usage["predictions_per_day"]["used"] == 3
 
 
+async def test_copies_of_one_keyed_request_on_both_apps_are_charged_once(slow_pair: Pair) -> None:
+    acme = await tenant_on(slow_pair, "acme")
+    keyed = {**acme.headers, "Idempotency-Key": "sent-to-both"}
+    body = {"source": "s", "values": series(1)}
+    first, copy = await asyncio.gather(
+        *(client.post("/v1/predictions", json=body, headers=keyed) for client in slow_pair.clients)
+    )
+    assert sorted([first.status_code, copy.status_code]) == [201, 409]
+    refused = first if first.status_code == 409 else copy
+    assert refused.json()["type"].endswith("/idempotency-key-in-use") and refused.headers["retry-after"] == "1"
+    usage = (await slow_pair.clients[0].get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["used"] == 1
+    for client in slow_pair.clients:
+        again = await client.post("/v1/predictions", json=body, headers=keyed)
+        assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_keyed_request_refused_on_one_app_is_retried_at_once_on_the_other(pair: Pair) -> None:
+    acme = await tenant_on(pair, "acme", predictions_per_day=1)
+    keyed = {**acme.headers, "Idempotency-Key": "refused-then-retried"}
+    too_many = {"items": [{"source": "s", "values": series(seed)} for seed in range(2)]}
+    assert (await pair.clients[0].post("/v1/predictions/batch", json=too_many, headers=keyed)).status_code == 422
+    retried = await pair.clients[1].post("/v1/predictions/batch", json=batch(1), headers=keyed)
+    assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+
+
 async def test_a_request_in_flight_on_one_app_counts_on_the_other(slow_pair: Pair) -> None:
     acme = await tenant_on(slow_pair, "acme", concurrent_requests=1)
     held = asyncio.create_task(

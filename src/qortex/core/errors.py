@@ -85,6 +85,19 @@ class IdempotencyKeyReused(QortexError):
     status, slug, title = 422, "idempotency-key-reused", "Idempotency key reused with a different request"
 
 
+class IdempotencyKeyInUse(QortexError):
+    """409: a request with this Idempotency-Key is still running; a retry once it is done replays its answer."""
+
+    status, slug, title = 409, "idempotency-key-in-use", "Idempotency key in use"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"a request with Idempotency-Key {key!r} is still being processed; retry after Retry-After seconds "
+            "to get its answer",
+            headers={"Retry-After": "1"},
+        )
+
+
 class PayloadTooLarge(QortexError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 

@@ -15,10 +15,12 @@ failure is logged: limits protect capacity, they must not become the outage.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -36,7 +38,7 @@ from qortex.audit.service import AuditRecord, AuditWriter
 from qortex.core import idempotency
 from qortex.core.config import Settings
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import InvalidInput, NotFound, Overloaded
+from qortex.core.errors import IdempotencyKeyInUse, InvalidInput, NotFound, Overloaded
 from qortex.core.idempotency import IdempotentRequest
 from qortex.limits import repository
 from qortex.limits.errors import RateLimited, StorageQuotaExceeded
@@ -365,6 +367,55 @@ class RateLimits:
                 f"the tenant stores {stored} bytes of predictions, its quota is {limits.stored_bytes} bytes "
                 "(limit stored_bytes); delete data or raise the quota"
             )
+
+    @asynccontextmanager
+    async def running_alone(self, principal: Principal, request: IdempotentRequest | None) -> AsyncIterator[None]:
+        """Runs a create request while no copy of it (same tenant and Idempotency-Key) runs, else refuses it 409.
+
+        Held until the answer is committed, so copies sent at once run and are charged once; a copy arriving
+        after that replays the stored answer. While the counter store is unavailable copies run side by side,
+        and the database still stores only one of them.
+        """
+        if request is None:
+            yield
+            return
+        # Hashed: the key is the client's text, and the counter store holds no tenant data.
+        key = f"{principal.tenant_id}:{hashlib.sha256(request.key.encode()).hexdigest()}"
+        token = await self._claim(principal, request, key)
+        try:
+            yield
+        finally:
+            if token is not None:
+                await self._release_claim(key, token)
+
+    async def _claim(self, principal: Principal, request: IdempotentRequest, key: str) -> str | None:
+        """The claim's token; None when there is nothing to hold (the store is down, or the answer is stored)."""
+        if not self._store_available():
+            return None
+        try:
+            token = await self.storage.claims.claim(key)
+        except _STORE_ERRORS as error:
+            self._store_failed(error)
+            return None
+        if token is None and await idempotency.replay(db=self._db, scope=principal.scope, request=request) is None:
+            raise IdempotencyKeyInUse(request.key)
+        return token
+
+    async def _release_claim(self, key: str, token: str) -> None:
+        claims = self.storage.claims
+
+        async def release() -> None:
+            try:
+                await claims.release(key, token)
+            except _STORE_ERRORS as error:
+                self._store_failed(error)  # the claim's lease frees it
+
+        # On its own task, so a cancelled request still releases it; awaited, so a retry sent as soon as this
+        # answer arrives finds the key free.
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        await asyncio.shield(task)
 
     def quota_for(self, request: Request, principal: Principal) -> RequestQuota:
         return RequestQuota(self, request, principal)

@@ -13,6 +13,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from redis.asyncio import ConnectionPool, Redis
 
 from qortex.core.config import Settings
+from qortex.limits.claims import KeyClaims, MemoryClaims, RedisClaims
 from qortex.limits.concurrency import ConcurrencyCounter, MemoryConcurrency, RedisConcurrency
 
 KEY_PREFIX = "qortex:limits"
@@ -20,10 +21,12 @@ KEY_PREFIX = "qortex:limits"
 
 @dataclass(slots=True)
 class LimitStorage:
-    """The counters of the `limits` strategies, the concurrency counter, and the Redis pool they share."""
+    """The counters of the `limits` strategies, the concurrency counter, the Idempotency-Key claims, and the
+    Redis pool they share."""
 
     counters: Storage
     concurrency: ConcurrencyCounter
+    claims: KeyClaims
     pool: ConnectionPool | None = None
 
     @property
@@ -45,7 +48,7 @@ def _limits_uri(redis_url: str) -> str:
 def open_storage(settings: Settings) -> LimitStorage:
     """Redis if configured, else memory. Redis calls time out quickly: a slow Redis must not stall every request."""
     if not settings.redis_url:
-        return LimitStorage(counters=MemoryStorage(), concurrency=MemoryConcurrency())
+        return LimitStorage(counters=MemoryStorage(), concurrency=MemoryConcurrency(), claims=MemoryClaims())
     timeout = settings.limits_redis_timeout_seconds
     pool = ConnectionPool.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     # `limits` types its client options as scalars, but hands a pool through to redis-py untouched.
@@ -57,5 +60,8 @@ def open_storage(settings: Settings) -> LimitStorage:
         wrap_exceptions=True,
         **client_options,
     )
-    concurrency = RedisConcurrency(Redis(connection_pool=pool), lease_seconds=settings.limits_concurrency_lease_seconds)
-    return LimitStorage(counters=counters, concurrency=concurrency, pool=pool)
+    redis = Redis(connection_pool=pool)
+    lease = settings.limits_concurrency_lease_seconds
+    concurrency = RedisConcurrency(redis, lease_seconds=lease)
+    claims = RedisClaims(redis, lease_seconds=lease)
+    return LimitStorage(counters=counters, concurrency=concurrency, claims=claims, pool=pool)

@@ -48,14 +48,15 @@ async def create_prediction(
     request: Request,
 ) -> Response:
     """Predicts the direction of one series and stores the prediction."""
-    await services.limits.admit_predictions(request, principal, count=1, batch=False, replay_of=key)
-    answer = await service.create(
-        services=services.predictions,
-        scope=principal.scope,
-        request=body,
-        key=key,
-        quota=services.limits.quota_for(request, principal),
-    )
+    async with services.limits.running_alone(principal, key):
+        await services.limits.admit_predictions(request, principal, count=1, batch=False, replay_of=key)
+        answer = await service.create(
+            services=services.predictions,
+            scope=principal.scope,
+            request=body,
+            key=key,
+            quota=services.limits.quota_for(request, principal),
+        )
     return _answered(answer, status_code=201)
 
 
@@ -68,15 +69,16 @@ async def create_prediction_batch(
     request: Request,
 ) -> Response:
     """Predicts many series at once; each item answers 201 or its own problem."""
-    await services.limits.admit_predictions(request, principal, count=len(body.items), batch=True, replay_of=key)
-    answer = await service.create_batch(
-        services=services.predictions,
-        scope=principal.scope,
-        items=body.items,
-        max_items=services.settings.batch_max_items,
-        key=key,
-        quota=services.limits.quota_for(request, principal),
-    )
+    async with services.limits.running_alone(principal, key):
+        await services.limits.admit_predictions(request, principal, count=len(body.items), batch=True, replay_of=key)
+        answer = await service.create_batch(
+            services=services.predictions,
+            scope=principal.scope,
+            items=body.items,
+            max_items=services.settings.batch_max_items,
+            key=key,
+            quota=services.limits.quota_for(request, principal),
+        )
     return _answered(answer, status_code=200)
 
 

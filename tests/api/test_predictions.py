@@ -6,6 +6,7 @@ import math
 
 import httpx
 import numpy as np
+import pytest
 
 from qortex.core.database import Database
 from qortex.models import repository
@@ -64,6 +65,17 @@ async def test_an_idempotency_key_reused_for_another_body_is_refused(
     reused = await client.post("/v1/predictions", json={"source": "s", "values": series(seed=2)}, headers=headers)
     assert reused.status_code == 422
     assert reused.json()["type"].endswith("/idempotency-key-reused")
+
+
+@pytest.mark.parametrize("key", ["é", "ключ", "naïve", "tab\tin", "\x7f", ""])
+async def test_an_idempotency_key_beyond_printable_ascii_is_refused_alike(
+    client: httpx.AsyncClient, acme: TenantCredentials, key: str
+) -> None:
+    """Header bytes arrive read as Latin-1: a UTF-8 key would be accepted or refused by the bytes it happens to hold."""
+    headers = {**acme.headers, "Idempotency-Key": key.encode()}
+    refused = await client.post("/v1/predictions", json={"source": "s", "values": series(seed=1)}, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "Idempotency-Key must be 1 to 255 printable ASCII characters"
 
 
 async def test_a_batch_answers_each_item_and_a_bad_item_fails_alone(

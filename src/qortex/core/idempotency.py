@@ -47,9 +47,11 @@ class IdempotentRequest:
     def from_header(cls, key: str | None, *, operation: str, body: bytes) -> IdempotentRequest | None:
         if key is None:
             return None
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        # ASCII only: header bytes arrive read as Latin-1, so a UTF-8 key would be accepted or refused
+        # by whichever bytes its encoding happens to hold.
+        if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
             raise InvalidInput(
-                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
                 errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid idempotency key"}],
             )
         digest = hashlib.sha256(operation.encode() + b"\0" + body).hexdigest()

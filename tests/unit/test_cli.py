@@ -380,6 +380,15 @@ def test_a_key_name_is_stored_without_surrounding_spaces_as_through_the_api(qort
     assert "│ nightly job │" in ok(qortex, "keys", "list", "--tenant", "acme").stdout
 
 
+@pytest.mark.parametrize("name", ["[/]", "[bold red]owner[/] key", "[link=https://evil.example]docs[/link]"])
+def test_a_key_name_is_listed_as_written_never_as_console_markup(qortex: CliRunner, name: str) -> None:
+    """A tenant's admin names keys through the API: the operator sees the text, neither styled nor crashed."""
+    ok(qortex, "tenants", "create", "acme")
+    ok(qortex, "keys", "create", "--tenant", "acme", "--name", name)
+    listed = ok(qortex, "keys", "list", "--tenant", "acme").stdout
+    assert re.search(rf"│ {re.escape(name)} +│", listed), listed
+
+
 def test_an_expiry_beyond_a_century_is_a_usage_error_not_a_crash(qortex: CliRunner) -> None:
     ok(qortex, "tenants", "create", "acme")
     result = invoke(qortex, "keys", "create", "--tenant", "acme", "--expires-in-days", "100000000")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.table import Table
+from rich.text import Text
 
 from qortex.cli._common import console, every_item, one_line_errors, open_database, print_table, resolve_tenant, run
 from qortex.core.clock import utcnow
@@ -82,7 +83,9 @@ def list_keys(
 
     table = Table("id", "name", "role", "created", "expires", "state")
     for row in run(_list()):
-        table.add_row(*row)
+        # Plain text, not Rich markup: a tenant's admin names keys through the API, so "[/]" must not crash the
+        # listing, nor "[link=...]" restyle it.
+        table.add_row(*map(Text, row))
     print_table(table)
 
 

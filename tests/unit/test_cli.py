@@ -355,6 +355,19 @@ def test_bad_input_is_one_line_on_stderr_and_a_failing_exit(
     assert_one_line_error(invoke_narrow(qortex, monkeypatch, *args), expected)
 
 
+def test_revoking_by_a_whole_key_names_its_id_without_echoing_the_secret(qortex: CliRunner) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    key = KEY.search(ok(qortex, "keys", "create", "--tenant", "acme").stdout)
+    assert key is not None
+    secret = key.group(0).rpartition("_")[2]
+    whole = invoke(qortex, "keys", "revoke", key.group(0), "--tenant", "acme")
+    assert_one_line_error(whole, f"not a key id; its id is {uuid.UUID(key.group(1))}")
+    mangled = invoke(qortex, "keys", "revoke", f"qx_{key.group(1)[:-1]}_{secret}", "--tenant", "acme")
+    assert_one_line_error(mangled, "that is an API key, secret included, not a key id")
+    assert secret not in whole.stdout + whole.stderr + mangled.stdout + mangled.stderr
+    assert "active" in ok(qortex, "keys", "list", "--tenant", "acme").stdout
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

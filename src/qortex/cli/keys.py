@@ -15,6 +15,7 @@ from qortex.cli._common import console, every_item, one_line_errors, open_databa
 from qortex.core.clock import utcnow
 from qortex.identity import service as identity_service
 from qortex.identity.schemas import ApiKeyCreate
+from qortex.security import api_keys
 from qortex.security.rbac import Role
 
 app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -99,7 +100,7 @@ def revoke(
     try:
         parsed = uuid.UUID(key_id)
     except ValueError:
-        raise ValueError(f"{key_id!r} is not a key id") from None
+        raise ValueError(_not_a_key_id(key_id)) from None
 
     async def _revoke() -> bool:
         async with open_database() as db:
@@ -107,3 +108,11 @@ def revoke(
             return await identity_service.revoke_key(db=db, scope=owner.scope, key_id=parsed, cache=None)
 
     console.print(f"Revoked {parsed}." if run(_revoke()) else f"Key {parsed} was already revoked.")
+
+
+def _not_a_key_id(argument: str) -> str:
+    """Why an argument is not a key id. A whole key is not echoed: its secret would land in scrollback and logs."""
+    if not argument.startswith(api_keys.PREFIX):
+        return f"{argument!r} is not a key id"
+    whole = api_keys.parse_key(argument)
+    return "that is an API key, secret included, not a key id" + (f"; its id is {whole.key_id}" if whole else "")

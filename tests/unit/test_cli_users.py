@@ -58,6 +58,30 @@ def test_create_list_set_role_and_deactivate(qortex: CliRunner) -> None:
     assert "deactivated" in invoke(qortex, "users", "list", "--include-inactive").stdout
 
 
+def test_a_change_that_changes_nothing_says_so_instead_of_ending_sessions(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    created = invoke(
+        qortex,
+        "users",
+        "create",
+        "quinn",
+        "--email",
+        "q@example.com",
+        "--password-stdin",
+        stdin="a long enough password\n",
+    )
+    assert created.exit_code == 0, created.output + created.stderr
+    changed = invoke(qortex, "users", "set-role", "quinn", "viewer")
+    assert changed.stdout.strip() == "quinn is now viewer; their sessions have ended."
+    again = invoke(qortex, "users", "set-role", "quinn", "viewer")
+    assert again.exit_code == 0 and again.stdout.strip() == "quinn already is viewer; nothing changed."
+    assert (
+        invoke(qortex, "users", "deactivate", "quinn").stdout.strip() == "Deactivated quinn; their sessions have ended."
+    )
+    repeated = invoke(qortex, "users", "deactivate", "quinn")
+    assert repeated.exit_code == 0 and repeated.stdout.strip() == "quinn was already deactivated."
+
+
 def test_a_prompted_password_is_hidden_and_confirmed(qortex: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
     monkeypatch.setattr(users, "_has_terminal", lambda: True)  # the runner answers the prompt as a terminal would

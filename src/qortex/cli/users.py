@@ -26,6 +26,7 @@ from qortex.cli._common import (
 from qortex.core.config import get_settings
 from qortex.core.database import Database
 from qortex.identity import users as user_service
+from qortex.identity.models import User
 from qortex.identity.schemas import UserCreate
 from qortex.security.passwords import Passwords
 from qortex.security.rbac import Role
@@ -149,8 +150,10 @@ def list_users(
     print_table(table)
 
 
-def _change(username: str, tenant: str | None, changes: user_service.UserChanges) -> None:
-    async def _apply() -> None:
+def _change(username: str, tenant: str | None, changes: user_service.UserChanges) -> User:
+    """Applies the changes; returns the person as they were before, so the answer can say whether anything changed."""
+
+    async def _apply() -> User:
         async with open_database() as db:
             owner = await resolve_tenant(db, tenant)
             user = await user_service.find_by_username(db=db, scope=owner.scope, username=username)
@@ -167,8 +170,9 @@ def _change(username: str, tenant: str | None, changes: user_service.UserChanges
             finally:
                 if revocations is not None:
                     await revocations.stop()
+            return user
 
-    run(_apply())
+    return run(_apply())
 
 
 @app.command("set-role")
@@ -179,7 +183,10 @@ def set_role(
     tenant: TenantOption = None,
 ) -> None:
     """Changes a person's role; their sessions end, so the new role applies at their next login."""
-    _change(username, tenant, user_service.UserChanges(role=role))
+    before = _change(username, tenant, user_service.UserChanges(role=role))
+    if before.role == role.value:
+        console.print(f"{username} already is {role.value}; nothing changed.", highlight=False)
+        return
     console.print(f"{username} is now {role.value}; their sessions have ended.", highlight=False)
 
 
@@ -190,5 +197,8 @@ def deactivate(
     tenant: TenantOption = None,
 ) -> None:
     """Deactivates a person: they can no longer log in, and their sessions end."""
-    _change(username, tenant, user_service.UserChanges(active=False))
+    before = _change(username, tenant, user_service.UserChanges(active=False))
+    if not before.active:
+        console.print(f"{username} was already deactivated.", highlight=False)
+        return
     console.print(f"Deactivated {username}; their sessions have ended.", highlight=False)

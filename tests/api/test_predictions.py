@@ -146,6 +146,24 @@ async def test_listing_pages_newest_first_with_filters(client: httpx.AsyncClient
         assert all(item["direction"] == direction for item in chosen["items"])
 
 
+async def test_a_creation_window_that_ends_before_it_starts_is_refused_not_answered_empty(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """Swapped bounds are a client's mistake: an empty page would read as "no predictions then"."""
+    await client.post("/v1/predictions", json={"source": "s", "values": series()}, headers=acme.headers)
+    for after, before in (
+        ("2030-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
+        ("2026-01-01T12:00:00Z", "2026-01-01T13:00:00+01:00"),
+    ):
+        params = {"created_after": after, "created_before": before}
+        refused = await client.get("/v1/predictions", params=params, headers=acme.headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["loc"] == ["query", "created_before"]
+    window = {"created_after": "2020-01-01T00:00:00Z", "created_before": "2100-01-01T00:00:00Z"}
+    assert len((await client.get("/v1/predictions", params=window, headers=acme.headers)).json()["items"]) == 1
+
+
 async def test_a_horizon_the_model_was_not_trained_for_is_refused(
     client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

@@ -363,6 +363,7 @@ async def get(*, db: Database, scope: TenantScope, prediction_id: uuid.UUID) -> 
 async def list_predictions(
     *, db: Database, scope: TenantScope, where: PredictionFilter, limit: int, before: uuid.UUID | None
 ) -> Page[PredictionOut]:
+    _check_window(where)
     async with db.tenant_session(scope) as session:
         rows = await repository.list_predictions(
             session=session, scope=scope, where=where, limit=limit + 1, before=before
@@ -371,3 +372,14 @@ async def list_predictions(
     codec = payload_codec()
     items = [_to_out(row, codec.decode(row.details_payload, _details_context(scope, row.id))) for row in page.items]
     return Page(items=items, next_cursor=page.next_cursor)
+
+
+def _check_window(where: PredictionFilter) -> None:
+    """Both bounds are exclusive, so a window that does not end after it starts holds nothing: that is swapped or
+    mistyped bounds, which an empty page would pass off as a period without predictions."""
+    after, before = where.created_after, where.created_before
+    if after is not None and before is not None and before <= after:
+        raise InvalidInput(
+            f"created_before ({before.isoformat()}) must be later than created_after ({after.isoformat()})",
+            errors=[{"loc": ["query", "created_before"], "msg": "must be later than created_after"}],
+        )

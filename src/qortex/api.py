@@ -6,7 +6,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import ConnectionPool
 
 from qortex import __version__
@@ -42,6 +42,7 @@ from qortex.web.client_ip import ClientIpMiddleware
 from qortex.web.dependencies import AppServices, on_forbidden
 from qortex.web.middleware import BodySizeLimitMiddleware, HeadAsGetMiddleware, RequestIdMiddleware
 from qortex.web.problems import PROBLEM_RESPONSES, UnexpectedErrorMiddleware, install_problem_handlers
+from qortex.web.query import refuse_repeated_parameters
 from qortex.web.request_policy import RequestPolicy
 from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
 
@@ -167,7 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_router,
     )
     for router in api_routers:
-        app.include_router(router, responses=PROBLEM_RESPONSES)
+        app.include_router(router, responses=PROBLEM_RESPONSES, dependencies=[Depends(refuse_repeated_parameters)])
     # --- further routers are included above this line
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(HeadAsGetMiddleware)

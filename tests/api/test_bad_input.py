@@ -140,6 +140,24 @@ async def test_control_characters_and_naive_dates_in_queries_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/v1/predictions", "direction=up&direction=down", "direction"),
+        ("/v1/predictions", "source=a&limit=2&source=b", "source"),
+        ("/v1/predictions", "limit=1&limit=500", "limit"),
+        ("/v1/models", "cursor=AAAAAAAAAAAAAAAAAAAAAA&cursor=AAAAAAAAAAAAAAAAAAAAAQ", "cursor"),
+        ("/v1/api-keys", "include_revoked=false&include_revoked=true", "include_revoked"),
+    ],
+)
+async def test_a_repeated_query_parameter_is_refused_not_resolved(
+    client: httpx.AsyncClient, acme: TenantCredentials, path: str, query: str, name: str
+) -> None:
+    """As with a body's duplicate keys, which copy wins depends on who reads it: neither is taken."""
+    body = problem(await client.get(f"{path}?{query}", headers=acme.headers), 422)
+    assert body["errors"] == [{"loc": ["query", name], "msg": "given more than once", "type": "repeated"}]
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         '{"source": "a", "source": "b", "values": [1, 2, 3, 4, 5, 6, 7, 8]}',

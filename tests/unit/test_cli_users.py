@@ -32,21 +32,24 @@ def invoke(runner: CliRunner, *args: str, stdin: str | None = None) -> Result:
     return runner.invoke(app, list(args), input=stdin)
 
 
-def test_create_list_set_role_and_deactivate(qortex: CliRunner) -> None:
-    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+def create_user(runner: CliRunner, name: str, email: str, *options: str) -> None:
     created = invoke(
-        qortex,
+        runner,
         "users",
         "create",
-        "Quinn",
+        name,
         "--email",
-        "Quinn@Example.com",
-        "--role",
-        "admin",
+        email,
+        *options,
         "--password-stdin",
         stdin="a long enough password\n",
     )
     assert created.exit_code == 0, created.output + created.stderr
+
+
+def test_create_list_set_role_and_deactivate(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    create_user(qortex, "Quinn", "Quinn@Example.com", "--role", "admin")
     listed = invoke(qortex, "users", "list")
     assert "quinn" in listed.stdout and "quinn@example.com" in listed.stdout and "admin" in listed.stdout
     assert "argon2" not in listed.stdout
@@ -60,17 +63,7 @@ def test_create_list_set_role_and_deactivate(qortex: CliRunner) -> None:
 
 def test_a_change_that_changes_nothing_says_so_instead_of_ending_sessions(qortex: CliRunner) -> None:
     assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
-    created = invoke(
-        qortex,
-        "users",
-        "create",
-        "quinn",
-        "--email",
-        "q@example.com",
-        "--password-stdin",
-        stdin="a long enough password\n",
-    )
-    assert created.exit_code == 0, created.output + created.stderr
+    create_user(qortex, "quinn", "q@example.com")
     changed = invoke(qortex, "users", "set-role", "quinn", "viewer")
     assert changed.stdout.strip() == "quinn is now viewer; their sessions have ended."
     again = invoke(qortex, "users", "set-role", "quinn", "viewer")

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from qortex.api import create_app
 from qortex.core.config import Settings
@@ -108,6 +109,34 @@ async def test_a_keyed_request_refused_on_one_app_is_retried_at_once_on_the_othe
     assert (await pair.clients[0].post("/v1/predictions/batch", json=too_many, headers=keyed)).status_code == 422
     retried = await pair.clients[1].post("/v1/predictions/batch", json=batch(1), headers=keyed)
     assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
+
+
+async def test_a_keyed_request_whose_claim_release_failed_once_is_retried_on_the_other_app(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis blip while giving the key back must not refuse every retry 409 until the claim's lease ends."""
+    acme = await tenant_on(pair, "acme", predictions_per_day=1)
+    claims = pair.apps[0].state.services.limits.storage.claims
+    release, failures = claims.release, [RedisTimeoutError("Timeout reading from socket")]
+
+    async def blip(key: str, token: str) -> None:
+        if failures:
+            raise failures.pop()
+        await release(key, token)
+
+    monkeypatch.setattr(claims, "release", blip)
+    keyed = {**acme.headers, "Idempotency-Key": "released-late"}
+    too_many = {"items": [{"source": "s", "values": series(seed)} for seed in range(2)]}
+    assert (await pair.clients[0].post("/v1/predictions/batch", json=too_many, headers=keyed)).status_code == 422
+    assert not failures
+    statuses = []
+    for _ in range(6):  # the 409 asks for a retry after 1 s
+        retried = await pair.clients[1].post("/v1/predictions/batch", json=batch(1), headers=keyed)
+        statuses.append(retried.status_code)
+        if retried.status_code != 409:
+            break
+        await asyncio.sleep(float(retried.headers["retry-after"]))
+    assert statuses[-1] == 200, statuses
 
 
 async def test_a_request_in_flight_on_one_app_counts_on_the_other(slow_pair: Pair) -> None:

@@ -15,6 +15,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from qortex.limits.concurrency import RELEASE_RETRY_DELAYS
+
 log = structlog.get_logger("qortex.limits.claims")
 
 # Deletes the claim only if this request still holds it: after its lease ran out, another request may.
@@ -35,6 +37,10 @@ class KeyClaims(Protocol):
         """Releases the claim if `token` still holds it."""
         ...
 
+    def release_later(self, key: str, token: str) -> None:
+        """Retries a release that failed, in the background; after the last attempt the claim's lease frees it."""
+        ...
+
 
 class MemoryClaims:
     """Claims of this process only (the embedded mode): one event loop, so no lock is needed."""
@@ -49,6 +55,10 @@ class MemoryClaims:
         return token
 
     async def release(self, key: str, token: str) -> None:
+        self.release_later(key, token)
+
+    def release_later(self, key: str, token: str) -> None:
+        """In process a release cannot fail: done at once."""
         if self._held.get(key) == token:
             del self._held[key]
 
@@ -70,20 +80,24 @@ class RedisClaims:
         except BaseException:
             # A reply that timed out, or a request cancelled while waiting for it, may follow a SET that did
             # take the claim: every retry of the request would be refused until its lease ends.
-            self._release_in_background(key, token)
+            self.release_later(key, token)
             raise
         return token if taken else None
 
     async def release(self, key: str, token: str) -> None:
         await self._release(keys=[self._prefix + key], args=[token])
 
-    def _release_in_background(self, key: str, token: str) -> None:
+    def release_later(self, key: str, token: str) -> None:
+        """Releases a claim from a background task, which neither a cancellation nor a slow Redis holds up."""
         task = asyncio.get_running_loop().create_task(self._release_quietly(key, token))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
     async def _release_quietly(self, key: str, token: str) -> None:
-        try:
-            await self.release(key, token)
-        except (RedisError, OSError):
-            log.warning("idempotency_claim_not_released", lease_seconds=self._lease_ms / 1000)
+        for delay in RELEASE_RETRY_DELAYS:
+            try:
+                await self.release(key, token)
+                return
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+        log.warning("idempotency_claim_not_released", lease_seconds=self._lease_ms / 1000)

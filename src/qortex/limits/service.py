@@ -408,7 +408,10 @@ class RateLimits:
             try:
                 await claims.release(key, token)
             except _STORE_ERRORS as error:
-                self._store_failed(error)  # the claim's lease frees it
+                self._store_failed(error)
+                # A blip must not hold the claim for its whole lease: a retry of a request that failed would be
+                # refused 409 meanwhile, with no stored answer to replay.
+                claims.release_later(key, token)
 
         # On its own task, so a cancelled request still releases it; awaited, so a retry sent as soon as this
         # answer arrives finds the key free.

@@ -368,6 +368,18 @@ def test_revoking_by_a_whole_key_names_its_id_without_echoing_the_secret(qortex:
     assert "active" in ok(qortex, "keys", "list", "--tenant", "acme").stdout
 
 
+@pytest.mark.parametrize("pasted", ["Bearer {key}", " {key}", "Authorization: Bearer {key}"])
+def test_revoking_by_a_whole_key_pasted_with_text_around_it_does_not_echo_the_secret(
+    qortex: CliRunner, pasted: str
+) -> None:
+    ok(qortex, "tenants", "create", "acme")
+    key = KEY.search(ok(qortex, "keys", "create", "--tenant", "acme").stdout)
+    assert key is not None
+    refused = invoke(qortex, "keys", "revoke", pasted.format(key=key.group(0)), "--tenant", "acme")
+    assert_one_line_error(refused, f"not a key id; its id is {uuid.UUID(key.group(1))}")
+    assert key.group(0).split("_", 2)[2] not in refused.stdout + refused.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

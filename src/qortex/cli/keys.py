@@ -112,7 +112,9 @@ def revoke(
 
 def _not_a_key_id(argument: str) -> str:
     """Why an argument is not a key id. A whole key is not echoed: its secret would land in scrollback and logs."""
-    if not argument.startswith(api_keys.PREFIX):
+    # Also pasted with what surrounded it ("Bearer qx_...", a leading space): the secret is there all the same.
+    start = argument.find(api_keys.PREFIX)
+    if start < 0:
         return f"{argument!r} is not a key id"
-    whole = api_keys.parse_key(argument)
+    whole = api_keys.parse_key(argument[start:].strip())
     return "that is an API key, secret included, not a key id" + (f"; its id is {whole.key_id}" if whole else "")

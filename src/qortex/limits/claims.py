@@ -7,17 +7,12 @@ shared by every replica; a claim in Redis has a lease, so one held by a process 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Protocol
 
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from qortex.limits.concurrency import RELEASE_RETRY_DELAYS
-
-log = structlog.get_logger("qortex.limits.claims")
+from qortex.limits.releases import BackgroundReleases, Releasable
 
 # Deletes the claim only if this request still holds it: after its lease ran out, another request may.
 _RELEASE = """
@@ -28,17 +23,11 @@ return 0
 """
 
 
-class KeyClaims(Protocol):
+class KeyClaims(Releasable, Protocol):
+    """`release` gives a claim back only if its token still holds it."""
+
     async def claim(self, key: str) -> str | None:
         """Claims `key`; returns the token that releases it, or None while another request holds it."""
-        ...
-
-    async def release(self, key: str, token: str) -> None:
-        """Releases the claim if `token` still holds it."""
-        ...
-
-    def release_later(self, key: str, token: str) -> None:
-        """Retries a release that failed, in the background; after the last attempt the claim's lease frees it."""
         ...
 
 
@@ -71,7 +60,9 @@ class RedisClaims:
         self._lease_ms = int(lease_seconds * 1000)
         self._prefix = prefix
         self._release = redis.register_script(_RELEASE)
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._background = BackgroundReleases(
+            not_released_event="idempotency_claim_not_released", lease_seconds=lease_seconds
+        )
 
     async def claim(self, key: str) -> str | None:
         token = secrets.token_hex(8)
@@ -89,15 +80,4 @@ class RedisClaims:
 
     def release_later(self, key: str, token: str) -> None:
         """Releases a claim from a background task, which neither a cancellation nor a slow Redis holds up."""
-        task = asyncio.get_running_loop().create_task(self._release_quietly(key, token))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-
-    async def _release_quietly(self, key: str, token: str) -> None:
-        for delay in RELEASE_RETRY_DELAYS:
-            try:
-                await self.release(key, token)
-                return
-            except (RedisError, OSError):
-                await asyncio.sleep(delay)
-        log.warning("idempotency_claim_not_released", lease_seconds=self._lease_ms / 1000)
+        self._background.start(lambda: self.release(key, token))

@@ -7,19 +7,13 @@ process that died mid-request free themselves when their lease runs out instead 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from typing import Protocol
 
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-log = structlog.get_logger("qortex.limits.concurrency")
-
-# Seconds between attempts to release a slot whose acquisition failed; after the last, its lease frees it.
-RELEASE_RETRY_DELAYS = (0.5, 2.0, 5.0)
+from qortex.limits.releases import BackgroundReleases, Releasable
 
 _ACQUIRE = """
 local now = redis.call('TIME')
@@ -41,15 +35,9 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-class ConcurrencyCounter(Protocol):
+class ConcurrencyCounter(Releasable, Protocol):
     async def acquire(self, key: str, limit: int) -> str | None:
         """Takes a slot if fewer than `limit` are held; returns its token, or None when all are taken."""
-        ...
-
-    async def release(self, key: str, token: str) -> None: ...
-
-    def release_later(self, key: str, token: str) -> None:
-        """Retries a release that failed, in the background; after the last attempt the slot's lease frees it."""
         ...
 
     async def current(self, key: str) -> int: ...
@@ -93,7 +81,9 @@ class RedisConcurrency:
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
         self._current = redis.register_script(_CURRENT)
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._background = BackgroundReleases(
+            not_released_event="concurrency_slot_not_released", lease_seconds=lease_seconds
+        )
 
     async def acquire(self, key: str, limit: int) -> str | None:
         token = f"{time.time():.6f}:{secrets.token_hex(8)}"
@@ -108,18 +98,7 @@ class RedisConcurrency:
 
     def release_later(self, key: str, token: str) -> None:
         """Releases a slot from a background task, which neither a cancellation nor a slow Redis holds up."""
-        task = asyncio.get_running_loop().create_task(self._release_quietly(key, token))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-
-    async def _release_quietly(self, key: str, token: str) -> None:
-        for delay in RELEASE_RETRY_DELAYS:
-            try:
-                await self.release(key, token)
-                return
-            except (RedisError, OSError):
-                await asyncio.sleep(delay)
-        log.warning("concurrency_slot_not_released", lease_seconds=self._lease_seconds)
+        self._background.start(lambda: self.release(key, token))
 
     async def release(self, key: str, token: str) -> None:
         await self._redis.zrem(self._prefix + key, token)

@@ -19,7 +19,7 @@ import hashlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from qortex.core.idempotency import IdempotentRequest
 from qortex.limits import repository
 from qortex.limits.errors import RateLimited, StorageQuotaExceeded
 from qortex.limits.plans import FALLBACK_PLAN, PLANS, PlanLimits, effective_limits, validate_overrides
+from qortex.limits.releases import Releasable
 from qortex.limits.schemas import LimitUsage, TenantUsage
 from qortex.limits.storage import LimitStorage
 from qortex.security.principal import Principal
@@ -293,23 +294,32 @@ class RateLimits:
         concurrency = self.storage.concurrency
 
         async def release_now() -> None:
-            try:
-                await concurrency.release(tenant, token)
-            except _STORE_ERRORS as error:
-                self._store_failed(error)
-                # A blip must not hold the slot for its whole lease: that locks a tenant with few slots out.
-                concurrency.release_later(tenant, token)
+            await self._release(concurrency, tenant, token)
 
         if self.storage.pool is None:
             return release_now
 
         async def release_in_background() -> None:
             # A Redis round trip after the response would still hold up the connection's next request.
-            task = asyncio.get_running_loop().create_task(release_now())
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
+            self._in_background(release_now())
 
         return release_in_background
+
+    async def _release(self, holder: Releasable, key: str, token: str) -> None:
+        """Gives back a slot or a claim. A blip must not hold it for its whole lease (a tenant with few slots would be
+        locked out; a retry of a request that failed would be refused 409, with no stored answer to replay), so a
+        release that fails is retried in the background."""
+        try:
+            await holder.release(key, token)
+        except _STORE_ERRORS as error:
+            self._store_failed(error)
+            holder.release_later(key, token)
+
+    def _in_background(self, release: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(release)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        return task
 
     async def _refuse_window(
         self,
@@ -402,23 +412,9 @@ class RateLimits:
         return token
 
     async def _release_claim(self, key: str, token: str) -> None:
-        claims = self.storage.claims
-
-        async def release() -> None:
-            try:
-                await claims.release(key, token)
-            except _STORE_ERRORS as error:
-                self._store_failed(error)
-                # A blip must not hold the claim for its whole lease: a retry of a request that failed would be
-                # refused 409 meanwhile, with no stored answer to replay.
-                claims.release_later(key, token)
-
         # On its own task, so a cancelled request still releases it; awaited, so a retry sent as soon as this
         # answer arrives finds the key free.
-        task = asyncio.get_running_loop().create_task(release())
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(self._in_background(self._release(self.storage.claims, key, token)))
 
     def quota_for(self, request: Request, principal: Principal) -> RequestQuota:
         return RequestQuota(self, request, principal)

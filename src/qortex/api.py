@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI
 from redis.asyncio import ConnectionPool
@@ -13,9 +14,10 @@ from qortex import __version__
 from qortex.audit.router import router as audit_router
 from qortex.audit.service import AuditWriter
 from qortex.core.config import Settings, get_settings
-from qortex.core.database import Database
+from qortex.core.database import Database, TenantScope
 from qortex.core.errors import Forbidden
 from qortex.core.group_commit import GroupCommitter
+from qortex.core.housekeeping import Housekeeping
 from qortex.core.migrate import migrate
 from qortex.identity.auth_router import router as auth_router
 from qortex.identity.auth_service import AuthServices
@@ -63,6 +65,10 @@ def startup_problems(settings: Settings) -> list[str]:
     return problems
 
 
+async def _tenant_scopes(db: Database) -> list[TenantScope]:
+    return [tenant.scope for tenant in await tenant_service.list_all(db=db)]
+
+
 async def start_services(settings: Settings) -> AppServices:
     # Also checked here, not only by `qortex serve`: the app factory may be served by any ASGI server.
     problems = startup_problems(settings)
@@ -88,6 +94,10 @@ async def start_services(settings: Settings) -> AppServices:
     audit.start()
     committer = GroupCommitter(db)
     committer.start()
+    housekeeping = Housekeeping(
+        db=db, tenant_scopes=partial(_tenant_scopes, db), interval_seconds=settings.housekeeping_interval_seconds
+    )
+    housekeeping.start()
     limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))
     request_policy = RequestPolicy(
         policies=TenantPolicyCache(db=db, ttl_seconds=settings.tenant_policy_cache_seconds),
@@ -104,6 +114,7 @@ async def start_services(settings: Settings) -> AppServices:
         key_cache=cache,
         audit=audit,
         committer=committer,
+        housekeeping=housekeeping,
         auth=auth,
         request_policy=request_policy,
         limits=limits,
@@ -115,6 +126,7 @@ async def stop_services(services: AppServices) -> None:
     await services.request_policy.close()
     await services.auth.stop()
     # --- further services are stopped above this line
+    await services.housekeeping.stop()
     await services.batcher.stop()
     await services.committer.stop()
     await services.audit.stop()

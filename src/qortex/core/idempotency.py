@@ -6,10 +6,10 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, insert, select
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,11 +21,18 @@ from qortex.core.ids import new_id
 from qortex.core.payload import PayloadContext, payload_codec
 
 MAX_KEY_LENGTH = 255
+# How long a stored first answer is replayed. A retry comes within minutes or hours; after a day the key
+# is free again, and the answer is swept away, so the records do not grow with every request ever made.
+KEY_LIFETIME = timedelta(hours=24)
+SWEEP_CHUNK = 1000
 
 
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_records"
-    __table_args__ = (Index("uq_idempotency_tenant_key", "tenant_id", "key", unique=True),)
+    __table_args__ = (
+        Index("uq_idempotency_tenant_key", "tenant_id", "key", unique=True),
+        Index("ix_idempotency_tenant_created", "tenant_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
@@ -59,28 +66,53 @@ class IdempotentRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredResponse:
-    status_code: int
-    body: Any
+class Answer:
+    """A create response body, and whether it replays an earlier answer.
+
+    The body is what orjson writes as the response: JSON values, or ids and dataclasses it writes itself.
+    """
+
+    body: dict[str, Any]
+    replayed: bool
 
 
 def _context(record_id: uuid.UUID, scope: TenantScope) -> PayloadContext:
     return PayloadContext(scope.tenant_id, "idempotency_records", record_id, "response_payload")
 
 
-async def find(*, session: AsyncSession, scope: TenantScope, request: IdempotentRequest) -> StoredResponse | None:
-    """Returns the stored first answer for this key, or None; refuses a key reused for another request."""
+async def _live_record(
+    session: AsyncSession, scope: TenantScope, request: IdempotentRequest
+) -> tuple[IdempotencyRecord | None, uuid.UUID | None]:
+    """The record for this key if it is still live, and the id of an expired one to forget."""
     record = await session.scalar(
         select(IdempotencyRecord).where(
             IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.key == request.key
         )
     )
     if record is None:
-        return None
+        return None, None
+    if record.created_at <= utcnow() - KEY_LIFETIME:
+        return None, record.id
+    return record, None
+
+
+def _stored_answer(record: IdempotencyRecord, scope: TenantScope, request: IdempotentRequest) -> Answer:
     if record.request_sha256 != request.request_sha256:
         raise IdempotencyKeyReused(f"Idempotency-Key {request.key!r} was first used for a different request")
     body = payload_codec().decode(record.response_payload, _context(record.id, scope))
-    return StoredResponse(status_code=record.status_code, body=body)
+    return Answer(dict(body), replayed=True)
+
+
+async def _forget(db: Database, scope: TenantScope, record_id: uuid.UUID) -> None:
+    """Deletes an expired record, so its key can be stored again; a fresher one by the same key stays."""
+    async with db.tenant_session(scope, write=True) as session:
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.tenant_id == scope.tenant_id,
+                IdempotencyRecord.id == record_id,
+                IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME,
+            )
+        )
 
 
 def remember(
@@ -100,24 +132,41 @@ def remember(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A create response body, and whether it replays an earlier answer.
-
-    The body is what orjson writes as the response: JSON values, or ids and dataclasses it writes itself.
-    """
-
-    body: dict[str, Any]
-    replayed: bool
-
-
 async def replay(*, db: Database, scope: TenantScope, request: IdempotentRequest | None) -> Answer | None:
-    """The stored first answer for this request's key, if any."""
+    """The stored first answer for this request's key, if any; refuses a key reused for another request.
+
+    A key whose answer is older than `KEY_LIFETIME` is free: its record is forgotten and None returned.
+    """
     if request is None:
         return None
     async with db.tenant_session(scope) as session:
-        stored = await find(session=session, scope=scope, request=request)
-    return None if stored is None else Answer(dict(stored.body), replayed=True)
+        record, expired_id = await _live_record(session, scope, request)
+        stored = None if record is None else _stored_answer(record, scope, request)
+    if expired_id is not None:
+        await _forget(db, scope, expired_id)
+    return stored
+
+
+async def sweep_expired(*, db: Database, scope: TenantScope) -> int:
+    """Deletes the tenant's answers older than `KEY_LIFETIME`, a chunk per transaction; returns how many."""
+    swept = 0
+    while True:
+        cutoff = utcnow() - KEY_LIFETIME
+        async with db.tenant_session(scope, write=True) as session:
+            expired = (
+                select(IdempotencyRecord.id)
+                .where(IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.created_at <= cutoff)
+                .limit(SWEEP_CHUNK)
+            )
+            result = await session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.id.in_(expired.scalar_subquery())
+                )
+            )
+        deleted: int = result.rowcount  # type: ignore[attr-defined]
+        swept += deleted
+        if deleted < SWEEP_CHUNK:
+            return swept
 
 
 RowGroup = Sequence[Base] | TableRows

@@ -14,6 +14,7 @@ from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import Forbidden, Unauthenticated
 from qortex.core.group_commit import GroupCommitter
+from qortex.core.housekeeping import Housekeeping
 from qortex.identity import service as identity_service
 from qortex.identity.auth_service import AuthServices
 from qortex.identity.service import ApiKeyCache
@@ -43,6 +44,7 @@ class AppServices:
     key_cache: ApiKeyCache
     audit: AuditWriter
     committer: GroupCommitter
+    housekeeping: Housekeeping
     limits: RateLimits
     request_policy: RequestPolicy
     auth: AuthServices

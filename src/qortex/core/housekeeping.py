@@ -1,0 +1,65 @@
+"""Clean-up that runs in the background of every serving process: stored Idempotency-Key answers past their lifetime.
+
+Every replica sweeps; the deletes are idempotent, so replicas sweeping at once only repeat each other's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from qortex.core import idempotency
+from qortex.core.database import Database, TenantScope
+
+log = structlog.get_logger("qortex.housekeeping")
+
+# The first sweep comes soon after start, so a server restarted more often than the interval still sweeps.
+FIRST_SWEEP_DELAY_SECONDS = 60.0
+
+
+class Housekeeping:
+    """Sweeps every tenant's expired Idempotency-Key answers, every `interval_seconds`."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        tenant_scopes: Callable[[], Awaitable[Sequence[TenantScope]]],
+        interval_seconds: float,
+    ) -> None:
+        self._db = db
+        self._tenant_scopes = tenant_scopes
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="qortex-housekeeping")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def sweep(self) -> int:
+        """One pass over every tenant; returns how many expired answers were deleted."""
+        swept = 0
+        for scope in await self._tenant_scopes():
+            swept += await idempotency.sweep_expired(db=self._db, scope=scope)
+        return swept
+
+    async def _run(self) -> None:
+        await asyncio.sleep(min(self._interval, FIRST_SWEEP_DELAY_SECONDS))
+        while True:
+            try:
+                swept = await self.sweep()
+                if swept:
+                    log.info("idempotency_answers_swept", count=swept)
+            except Exception as error:  # a database hiccup must not end the sweeping for good
+                log.warning("housekeeping_failed", error_type=type(error).__name__)
+            await asyncio.sleep(self._interval)

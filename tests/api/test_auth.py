@@ -441,3 +441,34 @@ async def test_own_password_change_needs_the_current_one_and_ends_every_session(
     assert (await login(client, "heidi", new)).status_code == 200
     outcomes = sorted(e.outcome for e in await events(db, acme.tenant, "user.password_change"))
     assert outcomes == ["failure", "success"]
+
+
+async def test_a_password_change_racing_an_administrators_reset_does_not_undo_it(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reset ends the person's sessions; a change already past its password check must not write over it."""
+    person = await add_user(app, acme.tenant, "quinn")
+    session = bearer((await login(client, "quinn")).json()["access_token"])
+    passwords = app.state.services.auth.passwords
+    hash_async = passwords.hash_async
+    hashing, resume = asyncio.Event(), asyncio.Event()
+    mine, reset = "the thief's own passphrase", "the administrator's reset"
+
+    async def pause_hashing_the_change(password: str) -> str:
+        if password == mine:
+            hashing.set()
+            await resume.wait()
+        return await hash_async(password)
+
+    monkeypatch.setattr(passwords, "hash_async", pause_hashing_the_change)
+    change = asyncio.create_task(
+        client.post("/v1/auth/password", json={"current_password": PASSWORD, "new_password": mine}, headers=session)
+    )
+    await hashing.wait()
+    by_admin = await client.patch(f"/v1/users/{person}", json={"password": reset}, headers=acme.headers)
+    assert by_admin.status_code == 200, by_admin.text
+    resume.set()
+    changed = await change
+    assert changed.status_code == 401, changed.text
+    assert (await login(client, "quinn", mine)).status_code == 401
+    assert (await login(client, "quinn", reset)).status_code == 200

@@ -24,7 +24,7 @@ from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, IpNotAllowed, TenantSuspended, Unauthenticated
 from qortex.core.ids import new_id
 from qortex.identity import user_repository as repo
-from qortex.identity.actors import lock_people
+from qortex.identity.actors import confirm_actor, lock_people
 from qortex.identity.models import AuthSession, RefreshToken, User
 from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security import tokens
@@ -415,9 +415,12 @@ async def change_own_password(
     new_hash = await auth.passwords.hash_async(new)
     now = utcnow()
     async with db.tenant_session(scope, write=True) as session:
-        row = await repo.get_user(session=session, scope=scope, user_id=user.id, for_update=True)
-        if row is None:
-            raise Unauthenticated()
+        # The person's row first, as every flow that ends their sessions locks it: a session ended since the
+        # request was authenticated (a logout, a deactivation, a role change, or a reset, which this change
+        # would otherwise write over) is seen here and refused.
+        people = await lock_people(session=session, scope=scope, user_ids={user.id})
+        await confirm_actor(session=session, scope=scope, actor=principal, locked=people)
+        row = people[user.id]
         row.password_hash = new_hash
         row.password_changed_at = now
         row.updated_at = now

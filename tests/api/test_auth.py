@@ -472,3 +472,54 @@ async def test_a_password_change_racing_an_administrators_reset_does_not_undo_it
     assert changed.status_code == 401, changed.text
     assert (await login(client, "quinn", mine)).status_code == 401
     assert (await login(client, "quinn", reset)).status_code == 200
+
+
+async def test_logins_at_once_that_both_upgrade_an_old_hash_both_succeed(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing a hash made with older parameters is not a password change: a login beside it is not refused."""
+    user_id = await add_user(app, acme.tenant, "olga")
+    async with db.tenant_session(acme.tenant.scope, write=True) as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        user.password_hash = Passwords(time_cost=2, memory_kib=128, parallelism=1).hash(PASSWORD)
+    passwords = app.state.services.auth.passwords
+    hash_async = passwords.hash_async
+    rehashing: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]
+
+    async def rehash_together(password: str) -> str:
+        # Both logins have verified the old hash before either stores its new one.
+        rehashing[sum(e.is_set() for e in rehashing)].set()
+        await asyncio.gather(*(e.wait() for e in rehashing))
+        return await hash_async(password)
+
+    monkeypatch.setattr(passwords, "hash_async", rehash_together)
+    first, second = await asyncio.gather(login(client, "olga"), login(client, "olga"))
+    assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+    async with db.tenant_session(acme.tenant.scope) as session:
+        stored = (await session.scalars(select(User.password_hash).where(User.id == user_id))).one()
+    assert "m=64,t=1,p=1" in stored and passwords.verify(stored, PASSWORD)
+
+
+async def test_a_login_verified_just_before_a_reset_starts_no_session(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = await add_user(app, acme.tenant, "petra")
+    passwords = app.state.services.auth.passwords
+    verify_async = passwords.verify_async
+    verified, resume = asyncio.Event(), asyncio.Event()
+
+    async def pause_after_verifying(stored_hash: str | None, password: str) -> bool:
+        matches = await verify_async(stored_hash, password)
+        if password == PASSWORD:
+            verified.set()
+            await resume.wait()
+        return matches
+
+    monkeypatch.setattr(passwords, "verify_async", pause_after_verifying)
+    attempt = asyncio.create_task(login(client, "petra"))
+    await verified.wait()
+    reset = await client.patch(f"/v1/users/{person}", json={"password": "reset by the admin"}, headers=acme.headers)
+    assert reset.status_code == 200, reset.text
+    resume.set()
+    assert (await attempt).status_code == 401

@@ -223,9 +223,10 @@ async def login(*, db: Database, auth: AuthServices, login_name: str, password: 
     async with db.tenant_session(scope, write=True) as session:
         current = await repo.get_user(session=session, scope=scope, user_id=user.id, for_update=True)
         # Deactivated, or the password changed, since it was verified: a change ends sessions, so none may start.
-        if current is None or not current.active or current.password_hash != user.password_hash:
+        # Its time, not its hash, tells: a login beside this one may have replaced an old hash of the same password.
+        if current is None or not current.active or current.password_changed_at != user.password_changed_at:
             raise Unauthenticated(LOGIN_REFUSED)
-        if new_hash is not None:
+        if new_hash is not None and current.password_hash == user.password_hash:
             current.password_hash = new_hash
         session.add(auth_session)
         await session.flush()

@@ -13,6 +13,7 @@ from redis.asyncio import ConnectionPool
 from qortex import __version__
 from qortex.audit.router import router as audit_router
 from qortex.audit.service import AuditWriter
+from qortex.core import idempotency
 from qortex.core.config import Settings, get_settings
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import Forbidden
@@ -23,6 +24,7 @@ from qortex.identity.auth_router import router as auth_router
 from qortex.identity.auth_service import AuthServices
 from qortex.identity.router import router as api_keys_router
 from qortex.identity.service import ApiKeyCache
+from qortex.identity.sweeps import sweep_finished_sessions
 from qortex.identity.users_router import router as users_router
 from qortex.limits.middleware import RateLimitMiddleware
 from qortex.limits.router import router as usage_router
@@ -95,7 +97,10 @@ async def start_services(settings: Settings) -> AppServices:
     committer = GroupCommitter(db)
     committer.start()
     housekeeping = Housekeeping(
-        db=db, tenant_scopes=partial(_tenant_scopes, db), interval_seconds=settings.housekeeping_interval_seconds
+        db=db,
+        tenant_scopes=partial(_tenant_scopes, db),
+        sweeps={"idempotency_answers": idempotency.sweep_expired, "auth_sessions": sweep_finished_sessions},
+        interval_seconds=settings.housekeeping_interval_seconds,
     )
     housekeeping.start()
     limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))

@@ -81,7 +81,7 @@ async def test_housekeeping_sweeps_every_tenants_expired_answers_and_keeps_the_r
             assert made.status_code == 201, made.text
         await _age(owner_db, tenant, "old", KEY_LIFETIME + timedelta(hours=1))
 
-    assert await app.state.services.housekeeping.sweep() == 2
+    assert (await app.state.services.housekeeping.sweep())["idempotency_answers"] == 2
 
     for tenant in (acme, globex):
         assert await _stored_keys(owner_db, tenant) == {"new"}
@@ -91,7 +91,7 @@ async def test_housekeeping_sweeps_every_tenants_expired_answers_and_keeps_the_r
             headers={**tenant.headers, "Idempotency-Key": "new"},
         )
         assert replay.headers.get("idempotent-replayed") == "true"
-    assert await app.state.services.housekeeping.sweep() == 0
+    assert (await app.state.services.housekeeping.sweep())["idempotency_answers"] == 0
 
 
 async def test_a_sweep_deletes_more_expired_answers_than_one_chunk(

@@ -23,7 +23,12 @@ async def test_sweeping_goes_on_after_a_failed_pass_and_stops_when_told(tmp_path
             third_pass.set()
         return []
 
-    housekeeping = Housekeeping(db=db, tenant_scopes=tenant_scopes, interval_seconds=0.01)
+    async def count_nothing(*, db: Database, scope: TenantScope) -> int:
+        return 0
+
+    housekeeping = Housekeeping(
+        db=db, tenant_scopes=tenant_scopes, sweeps={"nothing": count_nothing}, interval_seconds=0.01
+    )
     housekeeping.start()
     await asyncio.wait_for(third_pass.wait(), timeout=5)
     await housekeeping.stop()

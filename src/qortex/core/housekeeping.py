@@ -1,17 +1,19 @@
-"""Clean-up that runs in the background of every serving process: stored Idempotency-Key answers past their lifetime.
+"""Clean-up that runs in the background of every serving process: rows past the time they are kept for.
 
-Every replica sweeps; the deletes are idempotent, so replicas sweeping at once only repeat each other's work.
+Each sweep deletes one tenant's expired rows of one kind (stored Idempotency-Key answers, finished login
+sessions). Every replica sweeps; the deletes are idempotent, so replicas sweeping at once only repeat
+each other's work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 import structlog
 
-from qortex.core import idempotency
 from qortex.core.database import Database, TenantScope
 
 log = structlog.get_logger("qortex.housekeeping")
@@ -20,18 +22,25 @@ log = structlog.get_logger("qortex.housekeeping")
 FIRST_SWEEP_DELAY_SECONDS = 60.0
 
 
+class Sweep(Protocol):
+    async def __call__(self, *, db: Database, scope: TenantScope) -> int:
+        """Deletes this tenant's expired rows of one kind; returns how many."""
+
+
 class Housekeeping:
-    """Sweeps every tenant's expired Idempotency-Key answers, every `interval_seconds`."""
+    """Runs every sweep for every tenant, every `interval_seconds`."""
 
     def __init__(
         self,
         *,
         db: Database,
         tenant_scopes: Callable[[], Awaitable[Sequence[TenantScope]]],
+        sweeps: Mapping[str, Sweep],
         interval_seconds: float,
     ) -> None:
         self._db = db
         self._tenant_scopes = tenant_scopes
+        self._sweeps = sweeps
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -46,20 +55,21 @@ class Housekeeping:
                 await self._task
             self._task = None
 
-    async def sweep(self) -> int:
-        """One pass over every tenant; returns how many expired answers were deleted."""
-        swept = 0
+    async def sweep(self) -> dict[str, int]:
+        """One pass over every tenant; returns how many rows each sweep deleted."""
+        swept = dict.fromkeys(self._sweeps, 0)
         for scope in await self._tenant_scopes():
-            swept += await idempotency.sweep_expired(db=self._db, scope=scope)
+            for name, sweep in self._sweeps.items():
+                swept[name] += await sweep(db=self._db, scope=scope)
         return swept
 
     async def _run(self) -> None:
         await asyncio.sleep(min(self._interval, FIRST_SWEEP_DELAY_SECONDS))
         while True:
             try:
-                swept = await self.sweep()
-                if swept:
-                    log.info("idempotency_answers_swept", count=swept)
+                for name, count in (await self.sweep()).items():
+                    if count:
+                        log.info("rows_swept", kind=name, count=count)
             except Exception as error:  # a database hiccup must not end the sweeping for good
                 log.warning("housekeeping_failed", error_type=type(error).__name__)
             await asyncio.sleep(self._interval)

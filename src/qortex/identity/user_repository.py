@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.core.database import TenantScope, allow_lookup
@@ -104,3 +104,28 @@ async def count_other_active_owners(*, session: AsyncSession, scope: TenantScope
         User.tenant_id == scope.tenant_id, User.role == Role.OWNER.value, User.active.is_(True), User.id != user_id
     )
     return int(await session.scalar(query) or 0)
+
+
+async def finished_session_ids(
+    *, session: AsyncSession, scope: TenantScope, before: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Up to `limit` sessions that expired or were ended before `before`."""
+    query = (
+        select(AuthSession.id)
+        .where(
+            AuthSession.tenant_id == scope.tenant_id,
+            or_(AuthSession.expires_at <= before, AuthSession.ended_at <= before),
+        )
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
+async def delete_sessions(*, session: AsyncSession, scope: TenantScope, session_ids: Sequence[uuid.UUID]) -> None:
+    """Deletes these sessions and their refresh tokens."""
+    await session.execute(
+        delete(RefreshToken).where(RefreshToken.tenant_id == scope.tenant_id, RefreshToken.session_id.in_(session_ids))
+    )
+    await session.execute(
+        delete(AuthSession).where(AuthSession.tenant_id == scope.tenant_id, AuthSession.id.in_(session_ids))
+    )

@@ -336,6 +336,8 @@ def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
         (("keys", "revoke", str(uuid.UUID(int=7)), "--tenant", "acme"), "not found"),
         (("tenants", "create", "acme"), "tenant 'acme' already exists"),
         (("tenants", "create", "Bad Name!"), "tenant name must be"),
+        # A trailing line break would make a tenant that no command can name.
+        (("tenants", "create", "globex\n"), "tenant name must be"),
         (("tenants", "create", "globex", "--plan", "gold"), "unknown plan 'gold'"),
         (("tenants", "limits", "nope"), "no tenant named 'nope'"),
         (("tenants", "limits", "acme", "--plan", "gold"), "unknown plan 'gold'"),

@@ -26,12 +26,12 @@ from qortex.tenants import repository
 from qortex.tenants.models import Tenant
 from qortex.tenants.policy import TenantPolicyCache, signing_secret_context
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
     """Creates a tenant and registers the shipped default model for it."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(
             "tenant name must be 1 to 63 lowercase letters, digits or hyphens, starting with a letter or digit"
         )

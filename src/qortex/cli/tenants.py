@@ -132,6 +132,11 @@ def limits(
     print_table(table)
 
 
+# More digits than any limit needs (MAX_LIMIT_VALUE has 16); beyond Python's own bound on converting
+# text to an integer (4,300 digits), int() would fail with a message that names neither the limit nor its range.
+_MAX_DIGITS = 32
+
+
 def _parse_assignments(assignments: list[str]) -> dict[str, object]:
     """NAME=VALUE pairs; a value that is not a whole number is kept as text, for validation to name."""
     parsed: dict[str, object] = {}
@@ -140,5 +145,6 @@ def _parse_assignments(assignments: list[str]) -> dict[str, object]:
         if not sep or not limit.strip():
             raise fail(f"--set takes NAME=VALUE, not {assignment!r}")
         text = value.strip().replace("_", "")
-        parsed[limit.strip()] = int(text) if text.isascii() and text.isdigit() else value
+        number = text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS
+        parsed[limit.strip()] = int(text) if number else value
     return parsed

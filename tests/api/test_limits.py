@@ -7,12 +7,14 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from limits.aio.storage import memory as memory_counters
 from sqlalchemy import select
 
 from qortex.api import create_app
@@ -21,6 +23,7 @@ from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import InvalidInput
 from qortex.limits import repository as limits_repository
+from qortex.limits import storage as limits_storage
 from qortex.limits.plans import PLANS
 from qortex.limits.service import set_tenant_limits
 from qortex.security.rbac import Role
@@ -552,3 +555,27 @@ async def test_writes_count_against_the_storage_quota_at_once_not_after_the_cach
     # No forget(): the cached total already holds what the first request stored.
     refused = await client.post("/v1/predictions/batch", json=batch(2), headers=acme.headers)
     assert refused.status_code == 507
+
+
+async def test_after_a_lowered_limit_retry_after_waits_until_a_request_fits(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the newest `limit` requests of the window decide when the next one fits, in memory as in Redis."""
+    ago = [30.0]
+    clock = SimpleNamespace(time=lambda: time.time() - ago[0])
+    monkeypatch.setattr(memory_counters, "time", clock)
+    monkeypatch.setattr(limits_storage, "time", clock)
+    await configure(app, acme, requests_per_minute=100)
+    assert (await client.get(MODELS, headers=acme.headers)).status_code == 200  # 30 s ago
+    ago[0] = 10.0
+    assert [(await client.get(MODELS, headers=acme.headers)).status_code for _ in range(2)] == [200, 200]  # 10 s ago
+    ago[0] = 0.0
+
+    await configure(app, acme, requests_per_minute=2)
+    refused = await client.get(MODELS, headers=acme.headers)
+    assert refused.status_code == 429
+    # The two of 10 s ago hold the window until they are a minute old; the one of 30 s ago leaving frees nothing.
+    assert int(refused.headers["retry-after"]) in range(49, 52)
+    assert int(refused.headers["ratelimit-reset"]) in range(49, 52)
+    ago[0] = -31.0  # when the request of 30 s ago has left the window: still no room
+    assert (await client.get(MODELS, headers=acme.headers)).status_code == 429

@@ -6,6 +6,8 @@ worker processes would each allow the full limit; production runs with Redis).
 
 from __future__ import annotations
 
+import bisect
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,25 @@ class LimitStorage:
             await self.pool.disconnect()
 
 
+class MemoryCounters(MemoryStorage):
+    """The `limits` memory storage, reading a moving window the way its Redis storage does.
+
+    A request is admitted once the newest `limit` entries leave room, and the Redis storage reports only
+    those; the memory storage counted every entry of the window, so after a lowered limit its reset time
+    (hence `Retry-After` and `RateLimit-Reset`) named the oldest entry's expiry, which frees nothing.
+    """
+
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        timestamp = time.time()
+        if events := self.events.get(key, []):
+            # Newest first; the entries still in the window among the newest `limit`.
+            within = bisect.bisect_left(
+                events, -(timestamp - expiry), hi=min(limit, len(events)), key=lambda entry: -entry.atime
+            )
+            return events[within - 1].atime, within
+        return timestamp, 0
+
+
 def _limits_uri(redis_url: str) -> str:
     """`limits` names its async Redis storages `async+redis://`, `async+rediss://`, `async+redis+unix://`."""
     if redis_url.startswith("unix://"):
@@ -48,7 +69,7 @@ def _limits_uri(redis_url: str) -> str:
 def open_storage(settings: Settings) -> LimitStorage:
     """Redis if configured, else memory. Redis calls time out quickly: a slow Redis must not stall every request."""
     if not settings.redis_url:
-        return LimitStorage(counters=MemoryStorage(), concurrency=MemoryConcurrency(), claims=MemoryClaims())
+        return LimitStorage(counters=MemoryCounters(), concurrency=MemoryConcurrency(), claims=MemoryClaims())
     timeout = settings.limits_redis_timeout_seconds
     pool = ConnectionPool.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     # `limits` types its client options as scalars, but hands a pool through to redis-py untouched.

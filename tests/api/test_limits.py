@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from limits.aio import strategies as limits_strategies
 from limits.aio.storage import memory as memory_counters
 from sqlalchemy import select
 
@@ -23,6 +24,7 @@ from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.errors import InvalidInput
 from qortex.limits import repository as limits_repository
+from qortex.limits import service as limits_service
 from qortex.limits import storage as limits_storage
 from qortex.limits.plans import PLANS
 from qortex.limits.service import set_tenant_limits
@@ -579,3 +581,50 @@ async def test_after_a_lowered_limit_retry_after_waits_until_a_request_fits(
     assert int(refused.headers["ratelimit-reset"]) in range(49, 52)
     ago[0] = -31.0  # when the request of 30 s ago has left the window: still no room
     assert (await client.get(MODELS, headers=acme.headers)).status_code == 429
+
+
+async def test_retry_after_for_a_batch_over_the_daily_quota_is_when_the_whole_batch_fits(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not when the first prediction frees up: a client that honours Retry-After must not be refused again."""
+    midnight = float(int(time.time()) // 86_400 * 86_400)
+    now = [midnight - 3_600]  # 23:00 yesterday
+    clock = SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+    for module in (memory_counters, limits_strategies, limits_storage, limits_service):
+        monkeypatch.setattr(module, "time", clock)
+    await configure(app, acme, predictions_per_day=5)
+    assert (await client.post("/v1/predictions/batch", json=batch(5), headers=acme.headers)).status_code == 200
+
+    now[0] = midnight + 3_600  # 01:00: yesterday's 5 still weigh 23/24 of 5, so 1 prediction fits
+    refused = await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)
+    assert refused.status_code == 429
+    # 3 fit once yesterday's weigh at most 2: at 14.4 h before the day ends, 8.6 h (30,960 s) from now.
+    retry_after = int(refused.headers["retry-after"])
+    assert retry_after in range(30_960, 30_963)
+    now[0] += retry_after - 2
+    assert (await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)).status_code == 429
+    now[0] += 2
+    assert (await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)).status_code == 200
+
+
+async def test_retry_after_for_a_batch_that_fits_only_tomorrow_counts_todays_predictions_fading(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    midnight = float(int(time.time()) // 86_400 * 86_400)
+    now = [midnight + 3_600]  # 01:00 today
+    clock = SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+    for module in (memory_counters, limits_strategies, limits_storage, limits_service):
+        monkeypatch.setattr(module, "time", clock)
+    await configure(app, acme, predictions_per_day=5)
+    assert (await client.post("/v1/predictions/batch", json=batch(4), headers=acme.headers)).status_code == 200
+    refused = await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)
+    assert refused.status_code == 429
+    # Today's 4 become yesterday's at midnight (23 h from now) and leave room for 3 once they weigh less than 3:
+    # a quarter of a day later, 23 h + 6 h = 104,400 s.
+    retry_after = int(refused.headers["retry-after"])
+    assert retry_after in range(104_400, 104_403)
+    now[0] += retry_after - 2
+    assert (await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)).status_code == 429
+    now[0] += 2
+    last = await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)
+    assert last.status_code == 200, (last.text, dict(last.headers))

@@ -85,6 +85,16 @@ async def test_the_daily_prediction_quota_is_shared_by_both_apps(pair: Pair) -> 
     assert usage["predictions_per_day"]["used"] == 3
 
 
+async def test_retry_after_for_a_batch_over_the_shared_daily_quota_is_when_the_whole_batch_fits(pair: Pair) -> None:
+    acme = await tenant_on(pair, "acme", predictions_per_day=5)
+    assert (await pair.clients[0].post("/v1/predictions/batch", json=batch(4), headers=acme.headers)).status_code == 200
+    refused = await pair.clients[1].post("/v1/predictions/batch", json=batch(3, seed=5), headers=acme.headers)
+    assert refused.status_code == 429
+    # The window that began with the first 4 ends in a day; they then fade, and leave room for 3 once they
+    # weigh less than 3 of 4, a quarter of a day later (not at the window's end, when 1 fits).
+    assert int(refused.headers["retry-after"]) in range(86_400 + 21_600 - 30, 86_400 + 21_600 + 2)
+
+
 async def test_copies_of_one_keyed_request_on_both_apps_are_charged_once(slow_pair: Pair) -> None:
     acme = await tenant_on(slow_pair, "acme")
     keyed = {**acme.headers, "Idempotency-Key": "sent-to-both"}

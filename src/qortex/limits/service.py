@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coro
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from fastapi import Request
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits.aio.storage import SlidingWindowCounterSupport
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.util import WindowStats
@@ -103,6 +104,28 @@ class RequestQuota:
 
     def stored(self, n_bytes: int) -> None:
         self.limits.note_stored(self.principal.scope, n_bytes)
+
+
+def _until_fits(
+    limit: int, cost: int, previous: int, previous_ttl: float, current: int, current_ttl: float, *, window: int
+) -> int:
+    """Seconds until `cost` more fit a sliding-window counter (`get_sliding_window`'s answer), at least 1.
+
+    The window counts `floor(previous * previous_ttl / window) + current`, the previous window's count fading
+    as the current one goes by. The library's reset time is when the next single unit fades, too early for a
+    request of several: a client honouring it would be refused again and again.
+    """
+    if current + cost <= limit:
+        # The current count stays: wait until the previous one's weight leaves room, i.e. while it still weighs
+        # more than `room` (floor(previous * ttl / window) <= room once previous * ttl / window < room + 1).
+        room = limit - current - cost
+        wait = previous_ttl - (room + 1) * window / previous if previous else 0.0
+    else:
+        # Only once the current window has ended, its count fading as the previous one from then on.
+        ends_in = max(0.0, current_ttl - window)
+        wait = ends_in + window - (limit - cost + 1) * window / current if current else ends_in
+    # Strictly after the moment it fits (which floating point may put a hair early).
+    return max(1, math.ceil(wait + 0.001))
 
 
 def _headers(limit: int, stats: WindowStats, window_seconds: int, now: float) -> dict[str, str]:
@@ -458,6 +481,8 @@ class RateLimits:
             if fits:
                 return
             stats = await self._sliding.get_window_stats(day, tenant, "predictions")
+            counters = cast(SlidingWindowCounterSupport, self.storage.counters)
+            window = await counters.get_sliding_window(day.key_for(tenant, "predictions"), day.get_expiry())
         except _STORE_ERRORS as error:
             self._store_failed(error)
             return
@@ -470,7 +495,7 @@ class RateLimits:
             f"this request needs {count} prediction(s); {max(0, stats.remaining)} of the tenant's "
             f"{day.amount} predictions per day (limit predictions_per_day) remain",
             limit="predictions_per_day",
-            retry_after_seconds=max(1, _seconds_until(stats.reset_time, now)),
+            retry_after_seconds=_until_fits(day.amount, count, *window, window=day.get_expiry()),
         )
 
     async def _audit_refusal(self, request: Request, principal: Principal, name: str, limit: int) -> None:

@@ -188,6 +188,32 @@ async def test_cors_headers_are_absent_for_other_origins(client: httpx.AsyncClie
     assert "access-control-allow-origin" not in simple.headers
 
 
+@pytest.mark.parametrize(
+    ("origin", "method", "headers", "refused"),
+    [
+        ("https://evil.example.net", "POST", None, "origin"),
+        (CONSOLE, "TRACE", None, "method"),
+        (CONSOLE, "POST", "authorization, x-not-allowed", "headers"),
+    ],
+)
+async def test_a_refused_preflight_is_a_problem_naming_what_is_not_allowed(
+    client: httpx.AsyncClient, origin: str, method: str, headers: str | None, refused: str
+) -> None:
+    asked = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers is not None:
+        asked["Access-Control-Request-Headers"] = headers
+    preflight = await client.options("/v1/predictions", headers=asked)
+    assert preflight.status_code == 400
+    assert preflight.headers["content-type"] == "application/problem+json"
+    problem = preflight.json()
+    assert problem["type"] == PROBLEMS + "cors-not-allowed"
+    assert problem["status"] == 400 and refused in problem["detail"]
+    assert problem["instance"] == preflight.headers["x-request-id"]
+    if refused == "origin":
+        assert "access-control-allow-origin" not in preflight.headers
+    assert_security_headers(preflight)
+
+
 async def test_a_configured_origin_may_read_the_request_id_and_rate_limit_headers(
     client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

@@ -15,11 +15,13 @@ import hashlib
 import re
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qortex.web.asgi import HttpMiddleware
 from qortex.web.middleware import ORIGINAL_METHOD
+from qortex.web.problems import problem_response
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -131,6 +133,36 @@ CORS_EXPOSE_HEADERS = (
 )
 
 
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, except that a refused preflight is an RFC 9457 problem, like every other error answer
+    (Starlette answers it with a plain-text 400)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        if (
+            headers is None
+            or scope["method"] != "OPTIONS"
+            or "origin" not in headers
+            or "access-control-request-method" not in headers
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        response = self.preflight_response(request_headers=headers)
+        if response.status_code == 400:
+            # "Disallowed CORS origin, method": what the browser asked for that is not allowed.
+            refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+            kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+            response = problem_response(
+                status=400,
+                slug="cors-not-allowed",
+                title="Cross-origin request not allowed",
+                detail=f"this cross-origin request is not allowed: disallowed {refused}",
+                request_id=scope.get("state", {}).get("request_id"),
+                headers=kept,
+            )
+        await response(scope, receive, send)
+
+
 def add_cors(app: Starlette, origins: list[str]) -> None:
     """CORS for exactly the configured origins; with none, no CORS headers are ever sent.
 
@@ -139,7 +171,7 @@ def add_cors(app: Starlette, origins: list[str]) -> None:
     if not origins:
         return
     app.add_middleware(
-        CORSMiddleware,
+        ProblemCORSMiddleware,
         allow_origins=origins,
         allow_methods=CORS_ALLOW_METHODS,
         allow_headers=CORS_ALLOW_HEADERS,

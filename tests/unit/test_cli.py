@@ -819,3 +819,32 @@ def test_tenants_suspend_and_resume(qortex: CliRunner) -> None:
 def test_a_command_leaves_no_logger_bound_to_a_stream_the_runner_closed(qortex: CliRunner) -> None:
     ok(qortex, "tenants", "list")
     structlog.get_logger("qortex.test").error("logged after the command")  # raised on a closed stream before
+
+
+def test_an_operator_can_lift_a_tenants_allow_list_and_signing_requirement(qortex: CliRunner, tmp_path: Path) -> None:
+    """The way back for a tenant whose allow-list or signing requirement locked every credential out."""
+    ok(qortex, "tenants", "create", "acme")
+    database = tmp_path / "data" / "qortex.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE tenants SET ip_allowlist = '[\"192.0.2.0/24\"]', require_signed_requests = 1 WHERE name = 'acme'"
+        )
+    lifted = ok(qortex, "tenants", "reset-request-policy", "acme").stdout
+    assert "acme" in lifted and "allow-list" in lifted
+    with sqlite3.connect(database) as connection:
+        allowlist, required = connection.execute(
+            "SELECT ip_allowlist, require_signed_requests FROM tenants WHERE name = 'acme'"
+        ).fetchone()
+        actor, details = connection.execute(
+            "SELECT actor_kind, details FROM audit_events WHERE action = 'tenant.security_changed'"
+        ).fetchone()
+    assert (json.loads(allowlist), required) == ([], 0)
+    assert actor == "operator"
+    assert json.loads(details) == {
+        "ip_allowlist": {"from": ["192.0.2.0/24"], "to": []},
+        "require_signed_requests": {"from": True, "to": False},
+        "confirm_lockout": False,
+    }
+    assert re.search(r"acme\W+intact", ok(qortex, "audit", "verify").stdout)
+    assert "nothing to lift" in ok(qortex, "tenants", "reset-request-policy", "acme").stdout
+    assert_one_line_error(invoke(qortex, "tenants", "reset-request-policy", "nobody"), "no tenant named 'nobody'")

@@ -1,4 +1,5 @@
-"""`qortex tenants create|list|suspend|resume|limits`: operator commands, run on the server's host."""
+"""`qortex tenants create|list|suspend|resume|limits|reset-request-policy`: operator commands, run on the server's
+host."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from qortex.limits.plans import LIMIT_NAMES, PLANS
 from qortex.limits.service import TenantLimits
 from qortex.tenants import service as tenant_service
 
-app = typer.Typer(no_args_is_help=True, help="Create, list, suspend and resume tenants; show and change their limits.")
+app = typer.Typer(
+    no_args_is_help=True, help="Create, list, suspend and resume tenants; show and change their limits; lift a lockout."
+)
 
 
 @app.command("create")
@@ -85,6 +88,32 @@ def resume(name: Annotated[str, typer.Argument(help="The tenant's name")]) -> No
     """Lets a suspended tenant's keys and sessions in again."""
     changed = _set_active(name, active=True)
     console.print(f"Resumed tenant {name}." if changed else f"Tenant {name} was not suspended.")
+
+
+@app.command("reset-request-policy")
+@one_line_errors
+def reset_request_policy(name: Annotated[str, typer.Argument(help="The tenant's name")]) -> None:
+    """Empties the tenant's IP allow-list and stops requiring signed requests (its signing secret stays): the way
+    back for a tenant locked out of the API. Audited; running servers apply it within
+    QORTEX_TENANT_POLICY_CACHE_SECONDS."""
+
+    async def _reset() -> tuple[list[str], bool]:
+        async with open_database() as db:
+            tenant = await resolve_tenant(db, name)
+            before = (list(tenant.ip_allowlist or []), tenant.require_signed_requests)
+            await tenant_service.reset_request_policy(db=db, scope=tenant.scope)
+            return before
+
+    allowlist, required = run(_reset())
+    if not allowlist and not required:
+        console.print(f"Tenant {name} has no allow-list and does not require signed requests: nothing to lift.")
+        return
+    console.print(
+        f"Tenant {name}: allow-list emptied (it was {', '.join(allowlist) or 'empty'}); signed requests"
+        f" {'no longer required' if required else 'were not required'}.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("limits")

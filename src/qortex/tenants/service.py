@@ -85,7 +85,7 @@ class Caller:
     """Who asks for a change, as the audit chain records it (a pseudonymous credential id)."""
 
     actor_kind: str
-    actor_id: str
+    actor_id: str | None
     request_id: str | None
     client_ip: str | None
 
@@ -139,7 +139,7 @@ async def update_security(
     db: Database,
     scope: TenantScope,
     caller: Caller,
-    policies: TenantPolicyCache,
+    policies: TenantPolicyCache | None,
     ip_allowlist: list[str] | None = None,
     require_signed_requests: bool | None = None,
     confirm_lockout: bool = False,
@@ -147,7 +147,8 @@ async def update_security(
     """Changes the allow-list and signing requirement (None leaves one as is), audited in the same transaction.
 
     An allow-list that leaves out the caller's own address is refused unless `confirm_lockout` is set,
-    so nobody locks themselves out by a typo.
+    so nobody locks themselves out by a typo. `policies`: this process's cache, if it has one (the CLI has
+    none; servers see the change within their cache delay).
     """
     if ip_allowlist and not confirm_lockout and not contains(parse_networks(ip_allowlist), caller.client_ip):
         raise InvalidInput(
@@ -175,8 +176,20 @@ async def update_security(
                 changes["confirm_lockout"] = confirm_lockout
             record = caller.record("tenant.security_changed", tenant.id, changes)
             await audit_service.append(session=session, scope=scope, records=[record])
-    policies.forget(scope.tenant_id)
+    if policies is not None:
+        policies.forget(scope.tenant_id)
     return tenant
+
+
+OPERATOR = Caller(actor_kind="operator", actor_id=None, request_id=None, client_ip=None)
+
+
+async def reset_request_policy(*, db: Database, scope: TenantScope) -> Tenant:
+    """An operator's way back into a locked-out tenant (the CLI): empties the allow-list and stops requiring
+    signed requests (the signing secret stays), audited as `tenant.security_changed` by the operator."""
+    return await update_security(
+        db=db, scope=scope, caller=OPERATOR, policies=None, ip_allowlist=[], require_signed_requests=False
+    )
 
 
 async def rotate_signing_secret(

@@ -43,7 +43,8 @@ def settings(settings: Settings) -> Settings:
 def signed(request: httpx.Request, secret: str, *, timestamp: int | None = None) -> httpx.Request:
     """The documented recipe, written out independently of the server's code."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    target = request.url.raw_path.decode()
+    path, _, query = request.url.raw_path.decode().partition("?")
+    target = f"{path}?{query}" if query else path
     body_hash = hashlib.sha256(request.content).hexdigest()
     message = f"{request.method}\n{target}\n{ts}\n{body_hash}".encode()
     request.headers["X-Qortex-Timestamp"] = ts
@@ -418,6 +419,15 @@ async def test_a_validly_signed_request_is_accepted_and_its_body_still_reaches_t
     query = client.build_request("GET", "/v1/api-keys", params={"limit": 5, "include_revoked": "true"})
     query.headers.update(acme.headers)
     assert (await client.send(signed(query, secret))).status_code == 200
+
+
+async def test_a_bare_question_mark_is_an_empty_query_and_signed_as_the_path_alone(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    secret = await enable_signing(client, acme)
+    request = client.build_request("GET", "/v1/models?", headers=acme.headers)
+    assert request.url.raw_path == b"/v1/models?"  # sent on the wire with its "?"
+    assert (await client.send(signed(request, secret))).status_code == 200
 
 
 async def test_unsigned_stale_forged_and_replayed_requests_are_refused(

@@ -37,7 +37,7 @@ from qortex.observability.health import router as health_router
 from qortex.observability.logging import configure_logging
 from qortex.predictions.router import router as predictions_router
 from qortex.resilience.batching import EngineBatcher
-from qortex.security.signing import nonce_store
+from qortex.security import seen_signatures
 from qortex.security.tokens import parse_keyring
 from qortex.tenants import service as tenant_service
 from qortex.tenants.policy import TenantPolicyCache
@@ -99,14 +99,18 @@ async def start_services(settings: Settings) -> AppServices:
     housekeeping = Housekeeping(
         db=db,
         tenant_scopes=partial(_tenant_scopes, db),
-        sweeps={"idempotency_answers": idempotency.sweep_expired, "auth_sessions": sweep_finished_sessions},
+        sweeps={
+            "idempotency_answers": idempotency.sweep_expired,
+            "auth_sessions": sweep_finished_sessions,
+            "seen_signatures": seen_signatures.sweep_expired,
+        },
         interval_seconds=settings.housekeeping_interval_seconds,
     )
     housekeeping.start()
     limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))
     request_policy = RequestPolicy(
         policies=TenantPolicyCache(db=db, ttl_seconds=settings.tenant_policy_cache_seconds),
-        nonces=nonce_store(settings.redis_url),
+        nonces=seen_signatures.nonce_store(redis_url=settings.redis_url, db=db),
         audit=audit,
     )
     auth = await AuthServices.start(settings, db, audit, request_policy.policies)

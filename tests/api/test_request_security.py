@@ -8,20 +8,23 @@ import hashlib
 import hmac
 import re
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from qortex.api import create_app
 from qortex.audit.models import AuditEvent
+from qortex.core.clock import utcnow
 from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.limits.service import set_tenant_limits
 from qortex.models import service as models_service
 from qortex.security.api_keys import parse_key
 from qortex.security.rbac import Role
+from qortex.security.seen_signatures import SeenSignature
 from qortex.tenants.models import Tenant
 from qortex.tenants.policy import TenantPolicyCache
 from tests.api.people import add_user, bearer, login
@@ -461,6 +464,51 @@ async def test_unsigned_stale_forged_and_replayed_requests_are_refused(
         assert response.status_code == 401, name
         assert response.json()["type"] == PROBLEMS + slug, name
     assert "X-Qortex-Timestamp" in missing_timestamp.json()["detail"]
+
+
+async def test_a_signature_replayed_to_another_process_or_after_a_restart_is_refused(
+    settings: Settings, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """Without Redis, the signatures already accepted are in the database every process shares."""
+    assert settings.redis_url is None
+    secret = await enable_signing(client, acme)
+    good = signed(client.build_request("GET", "/v1/models", headers=acme.headers), secret)
+    assert (await client.send(good)).status_code == 200
+    other_process = create_app(settings)
+    async with other_process.router.lifespan_context(other_process):
+        transport = httpx.ASGITransport(app=other_process)
+        async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as elsewhere:
+            replay = await elsewhere.get("/v1/models", headers=dict(good.headers))
+            # A later timestamp: the same request signed in the same second would be the same signature.
+            later = int(time.time()) + 1
+            fresh = await elsewhere.send(
+                signed(elsewhere.build_request("GET", "/v1/models", headers=acme.headers), secret, timestamp=later)
+            )
+    assert replay.status_code == 401
+    assert replay.json()["type"] == PROBLEMS + "signature-replayed"
+    assert fresh.status_code == 200
+
+
+async def test_seen_signatures_are_swept_once_their_window_has_passed(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, owner_db: Database, acme: TenantCredentials
+) -> None:
+    secret = await enable_signing(client, acme)
+    now = int(time.time())
+    for seconds_ago in range(3):  # a second apart: one request signed in one second is one signature
+        request = signed(
+            client.build_request("GET", "/v1/models", headers=acme.headers), secret, timestamp=now - seconds_ago
+        )
+        assert (await client.send(request)).status_code == 200
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
+        oldest = await session.scalar(select(SeenSignature.signature_sha256).limit(1))
+        await session.execute(
+            update(SeenSignature)
+            .where(SeenSignature.signature_sha256 != oldest)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert (await app.state.services.housekeeping.sweep())["seen_signatures"] == 2
+    async with db.tenant_session(acme.tenant.scope) as session:
+        assert list(await session.scalars(select(SeenSignature.signature_sha256))) == [oldest]
 
 
 async def test_a_tampered_body_or_query_breaks_the_signature(

@@ -1,8 +1,8 @@
 """Clean-up that runs in the background of every serving process: rows past the time they are kept for.
 
-Each sweep deletes one tenant's expired rows of one kind (stored Idempotency-Key answers, finished login
-sessions). Every replica sweeps; the deletes are idempotent, so replicas sweeping at once only repeat
-each other's work.
+Each sweep deletes one tenant's expired rows of one kind (stored Idempotency-Key answers, finished
+login sessions, seen request signatures). Every replica sweeps; the deletes are idempotent, so replicas
+sweeping at once only repeat each other's work.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.core.database import Database, TenantScope
 
@@ -20,6 +21,22 @@ log = structlog.get_logger("qortex.housekeeping")
 
 # The first sweep comes soon after start, so a server restarted more often than the interval still sweeps.
 FIRST_SWEEP_DELAY_SECONDS = 60.0
+
+
+async def delete_in_chunks(
+    *, db: Database, scope: TenantScope, delete_chunk: Callable[[AsyncSession, int], Awaitable[int]], chunk_size: int
+) -> int:
+    """Runs `delete_chunk(session, chunk_size)` a transaction at a time until it deletes less than a chunk.
+
+    Short transactions: a first sweep over a large backlog must not hold the write lock for long.
+    """
+    deleted = 0
+    while True:
+        async with db.tenant_session(scope, write=True) as session:
+            count = await delete_chunk(session, chunk_size)
+        deleted += count
+        if count < chunk_size:
+            return deleted
 
 
 class Sweep(Protocol):

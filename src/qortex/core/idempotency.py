@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from qortex.core.clock import utcnow
 from qortex.core.database import Base, Database, TableRows, TenantScope
 from qortex.core.errors import IdempotencyKeyReused, InvalidInput
+from qortex.core.housekeeping import delete_in_chunks
 from qortex.core.ids import new_id
 from qortex.core.payload import PayloadContext, payload_codec
 
@@ -148,25 +149,24 @@ async def replay(*, db: Database, scope: TenantScope, request: IdempotentRequest
 
 
 async def sweep_expired(*, db: Database, scope: TenantScope) -> int:
-    """Deletes the tenant's answers older than `KEY_LIFETIME`, a chunk per transaction; returns how many."""
-    swept = 0
-    while True:
-        cutoff = utcnow() - KEY_LIFETIME
-        async with db.tenant_session(scope, write=True) as session:
-            expired = (
-                select(IdempotencyRecord.id)
-                .where(IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.created_at <= cutoff)
-                .limit(SWEEP_CHUNK)
+    """Deletes the tenant's answers older than `KEY_LIFETIME`; returns how many."""
+
+    async def delete_chunk(session: AsyncSession, limit: int) -> int:
+        expired = (
+            select(IdempotencyRecord.id)
+            .where(
+                IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME
             )
-            result = await session.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.id.in_(expired.scalar_subquery())
-                )
+            .limit(limit)
+        )
+        result = await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.tenant_id == scope.tenant_id, IdempotencyRecord.id.in_(expired.scalar_subquery())
             )
-        deleted: int = result.rowcount  # type: ignore[attr-defined]
-        swept += deleted
-        if deleted < SWEEP_CHUNK:
-            return swept
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    return await delete_in_chunks(db=db, scope=scope, delete_chunk=delete_chunk, chunk_size=SWEEP_CHUNK)
 
 
 RowGroup = Sequence[Base] | TableRows

@@ -8,7 +8,16 @@ from qortex.core.database import Base
 from qortex.identity import models as identity_models
 from qortex.models import models as model_models
 from qortex.predictions import models as prediction_models
+from qortex.security import seen_signatures
 from qortex.tenants import models as tenant_models
 
 metadata = Base.metadata
-ORM_MODULES = (audit_models, idempotency, identity_models, model_models, prediction_models, tenant_models)
+ORM_MODULES = (
+    audit_models,
+    idempotency,
+    identity_models,
+    model_models,
+    prediction_models,
+    seen_signatures,
+    tenant_models,
+)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
+from qortex.core.housekeeping import delete_in_chunks
 from qortex.identity import user_repository
 
 # An ended session must stay readable for longer than its last access token lives (at most an hour), so a
@@ -15,15 +18,14 @@ SWEEP_CHUNK = 500
 
 
 async def sweep_finished_sessions(*, db: Database, scope: TenantScope) -> int:
-    """Deletes the tenant's sessions that expired or ended over a day ago, a chunk per transaction."""
-    swept = 0
-    while True:
-        async with db.tenant_session(scope, write=True) as session:
-            finished = await user_repository.finished_session_ids(
-                session=session, scope=scope, before=utcnow() - FINISHED_SESSION_RETENTION, limit=SWEEP_CHUNK
-            )
-            if finished:
-                await user_repository.delete_sessions(session=session, scope=scope, session_ids=finished)
-        swept += len(finished)
-        if len(finished) < SWEEP_CHUNK:
-            return swept
+    """Deletes the tenant's sessions that expired or ended over a day ago; returns how many."""
+
+    async def delete_chunk(session: AsyncSession, limit: int) -> int:
+        finished = await user_repository.finished_session_ids(
+            session=session, scope=scope, before=utcnow() - FINISHED_SESSION_RETENTION, limit=limit
+        )
+        if finished:
+            await user_repository.delete_sessions(session=session, scope=scope, session_ids=finished)
+        return len(finished)
+
+    return await delete_in_chunks(db=db, scope=scope, delete_chunk=delete_chunk, chunk_size=SWEEP_CHUNK)

@@ -8,23 +8,22 @@ A signed request carries `X-Qortex-Timestamp` (unix seconds) and `X-Qortex-Signa
 where PATH and QUERY are exactly as sent on the wire (percent-encoding included) and `?QUERY` is
 left out when the query string is empty. A timestamp more than `WINDOW_SECONDS` away from the
 server's clock is stale. Each signature is accepted once: it is its own nonce, remembered until its
-timestamp leaves the window, in Redis when one is configured (shared by every replica), else in
-this process.
+timestamp leaves the window, in Redis when one is configured, else in the database (either way shared
+by every process and replica, and kept across restarts).
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from qortex.core.database import TenantScope
 from qortex.core.errors import QortexError
 
 TIMESTAMP_HEADER = "X-Qortex-Timestamp"
@@ -130,39 +129,11 @@ def verify(
 
 
 class NonceStore(Protocol):
-    async def claim(self, key: str, ttl_seconds: int) -> bool:
-        """Records `key` for `ttl_seconds`; False when it is already recorded (a replay)."""
+    async def claim(self, scope: TenantScope, signature_sha256: str, ttl_seconds: int) -> bool:
+        """Records the tenant's signature for `ttl_seconds`; False when it is already recorded (a replay)."""
         ...
 
     async def close(self) -> None: ...
-
-
-class MemoryNonceStore:
-    """Nonces of this process only: the embedded default, or a single replica."""
-
-    def __init__(self) -> None:
-        self._expiry: dict[str, float] = {}
-        self._by_expiry: list[tuple[float, str]] = []
-
-    async def claim(self, key: str, ttl_seconds: int) -> bool:
-        now = time.monotonic()
-        while self._by_expiry and self._by_expiry[0][0] <= now:
-            expires, old = heapq.heappop(self._by_expiry)
-            if self._expiry.get(old) == expires:
-                del self._expiry[old]
-        if key in self._expiry:
-            return False
-        expires = now + max(1, ttl_seconds)
-        self._expiry[key] = expires
-        heapq.heappush(self._by_expiry, (expires, key))
-        return True
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    async def close(self) -> None:
-        self._expiry.clear()
-        self._by_expiry.clear()
 
 
 class RedisNonceStore:
@@ -172,16 +143,13 @@ class RedisNonceStore:
         self._redis: Redis = Redis.from_url(url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds)
         self._prefix = prefix
 
-    async def claim(self, key: str, ttl_seconds: int) -> bool:
+    async def claim(self, scope: TenantScope, signature_sha256: str, ttl_seconds: int) -> bool:
+        key = f"{self._prefix}{scope.tenant_id.hex}:{signature_sha256}"
         try:
-            stored = await self._redis.set(self._prefix + key, b"1", nx=True, ex=max(1, ttl_seconds))
+            stored = await self._redis.set(key, b"1", nx=True, ex=max(1, ttl_seconds))
         except (RedisError, OSError) as error:  # fail closed: an unchecked signature could be a replay
             raise ReplayCheckUnavailable(f"the nonce store cannot be reached ({type(error).__name__})") from error
         return bool(stored)
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def nonce_store(redis_url: str | None) -> NonceStore:
-    return RedisNonceStore(redis_url) if redis_url else MemoryNonceStore()

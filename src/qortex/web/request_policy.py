@@ -72,8 +72,8 @@ class RequestPolicy:
                 signature=request.headers.get(signing.SIGNATURE_HEADER),
                 now=time.time(),
             )
-            nonce = f"{principal.tenant_id.hex}:{hashlib.sha256(verified.signature.encode()).hexdigest()}"
-            if not await self.nonces.claim(nonce, verified.nonce_ttl_seconds):
+            seen = hashlib.sha256(verified.signature.encode()).hexdigest()
+            if not await self.nonces.claim(principal.scope, seen, verified.nonce_ttl_seconds):
                 raise signing.SignatureReplayed("this signature was already used; sign each request afresh")
         except signing.SignatureRejected as rejected:
             await self._refused(request, principal, ip, action="request.signature_rejected", reason=rejected.slug)

@@ -7,17 +7,20 @@ import hashlib
 import hmac
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.conftest import require_service
 
-from qortex.security import signing
+from qortex.core.database import Database, TenantScope
+from qortex.security import seen_signatures, signing
 
 SECRET = "qxs_test-secret"
 NOW = 1_800_000_000.0
 REDIS_URL = os.environ.get("QORTEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TENANT = TenantScope(uuid.uuid4())
 
 methods = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"])
 targets = st.from_regex(r"/v1/[a-z0-9/%-]{0,40}(\?[a-z0-9=&%-]{1,40})?", fullmatch=True)
@@ -133,39 +136,20 @@ def test_generated_secrets_are_long_and_distinct() -> None:
     assert all(s.startswith("qxs_") and len(s) >= 40 for s in secrets)
 
 
-async def test_the_memory_store_accepts_a_nonce_once_until_it_expires() -> None:
-    store = signing.MemoryNonceStore()
-    assert await store.claim("a", 1)
-    assert not await store.claim("a", 1)
-    assert await store.claim("b", 60)
-    await asyncio.sleep(1.05)
-    assert await store.claim("a", 1)  # expired, so accepted again (its timestamp is stale by then)
-    assert not await store.claim("b", 60)
-    assert len(store) == 2
-
-
-async def test_the_memory_store_forgets_expired_nonces() -> None:
-    store = signing.MemoryNonceStore()
-    for n in range(100):
-        assert await store.claim(f"n{n}", 1)
-    await asyncio.sleep(1.05)
-    assert await store.claim("fresh", 1)
-    assert len(store) == 1
-
-
 async def test_the_redis_store_is_shared_and_refuses_replays() -> None:
     first, second = signing.RedisNonceStore(REDIS_URL), signing.RedisNonceStore(REDIS_URL)
     try:
         try:
-            await asyncio.wait_for(first.claim(f"probe-{uuid.uuid4().hex}", 1), timeout=3)
+            await asyncio.wait_for(first.claim(TENANT, f"probe-{uuid.uuid4().hex}", 1), timeout=3)
         except Exception as error:
             require_service("Redis", f"{type(error).__name__}: {error}")
         nonce = f"test-{uuid.uuid4().hex}"
-        assert await first.claim(nonce, 2)
-        assert not await second.claim(nonce, 2)  # another replica sees it
-        assert not await first.claim(nonce, 2)
+        assert await first.claim(TENANT, nonce, 2)
+        assert not await second.claim(TENANT, nonce, 2)  # another replica sees it
+        assert not await first.claim(TENANT, nonce, 2)
+        assert await first.claim(TenantScope(uuid.uuid4()), nonce, 2)  # another tenant's signature
         await asyncio.sleep(2.1)
-        assert await second.claim(nonce, 2)
+        assert await second.claim(TENANT, nonce, 2)
     finally:
         await first.close()
         await second.close()
@@ -175,17 +159,20 @@ async def test_an_unreachable_redis_refuses_signed_requests_instead_of_skipping_
     store = signing.RedisNonceStore("redis://127.0.0.1:1/0", timeout_seconds=0.5)
     try:
         with pytest.raises(signing.ReplayCheckUnavailable) as refused:
-            await store.claim("n", 10)
+            await store.claim(TENANT, "n", 10)
         assert refused.value.status == 503 and refused.value.headers["Retry-After"] == "1"
     finally:
         await store.close()
 
 
-async def test_the_configured_store_follows_the_redis_url() -> None:
-    memory, shared = signing.nonce_store(None), signing.nonce_store(REDIS_URL)
+async def test_the_configured_store_follows_the_redis_url(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'unused.db'}")
+    in_database = seen_signatures.nonce_store(redis_url=None, db=db)
+    shared = seen_signatures.nonce_store(redis_url=REDIS_URL, db=db)
     try:
-        assert isinstance(memory, signing.MemoryNonceStore)
+        assert isinstance(in_database, seen_signatures.DatabaseNonceStore)
         assert isinstance(shared, signing.RedisNonceStore)
     finally:
-        await memory.close()
+        await in_database.close()
         await shared.close()
+        await db.dispose()

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
 from qortex.core.clock import utcnow
+from qortex.core.database import Database
 from qortex.identity import actors
 from qortex.identity import users as users_module
+from qortex.identity.models import AuthSession
 from qortex.security.rbac import Role
 from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
 from tests.conftest import TenantCredentials
@@ -209,3 +214,33 @@ async def test_live_credentials_keep_their_grants(
     # Logging out leaves the keys minted from the session working, and granting.
     assert (await client.post("/v1/auth/logout", headers=session)).status_code == 204
     assert (await client.post("/v1/users", json=new_user("made2"), headers=minted)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("PATCH", "/v1/tenant", {"require_signed_requests": False}), ("POST", "/v1/tenant/signing-secret", None)],
+)
+async def test_a_session_ended_after_authentication_cannot_change_the_tenants_security(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    owner_db: Database,
+    acme: TenantCredentials,
+    method: str,
+    path: str,
+    body: dict[str, bool] | None,
+) -> None:
+    """The session ends in the database; this process learns of it only at its next poll, after the request."""
+    await add_user(app, acme.tenant, "olga", Role.OWNER)
+    tokens = (await login(client, "olga")).json()
+    sid = uuid.UUID(jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"])
+    before = (await client.get("/v1/tenant", headers=acme.headers)).json()
+    async with owner_db.tenant_session(acme.tenant.scope, write=True) as session:
+        await session.execute(update(AuthSession).where(AuthSession.id == sid).values(ended_at=utcnow()))
+
+    refused = await client.request(method, path, json=body, headers=bearer(tokens["access_token"]))
+
+    assert refused.status_code == 401, refused.text
+    assert "signing_secret" not in refused.text
+    assert (await client.get("/v1/tenant", headers=acme.headers)).json() == before
+    rotations = {"action": "tenant.signing_secret_rotated"}
+    assert (await client.get("/v1/audit/events", params=rotations, headers=acme.headers)).json()["items"] == []

@@ -2,9 +2,10 @@
 
 Credentials are verified from short-lived caches (up to 5 s), so a request can pass authentication just
 before its session ends or its key is revoked. For most requests that delay is the documented bound. A
-request that creates a key or a user, or changes one (one's own password included), would make it
-permanent: the new key or account outlives the revocation, a changed password a reset. Such requests
-check the credential again in their own write transaction.
+request that creates a key or a user, or changes one (one's own password included), or changes the
+tenant's request security (allow-list, signing requirement, signing secret), would make it permanent:
+the new key or account outlives the revocation, a changed password a reset, a rotated secret is shown
+to an ended session. Such requests check the credential again in their own write transaction.
 
 The check runs first in the grant's transaction and locks the row of the person behind the credential.
 Everything that ends a person's sessions and revokes the keys minted for them (a role change, a reset, a

@@ -59,6 +59,7 @@ async def update_tenant(body: TenantUpdate, request: Request, principal: CanConf
         db=services.db,
         scope=principal.scope,
         caller=_caller(request, principal),
+        actor=principal,
         policies=services.request_policy.policies,
         ip_allowlist=body.ip_allowlist,
         require_signed_requests=body.require_signed_requests,
@@ -74,6 +75,7 @@ async def rotate_signing_secret(request: Request, principal: CanConfigure, servi
         db=services.db,
         scope=principal.scope,
         caller=_caller(request, principal),
+        actor=principal,
         policies=services.request_policy.policies,
     )
     return SigningSecretOut(signing_secret=secret)

@@ -16,11 +16,13 @@ from qortex.core.database import Database, TenantScope
 from qortex.core.errors import Conflict, InvalidInput, NotFound
 from qortex.core.ids import new_id
 from qortex.core.payload import payload_codec
+from qortex.identity import actors
 from qortex.identity import service as identity_service
 from qortex.limits.plans import PLANS
 from qortex.models import service as model_service
 from qortex.security import signing
 from qortex.security.allowlist import contains, parse_networks
+from qortex.security.principal import Principal
 from qortex.security.rbac import Role
 from qortex.tenants import repository
 from qortex.tenants.models import Tenant
@@ -139,6 +141,7 @@ async def update_security(
     db: Database,
     scope: TenantScope,
     caller: Caller,
+    actor: Principal | None,
     policies: TenantPolicyCache | None,
     ip_allowlist: list[str] | None = None,
     require_signed_requests: bool | None = None,
@@ -148,7 +151,8 @@ async def update_security(
 
     An allow-list that leaves out the caller's own address is refused unless `confirm_lockout` is set,
     so nobody locks themselves out by a typo. `policies`: this process's cache, if it has one (the CLI has
-    none; servers see the change within their cache delay).
+    none; servers see the change within their cache delay). `actor`'s credential is checked again in the
+    write transaction (None: the operator), as for every change that outlives a revoked credential.
     """
     if ip_allowlist and not confirm_lockout and not contains(parse_networks(ip_allowlist), caller.client_ip):
         raise InvalidInput(
@@ -156,6 +160,7 @@ async def update_security(
             ' credential would be refused from here on; add it, or send "confirm_lockout": true'
         )
     async with db.tenant_session(scope, write=True) as session:
+        await actors.confirm_actor(session=session, scope=scope, actor=actor)
         tenant = await repository.get_in_scope(session=session, scope=scope, for_update=True)
         if tenant is None:
             raise NotFound("tenant not found")
@@ -188,16 +193,26 @@ async def reset_request_policy(*, db: Database, scope: TenantScope) -> Tenant:
     """An operator's way back into a locked-out tenant (the CLI): empties the allow-list and stops requiring
     signed requests (the signing secret stays), audited as `tenant.security_changed` by the operator."""
     return await update_security(
-        db=db, scope=scope, caller=OPERATOR, policies=None, ip_allowlist=[], require_signed_requests=False
+        db=db,
+        scope=scope,
+        caller=OPERATOR,
+        actor=None,
+        policies=None,
+        ip_allowlist=[],
+        require_signed_requests=False,
     )
 
 
 async def rotate_signing_secret(
-    *, db: Database, scope: TenantScope, caller: Caller, policies: TenantPolicyCache
+    *, db: Database, scope: TenantScope, caller: Caller, actor: Principal, policies: TenantPolicyCache
 ) -> str:
-    """Replaces the tenant's signing secret and returns the new one (the only time it is shown)."""
+    """Replaces the tenant's signing secret and returns the new one (the only time it is shown).
+
+    Shown only to a credential still live in the write transaction: an ended session must not obtain it.
+    """
     secret = signing.generate_secret()
     async with db.tenant_session(scope, write=True) as session:
+        await actors.confirm_actor(session=session, scope=scope, actor=actor)
         tenant = await repository.get_in_scope(session=session, scope=scope, for_update=True)
         if tenant is None:
             raise NotFound("tenant not found")

@@ -597,6 +597,22 @@ def test_predict_with_a_missing_model_is_one_clear_line(
     [
         ("QORTEX_PORT", "abc", "invalid settings: QORTEX_PORT: Input should be a valid integer"),
         ("QORTEX_DATABASE_URL", "bogus://x", "Can't load plugin: sqlalchemy.dialects:bogus"),
+        # Infinite or enormous leases would start a server whose Redis limits fail at start or on every request.
+        (
+            "QORTEX_LIMITS_CONCURRENCY_LEASE_SECONDS",
+            "inf",
+            "invalid settings: QORTEX_LIMITS_CONCURRENCY_LEASE_SECONDS: Input should be a finite number",
+        ),
+        (
+            "QORTEX_LIMITS_CONCURRENCY_LEASE_SECONDS",
+            "1e17",
+            "invalid settings: QORTEX_LIMITS_CONCURRENCY_LEASE_SECONDS: Input should be less than or equal to 86400",
+        ),
+        (
+            "QORTEX_LIMITS_AUDIT_INTERVAL_SECONDS",
+            "infinity",
+            "invalid settings: QORTEX_LIMITS_AUDIT_INTERVAL_SECONDS: Input should be a finite number",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_clear_line(

@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     """Every option has a safe default for the embedded mode (one process, SQLite, in-process cache)."""
 
     # An empty variable counts as unset: `QORTEX_DATA_DIR=` would otherwise put the data in the working directory.
-    model_config = SettingsConfigDict(env_prefix="QORTEX_", extra="ignore", env_ignore_empty=True)
+    # `inf` and `nan` are no durations: an infinite lease or interval would pass a lower bound and break at use.
+    model_config = SettingsConfigDict(env_prefix="QORTEX_", extra="ignore", env_ignore_empty=True, allow_inf_nan=False)
 
     env: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path(".qortex")
@@ -74,8 +75,9 @@ class Settings(BaseSettings):
     limits_enabled: bool = True
     # A tenant's effective limits and stored-bytes total are cached this long in each process.
     limits_cache_seconds: float = Field(default=15.0, ge=0.0, le=300.0)
-    # A concurrency slot a dead process never released frees itself after this long.
-    limits_concurrency_lease_seconds: float = Field(default=300.0, ge=1.0)
+    # A concurrency slot a dead process never released frees itself after this long (at most a day: Redis refuses
+    # expiries beyond its range, which would leave every request unlimited).
+    limits_concurrency_lease_seconds: float = Field(default=300.0, ge=1.0, le=86_400.0)
     # Redis calls for limits give up after this long; the request is then served unlimited (fail open).
     limits_redis_timeout_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
     # At most one `rate_limited` audit event per credential and limit in this interval; it counts the rest.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -84,6 +86,46 @@ async def test_a_transaction_refused_by_a_locked_database_is_a_503_that_stored_n
     holder.close()
     async with db.system_session() as session:
         assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+    await db.dispose()
+
+
+async def test_writers_queued_behind_another_process_s_lock_each_wait_one_busy_timeout_not_their_turn_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's writers take turns; a turn spent waiting for another process's lock counts against the
+    busy timeout of every writer queued behind it, so none waits a multiple of it (eight writers: not 8 x 0.4 s)."""
+    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 400)
+    db = Database(f"sqlite:///{tmp_path}/q.db")
+    async with db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def write() -> float:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            async with db.system_session(write=True) as session:
+                await session.execute(text("INSERT INTO t VALUES (1)"))
+        return time.monotonic() - started
+
+    waited = await asyncio.gather(*(write() for _ in range(8)))
+    assert max(waited) < 1.2, waited
+    holder.rollback()
+
+    async def insert(hold_seconds: float) -> None:
+        async with db.system_session(write=True) as session:
+            await session.execute(text("INSERT INTO t VALUES (1)"))
+            await asyncio.sleep(hold_seconds)
+
+    # The second writer queues 0.2 s behind the first, then stores with what is left of its wait; the shortened
+    # wait is not left on the connection for the next writer, which gets the whole busy timeout again.
+    await asyncio.gather(insert(0.2), insert(0))
+    holder.execute("BEGIN IMMEDIATE")
+    assert await write() >= 0.35
+    holder.rollback()
+    holder.close()
+    async with db.system_session() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
     await db.dispose()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -182,7 +183,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get("qortex_write") else "DEFERRED"
+        options = conn.get_execution_options()
+        # A writer that queued behind this process's other writers has only the rest of its busy timeout left.
+        busy_ms = options.get("qortex_busy_ms", SQLITE_BUSY_TIMEOUT_MS)
+        if conn.info.get("qortex_busy_ms", SQLITE_BUSY_TIMEOUT_MS) != busy_ms:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(busy_ms)}")
+            conn.info["qortex_busy_ms"] = busy_ms
+        mode = "IMMEDIATE" if options.get("qortex_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -228,14 +235,15 @@ class Database:
     @asynccontextmanager
     async def _transaction(self, *, write: bool, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
         committing = False
+        # Options given when the session first takes its connection reach the BEGIN hook above.
+        options: dict[str, Any] = {"qortex_write": write}
         try:
             async with AsyncExitStack() as stack:
                 if write and self.is_sqlite:
-                    await stack.enter_async_context(self._sqlite_writer)
+                    options["qortex_busy_ms"] = await self._sqlite_writer_turn()
+                    stack.callback(self._sqlite_writer.release)
                 session = await stack.enter_async_context(self._sessions())
                 await stack.enter_async_context(session.begin())
-                # Options given when the session first takes its connection reach the BEGIN hook above.
-                options: dict[str, Any] = {"qortex_write": write}
                 if snapshot and not self.is_sqlite:
                     # A SQLite transaction reads one snapshot already; PostgreSQL's default gives each statement
                     # its own.
@@ -258,6 +266,23 @@ class Database:
                 "storage_unavailable", error_type=type(error.orig if isinstance(error, DBAPIError) else error).__name__
             )
             raise StorageUnavailable(outcome_unknown=committing and not self.is_sqlite) from error
+
+    async def _sqlite_writer_turn(self) -> int:
+        """Takes this process's SQLite writer lock; returns the milliseconds left to wait for another process's.
+
+        One busy timeout bounds both waits: were each writer given a whole one after its turn came, writers queued
+        behind another process's lock would be refused one busy timeout after another, the last after minutes.
+        """
+        budget_ms = SQLITE_BUSY_TIMEOUT_MS
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(budget_ms / 1000):
+                await self._sqlite_writer.acquire()
+        except TimeoutError:
+            log.warning("storage_unavailable", error_type="WriterQueueTimeout")
+            raise StorageUnavailable() from None
+        # Whole milliseconds: a turn taken at once leaves the busy timeout as it is (no PRAGMA to send).
+        return max(1, budget_ms - int((time.monotonic() - started) * 1000))
 
     @asynccontextmanager
     async def tenant_session(

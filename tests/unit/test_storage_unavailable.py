@@ -39,6 +39,7 @@ class PostgresError(Exception):
         ("53100", True),  # disk full
         ("08006", True),  # connection failure
         ("40P01", True),  # deadlock
+        ("25006", True),  # read-only: a standby after a failover, or a primary put in read-only mode
         ("23505", False),  # unique violation: a race or a bug, not an outage
         ("42P01", False),  # undefined table: nobody migrated
         ("22001", False),  # value too long
@@ -190,6 +191,23 @@ async def test_a_batch_whose_model_lookup_meets_an_unavailable_database_is_refus
             retried = await client.post("/v1/predictions/batch", json=body, headers=headers)
             assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers
             assert retried.json()["succeeded"] == 2
+
+
+async def test_a_write_to_a_read_only_postgresql_database_is_a_503_that_stored_nothing(
+    postgres_problem: str | None,
+) -> None:
+    """A standby reached after a failover, or a primary in read-only mode, cannot serve a write now: retry later."""
+    if postgres_problem is not None:
+        require_service("PostgreSQL", postgres_problem)
+    db = Database(POSTGRES_URL)
+    try:
+        with pytest.raises(StorageUnavailable) as refused:
+            async with db.system_session(write=True) as session:
+                await session.execute(text("SET TRANSACTION READ ONLY"))  # what a standby imposes on every one
+                await session.execute(text("CREATE TEMPORARY TABLE read_only_probe (x INTEGER)"))
+        assert refused.value.status == 503 and "nothing of it was stored" in refused.value.detail
+    finally:
+        await db.dispose()
 
 
 @pytest.mark.parametrize("lost", ["before the insert", "before the commit"])

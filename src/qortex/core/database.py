@@ -44,8 +44,9 @@ POSTGRES_LOCK_TIMEOUT = "10s"
 POSTGRES_STATEMENT_TIMEOUT = "30s"
 # SQLSTATE classes and codes that mean the database cannot serve now, not that the request is wrong:
 # connection exceptions, insufficient resources (disk full), operator intervention (terminated, cancelled
-# by the statement timeout), lock not available, serialisation failure and deadlock.
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55P03", "40001", "40P01")
+# by the statement timeout), lock not available, serialisation failure, deadlock, and a write refused as
+# read-only (a standby reached after a failover, or a primary put in read-only mode).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55P03", "40001", "40P01", "25006")
 # SQLite's result codes (extended ones start with these) for the same: locked by another process, disk
 # full, I/O failing, file not openable, out of memory. A missing table is not among them: that is a
 # database nobody migrated, which no retry fixes.

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from tests.conftest import POSTGRES_URL, make_tenant, require_service
 
 from qortex.api import create_app
@@ -208,6 +209,43 @@ async def test_a_write_to_a_read_only_postgresql_database_is_a_503_that_stored_n
         assert refused.value.status == 503 and "nothing of it was stored" in refused.value.detail
     finally:
         await db.dispose()
+
+
+class _ProbeBase(DeclarativeBase):
+    pass
+
+
+class _Probe(_ProbeBase):
+    __tablename__ = f"flush_probe_{uuid.uuid4().hex[:12]}"
+
+    x: Mapped[int] = mapped_column(primary_key=True)
+
+
+async def test_rows_that_wait_out_a_postgresql_lock_as_the_transaction_ends_are_a_503_that_stored_nothing(
+    postgres_problem: str | None,
+) -> None:
+    """Rows added but not yet flushed are written as the transaction ends; a lock timeout then is not a lost
+    COMMIT (which the server may have carried out): the 503 must say nothing was stored."""
+    if postgres_problem is not None:
+        require_service("PostgreSQL", postgres_problem)
+    table = _Probe.__tablename__
+    db, other = Database(POSTGRES_URL), Database(POSTGRES_URL)
+    try:
+        async with db.system_session(write=True) as session:
+            await session.execute(text(f"CREATE TABLE {table} (x INTEGER PRIMARY KEY)"))
+        async with other.engine.connect() as holder:
+            await holder.execute(text(f"INSERT INTO {table} VALUES (1)"))  # uncommitted: the key is held
+            with pytest.raises(StorageUnavailable) as refused:
+                async with db.system_session(write=True) as session:
+                    await session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                    session.add(_Probe(x=1))
+            await holder.rollback()
+        assert "nothing of it was stored" in refused.value.detail
+    finally:
+        async with other.system_session(write=True) as session:
+            await session.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await db.dispose()
+        await other.dispose()
 
 
 @pytest.mark.parametrize("lost", ["before the insert", "before the commit"])

@@ -257,6 +257,8 @@ class Database:
                     log.warning("storage_unavailable", error_type=type(error).__name__)
                     raise StorageUnavailable() from error
                 yield session
+                # Rows still pending are written now, before COMMIT: a failure here leaves nothing stored.
+                await session.flush()
                 committing = True
         except (DBAPIError, PoolTimeout) as error:
             if not storage_unavailable(error):

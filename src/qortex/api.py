@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 from fastapi import Depends, FastAPI
@@ -71,19 +71,33 @@ async def _tenant_scopes(db: Database) -> list[TenantScope]:
     return [tenant.scope for tenant in await tenant_service.list_all(db=db)]
 
 
-async def start_services(settings: Settings) -> AppServices:
+async def start_services(settings: Settings, stack: AsyncExitStack) -> AppServices:
+    """Builds and starts every service, pushing each one's stop onto `stack` as soon as it runs.
+
+    The stack unwinds in reverse: on shutdown, and also when startup fails partway, so a failed start
+    leaves no task running and no connection open; one stop that fails does not keep the others from running.
+    """
     # Also checked here, not only by `qortex serve`: the app factory may be served by any ASGI server.
     problems = startup_problems(settings)
     if problems:
         raise RuntimeError("; ".join(problems))
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, schema=settings.database_schema)
+    stack.push_async_callback(db.dispose)
     if settings.auto_migrate:
         await migrate(settings)
     runtime = ModelRuntime()
     runtime.builtin_default()  # load and verify the shipped model before the first request needs it
     for tenant in await tenant_service.list_all(db=db):
         await model_service.register_builtin_models(db=db, scope=tenant.scope, runtime=runtime)
+    cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds, max_entries=settings.api_key_cache_size)
+    audit = AuditWriter(db)
+    audit.start()
+    stack.push_async_callback(audit.stop)
+    committer = GroupCommitter(db)
+    committer.start()
+    stack.push_async_callback(committer.stop)
+    # Started after the committer, so stopped before it: what the engine answers last can still be committed.
     batcher = EngineBatcher(
         max_batch=settings.engine_max_batch,
         max_wait_s=settings.engine_max_wait_ms / 1000,
@@ -91,11 +105,7 @@ async def start_services(settings: Settings) -> AppServices:
         retry_after_seconds=settings.engine_retry_after_seconds,
     )
     batcher.start()
-    cache = ApiKeyCache(ttl_seconds=settings.api_key_cache_seconds, max_entries=settings.api_key_cache_size)
-    audit = AuditWriter(db)
-    audit.start()
-    committer = GroupCommitter(db)
-    committer.start()
+    stack.push_async_callback(batcher.stop)
     housekeeping = Housekeeping(
         db=db,
         tenant_scopes=partial(_tenant_scopes, db),
@@ -107,14 +117,18 @@ async def start_services(settings: Settings) -> AppServices:
         interval_seconds=settings.housekeeping_interval_seconds,
     )
     housekeeping.start()
+    stack.push_async_callback(housekeeping.stop)
     limits = RateLimits(settings=settings, db=db, audit=audit, storage=open_storage(settings))
+    stack.push_async_callback(limits.close)
     request_policy = RequestPolicy(
         policies=TenantPolicyCache(db=db, ttl_seconds=settings.tenant_policy_cache_seconds),
         nonces=seen_signatures.nonce_store(redis_url=settings.redis_url, db=db),
         audit=audit,
     )
+    stack.push_async_callback(request_policy.close)
     auth = await AuthServices.start(settings, db, audit, request_policy.policies)
-    # --- further services are built above this line
+    stack.push_async_callback(auth.stop)
+    # --- further services are built above this line, each pushing its stop
     return AppServices(
         settings=settings,
         db=db,
@@ -130,18 +144,6 @@ async def start_services(settings: Settings) -> AppServices:
     )
 
 
-async def stop_services(services: AppServices) -> None:
-    await services.limits.close()
-    await services.request_policy.close()
-    await services.auth.stop()
-    # --- further services are stopped above this line
-    await services.housekeeping.stop()
-    await services.batcher.stop()
-    await services.committer.stop()
-    await services.audit.stop()
-    await services.db.dispose()
-
-
 YOUNG_GC_THRESHOLD = 20_000
 
 
@@ -151,21 +153,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = await start_services(settings)
-        # What startup built lives as long as the app: taking it out of the collector's generations
-        # keeps full collections short (before this they were the p99 stalls under load). A request
-        # allocates thousands of short-lived containers, so young collections run less often too.
-        thresholds = gc.get_threshold()
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *thresholds[1:])
-        try:
-            yield
-        finally:
-            await stop_services(app.state.services)
-            # Back to normal, so an app that stopped (tests start many per process) can be collected.
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
+        async with AsyncExitStack() as services:
+            app.state.services = await start_services(settings, services)
+            # What startup built lives as long as the app: taking it out of the collector's generations
+            # keeps full collections short (before this they were the p99 stalls under load). A request
+            # allocates thousands of short-lived containers, so young collections run less often too.
+            thresholds = gc.get_threshold()
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(YOUNG_GC_THRESHOLD, *thresholds[1:])
+            try:
+                yield
+            finally:
+                # Back to normal, so an app that stopped (tests start many per process) can be collected.
+                gc.set_threshold(*thresholds)
+                gc.unfreeze()
 
     app = FastAPI(
         title="Qortex",

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
+from typing import Any
 
 import pytest
 
 from qortex.api import YOUNG_GC_THRESHOLD, create_app
 from qortex.core.config import Settings
+from qortex.core.database import Database
+from qortex.identity.auth_service import AuthServices
+from qortex.limits.service import RateLimits
 
 
 async def test_a_stopped_app_restores_the_collector_and_can_be_collected(settings: Settings) -> None:
@@ -31,3 +36,53 @@ async def test_the_app_refuses_to_start_in_production_on_the_embedded_defaults(s
     with pytest.raises(RuntimeError, match="QORTEX_DATABASE_URL must be set explicitly in production"):
         async with app.router.lifespan_context(app):
             pass
+
+
+def _service_tasks() -> set[str]:
+    """The background tasks the app's services run, by name."""
+    return {task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("qortex-")}
+
+
+async def test_a_start_that_fails_partway_stops_what_it_had_started(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("signing keys unreadable")
+
+    opened: list[Database] = []
+    disposed: list[Database] = []
+    init, dispose = Database.__init__, Database.dispose
+
+    def recording_init(self: Database, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        init(self, *args, **kwargs)
+
+    async def recording_dispose(self: Database) -> None:
+        disposed.append(self)
+        await dispose(self)
+
+    monkeypatch.setattr(AuthServices, "start", refuse)
+    monkeypatch.setattr(Database, "__init__", recording_init)
+    monkeypatch.setattr(Database, "dispose", recording_dispose)
+    already_running = _service_tasks()
+    app = create_app(settings)
+    with pytest.raises(RuntimeError, match="signing keys unreadable"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert _service_tasks() == already_running
+    assert opened and set(map(id, disposed)) == set(map(id, opened))  # the app's, and the migration's
+
+
+async def test_a_stop_that_fails_does_not_keep_the_others_from_stopping(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fail(self: RateLimits) -> None:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(RateLimits, "close", fail)
+    already_running = _service_tasks()
+    app = create_app(settings)
+    with pytest.raises(ConnectionError):
+        async with app.router.lifespan_context(app):
+            assert _service_tasks() > already_running
+    assert _service_tasks() == already_running

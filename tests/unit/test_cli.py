@@ -613,6 +613,17 @@ def test_predict_with_a_missing_model_is_one_clear_line(
             "infinity",
             "invalid settings: QORTEX_LIMITS_AUDIT_INTERVAL_SECONDS: Input should be a finite number",
         ),
+        # A wait nobody would honour: a Retry-After or a login backoff of centuries is a typo, not a policy.
+        (
+            "QORTEX_ENGINE_RETRY_AFTER_SECONDS",
+            "100000000000000000000000000000",
+            "invalid settings: QORTEX_ENGINE_RETRY_AFTER_SECONDS: Input should be less than or equal to 3600",
+        ),
+        (
+            "QORTEX_LOGIN_MAX_BACKOFF_SECONDS",
+            "31536000",
+            "invalid settings: QORTEX_LOGIN_MAX_BACKOFF_SECONDS: Input should be less than or equal to 86400",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_clear_line(

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     engine_max_batch: int = Field(default=256, ge=1)
     engine_max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     engine_queue_size: int = Field(default=2048, ge=1)
-    engine_retry_after_seconds: int = Field(default=1, ge=1)
+    engine_retry_after_seconds: int = Field(default=1, ge=1, le=3600)
 
     # Revoked keys must stop working within 5 seconds on every process, so the cache may not outlive that.
     api_key_cache_seconds: float = Field(default=5.0, ge=0.0, le=5.0)
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # Login throttling: failures allowed before backoff starts (1 s, doubling per failure, capped).
     login_free_failures_per_account: int = Field(default=5, ge=1)
     login_free_failures_per_ip: int = Field(default=20, ge=1)
-    login_max_backoff_seconds: int = Field(default=900, ge=1)
+    login_max_backoff_seconds: int = Field(default=900, ge=1, le=86_400)
     # --- identity: people, passwords, tokens, sessions (insert identity settings above this line)
 
     # Per-tenant rate limits and quotas (plans in qortex.limits.plans); false turns enforcement off.
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # Redis calls for limits give up after this long; the request is then served unlimited (fail open).
     limits_redis_timeout_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
     # At most one `rate_limited` audit event per credential and limit in this interval; it counts the rest.
-    limits_audit_interval_seconds: float = Field(default=10.0, ge=0.0)
+    limits_audit_interval_seconds: float = Field(default=10.0, ge=0.0, le=3600.0)
     # --- rate limits and quotas (insert limit settings above this line)
 
     # Browser origins allowed to call the API (CORS), comma-separated or JSON; empty sends no CORS headers.

@@ -875,3 +875,16 @@ def test_an_operator_can_lift_a_tenants_allow_list_and_signing_requirement(qorte
     assert re.search(r"acme\W+intact", ok(qortex, "audit", "verify").stdout)
     assert "nothing to lift" in ok(qortex, "tenants", "reset-request-policy", "acme").stdout
     assert_one_line_error(invoke(qortex, "tenants", "reset-request-policy", "nobody"), "no tenant named 'nobody'")
+
+
+def test_predict_refuses_to_write_over_its_own_input(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = tmp_path / "series.json"
+    content = json.dumps({"cpu": series(32, 9, 0.1)})
+    source.write_text(content)
+    (tmp_path / "link.json").symlink_to(source)
+    for output in (source, tmp_path / "link.json", tmp_path / "." / "series.json"):
+        result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(output))
+        assert_one_line_error(result, f"{output} is the input file")
+        assert source.read_text() == content

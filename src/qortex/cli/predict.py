@@ -126,6 +126,9 @@ def predict(
     horizon: Annotated[int, typer.Option(min=1, help="Steps ahead; must match the model")] = 1,
 ) -> None:
     """Predicts every series in FILE with the engine, locally (no server needed)."""
+    if output is not None and output.exists() and output.samefile(file):
+        # Through a link or another spelling of the path too: the predictions would replace the series.
+        raise fail(f"{output} is the input file: write the predictions to another file")
     series = read_series(file)
     if not series:
         raise fail(f"{file} holds no series")

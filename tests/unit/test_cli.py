@@ -888,3 +888,27 @@ def test_predict_refuses_to_write_over_its_own_input(
         result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(output))
         assert_one_line_error(result, f"{output} is the input file")
         assert source.read_text() == content
+
+
+@pytest.mark.parametrize("name", ["out.tsv", "out.txt", "out", "out.csv.bak"])
+def test_predict_refuses_an_output_it_cannot_tell_the_format_of_before_predicting(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr("qortex.engine.Predictor.load_default", never)
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({"cpu": series(32, 9, 0.1)}))
+    result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(tmp_path / name))
+    assert_one_line_error(result, "name the output .csv or .json")
+    assert not (tmp_path / name).exists()
+
+
+def test_predict_reads_the_output_format_from_the_extension_in_any_case(qortex: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({"cpu": series(32, 9, 0.1)}))
+    ok(qortex, "predict", str(source), "-o", str(tmp_path / "OUT.CSV"))
+    ok(qortex, "predict", str(source), "-o", str(tmp_path / "OUT.JSON"))
+    assert next(csv.DictReader(io.StringIO((tmp_path / "OUT.CSV").read_text())))["source"] == "cpu"
+    assert json.loads((tmp_path / "OUT.JSON").read_text())[0]["source"] == "cpu"

@@ -19,6 +19,7 @@ from qortex.engine.validation import validate_series
 CHUNK = 256
 JSON_SHAPES = "a JSON file holds a list of series, a list of {source, values}, or {name: values}"
 CSV_COLUMNS = ("source", "direction", "confidence", "probability_up", "top_factors", "patterns")
+OUTPUT_FORMATS = (".csv", ".json")
 
 
 def _series(name: str, values: Any, index: int) -> tuple[str, np.ndarray]:
@@ -120,12 +121,15 @@ def _write(rows: list[dict[str, Any]], output: Path | None, as_csv: bool) -> Non
 def predict(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV (a column per series) or JSON")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (.csv or .json); stdout if unset")
+        Path | None, typer.Option("--output", "-o", help="Write here (.csv or .json); JSON on stdout if unset")
     ] = None,
     model: Annotated[Path | None, typer.Option(help="A model artifact (.npz); the shipped default if unset")] = None,
     horizon: Annotated[int, typer.Option(min=1, help="Steps ahead; must match the model")] = 1,
 ) -> None:
     """Predicts every series in FILE with the engine, locally (no server needed)."""
+    if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
+        # Else JSON, under a name that says otherwise (results.tsv, results.txt).
+        raise fail(f"cannot tell the format of {output}: name the output .csv or .json")
     if output is not None and output.exists() and output.samefile(file):
         # Through a link or another spelling of the path too: the predictions would replace the series.
         raise fail(f"{output} is the input file: write the predictions to another file")

@@ -6,9 +6,13 @@ import asyncio
 import csv
 import io
 import json
+import os
 import re
+import resource
+import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -912,3 +916,85 @@ def test_predict_reads_the_output_format_from_the_extension_in_any_case(qortex: 
     ok(qortex, "predict", str(source), "-o", str(tmp_path / "OUT.JSON"))
     assert next(csv.DictReader(io.StringIO((tmp_path / "OUT.CSV").read_text())))["source"] == "cpu"
     assert json.loads((tmp_path / "OUT.JSON").read_text())[0]["source"] == "cpu"
+
+
+def test_predict_that_cannot_finish_writing_leaves_the_previous_output_whole(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A full disk (here a file-size limit) stops the write part way: the output is the old one, never a part."""
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({f"s{i}": series(64, i, 0.1) for i in range(20)}))
+    output = tmp_path / "out.json"
+    output.write_text("[]")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(output))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert_one_line_error(result, f"cannot write {output}: File too large")
+    assert output.read_text() == "[]"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "series.json"]  # no part left beside it
+
+
+def test_predict_output_replaces_the_file_a_link_points_to_with_the_usual_permissions(
+    qortex: CliRunner, tmp_path: Path
+) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({"cpu": series(32, 9, 0.1)}))
+    target = tmp_path / "results.csv"
+    target.write_text("old")
+    (tmp_path / "latest.csv").symlink_to(target)
+    ok(qortex, "predict", str(source), "-o", str(tmp_path / "latest.csv"))
+    assert (tmp_path / "latest.csv").is_symlink()
+    assert next(csv.DictReader(io.StringIO(target.read_text())))["source"] == "cpu"
+    ok(qortex, "predict", str(source), "-o", str(tmp_path / "new.json"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [("missing/out.json", "missing is not a writable directory"), ("folder.json", "folder.json: it is a directory")],
+)
+def test_predict_refuses_an_output_it_cannot_write_before_predicting(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, output: str, expected: str
+) -> None:
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr("qortex.engine.Predictor.load_default", never)
+    (tmp_path / "folder.json").mkdir()
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({"cpu": series(32, 9, 0.1)}))
+    result = invoke_narrow(qortex, monkeypatch, "predict", str(source), "-o", str(tmp_path / output))
+    assert_one_line_error(result, expected)
+
+
+def test_predict_stopped_by_sigterm_while_writing_leaves_no_part_behind(tmp_path: Path) -> None:
+    source = tmp_path / "series.json"
+    source.write_text(json.dumps({"cpu": series(32, 9, 0.1)}))
+    output = tmp_path / "out.json"
+    output.write_text("[]")
+    # SIGTERM arrives once the predictions are in the file beside the output, before it replaces the output.
+    script = (
+        "import os, signal, sys\n"
+        "from qortex.cli import app\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGTERM)\n"
+        "app(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "QORTEX_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, "predict", str(source), "-o", str(output)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "Traceback" not in done.stderr
+    assert output.read_text() == "[]"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "series.json"]

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -113,8 +119,48 @@ def _write(rows: list[dict[str, Any]], output: Path | None, as_csv: bool) -> Non
     if output is None:
         typer.echo(data)
     else:
-        output.write_text(data)
+        _replace(output, data)
         console.print(f"Wrote {len(rows)} predictions to {output}.")
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM as an exit that unwinds (status 143), like Ctrl-C, so the file beside the output is removed."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # only the main thread sets handlers; None: one set outside Python, which cannot be put back
+        return
+
+    def stop(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _replace(output: Path, data: str) -> None:
+    """Writes a file beside the output, then renames it over the output: a write that fails part way (a full
+    disk, Ctrl-C, SIGTERM) leaves the output as it was, never a part of the predictions, and nothing beside it."""
+    target = output.resolve()  # through a link, as writing to it would: the link stays
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+    with _terminate_as_exit():
+        try:
+            # O_EXCL: never another's file; 0o666 less the umask, the permissions a plain write gives.
+            with open(
+                os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8", newline=""
+            ) as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, target)
+        except BaseException as error:
+            partial.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise ValueError(f"cannot write {output}: {error.strerror or error}") from None
+            raise
 
 
 @one_line_errors
@@ -130,6 +176,11 @@ def predict(
     if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
         # Else JSON, under a name that says otherwise (results.tsv, results.txt).
         raise fail(f"cannot tell the format of {output}: name the output .csv or .json")
+    if output is not None and output.is_dir():
+        raise fail(f"cannot write {output}: it is a directory")
+    if output is not None and not os.access(output.parent, os.W_OK | os.X_OK):
+        # Checked now, not after predicting every series.
+        raise fail(f"cannot write {output}: {output.parent} is not a writable directory")
     if output is not None and output.exists() and output.samefile(file):
         # Through a link or another spelling of the path too: the predictions would replace the series.
         raise fail(f"{output} is the input file: write the predictions to another file")

@@ -998,3 +998,23 @@ def test_predict_stopped_by_sigterm_while_writing_leaves_no_part_behind(tmp_path
     assert "Traceback" not in done.stderr
     assert output.read_text() == "[]"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "series.json"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("--datasets", "nile", "--window", "16", "--horizon", "64", "--folds", "20"),
+            "no series in 'nile' is long enough for 20 folds with window 16 and horizon 64; try a smaller --horizon"
+            " or fewer --folds",
+        ),
+        (
+            ("--datasets", "nile", "--window", "128"),
+            "no series in 'nile' is long enough for 4 folds with window 128 and horizon 1; try --window 16",
+        ),
+    ],
+)
+def test_eval_with_nothing_to_score_names_what_made_every_series_too_short(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
+) -> None:
+    assert_one_line_error(invoke_narrow(qortex, monkeypatch, "eval", *args, "--methods", "majority"), expected)

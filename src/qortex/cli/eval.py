@@ -107,7 +107,12 @@ def eval_command(
 
             report = evaluate(loaded, config, progress=advance)
         if not report.rows:
-            raise ValueError(f"no series in {datasets!r} is long enough for window {window}; try --window 16")
+            # Folds and horizon shorten what a series offers as much as the window does.
+            hint = "try --window 16" if window > 16 else "try a smaller --horizon or fewer --folds"
+            raise ValueError(
+                f"no series in {datasets!r} is long enough for {folds} folds with window {window} and horizon "
+                f"{horizon}; {hint}"
+            )
         print_table(render_table(report), console)
         for reason in report.skipped:
             errors.print(f"skipped: {reason}", highlight=False, soft_wrap=True)

@@ -1018,3 +1018,25 @@ def test_eval_with_nothing_to_score_names_what_made_every_series_too_short(
     qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
 ) -> None:
     assert_one_line_error(invoke_narrow(qortex, monkeypatch, "eval", *args, "--methods", "majority"), expected)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("192.0.2.1", "cannot listen on 192.0.2.1:{port}: Cannot assign requested address; set QORTEX_HOST"),
+        ("qortex-test.invalid", "cannot listen on qortex-test.invalid:{port}: "),
+    ],
+)
+def test_serve_on_an_address_that_is_not_this_machines_names_the_host_not_the_port(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str, expected: str
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on, so only the host can be wrong
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("QORTEX_HOST", host)
+    get_settings.cache_clear()
+    result = invoke_narrow(qortex, monkeypatch, "serve", "--port", str(port))
+    assert_one_line_error(result, expected.format(port=port))
+    assert "set QORTEX_HOST" in result.stderr
+    assert "stop what holds it" not in result.stderr
+    assert not (tmp_path / "data" / "qortex.db").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Annotated
 
@@ -47,7 +48,14 @@ def _check_free(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no owner
             probe.bind(address)
     except OSError as error:
-        raise fail(f"cannot listen on {host}:{port}: {error.strerror}; stop what holds it or set QORTEX_PORT") from None
+        if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+            # A name that does not resolve, an address of another machine: no process to stop, no port to change.
+            hint = "set QORTEX_HOST (or --host) to an address of this machine"
+        elif error.errno == errno.EADDRINUSE:
+            hint = "stop what holds it or set QORTEX_PORT"
+        else:
+            hint = "set QORTEX_HOST or QORTEX_PORT"
+        raise fail(f"cannot listen on {host}:{port}: {error.strerror or error}; {hint}") from None
 
 
 @one_line_errors

@@ -1040,3 +1040,33 @@ def test_serve_on_an_address_that_is_not_this_machines_names_the_host_not_the_po
     assert "set QORTEX_HOST" in result.stderr
     assert "stop what holds it" not in result.stderr
     assert not (tmp_path / "data" / "qortex.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (TimeoutError(), "database: timed out"),
+        (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)"), "database: [Errno 111] Connect call"),
+    ],
+)
+@pytest.mark.parametrize(("auto_migrate", "args"), [("true", ("migrate",)), ("false", ("tenants", "list"))])
+def test_a_database_that_cannot_be_reached_is_named_in_the_line(
+    qortex: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: OSError,
+    expected: str,
+    auto_migrate: str,
+    args: tuple[str, ...],
+) -> None:
+    """The driver's own error, raised before SQLAlchemy wraps anything: a server that accepts the connection but never
+    answers times out with an empty message."""
+    import asyncpg
+
+    async def unreachable(*_: object, **__: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(asyncpg, "connect", unreachable)
+    monkeypatch.setenv("QORTEX_DATABASE_URL", "postgresql://qortex@127.0.0.1:1/qortex")
+    monkeypatch.setenv("QORTEX_AUTO_MIGRATE", auto_migrate)
+    get_settings.cache_clear()
+    assert_one_line_error(invoke_narrow(qortex, monkeypatch, *args), expected)

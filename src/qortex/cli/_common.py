@@ -62,7 +62,7 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
         except StorageUnavailable as error:
             # The driver's own words (locked, unable to open, timed out) say more here than an HTTP-minded 503.
             cause = error.__cause__
-            message = _database_failure(cause) if isinstance(cause, SQLAlchemyError) else f"database: {cause}"
+            message = _database_failure(cause) if isinstance(cause, SQLAlchemyError) else f"database: {_reason(cause)}"
             raise fail(message) from None
         except QortexError as error:
             raise fail(error.detail) from None
@@ -74,6 +74,14 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise fail(_database_failure(error)) from None
 
     return wrapper
+
+
+def _reason(error: BaseException | None) -> str:
+    """An error's own words; a timeout has none (str(TimeoutError()) is empty)."""
+    message = str(error).strip()
+    if message:
+        return message
+    return "timed out" if isinstance(error, TimeoutError) else type(error).__name__
 
 
 def _database_failure(error: SQLAlchemyError) -> str:
@@ -143,7 +151,12 @@ async def open_database(settings: Settings | None = None, *, migrate: bool | Non
         with _engine_from(
             "QORTEX_MIGRATION_DATABASE_URL" if settings.migration_database_url else "QORTEX_DATABASE_URL"
         ):
-            await migrate_database(settings)
+            try:
+                await migrate_database(settings)
+            except OSError as error:
+                # The driver could not connect (refused, timed out, no such file): not wrapped by SQLAlchemy, and
+                # the database's failure as much as when a command's own transaction cannot connect.
+                raise StorageUnavailable() from error
     with _engine_from("QORTEX_DATABASE_URL"):
         db = Database(settings.resolved_database_url, schema=settings.database_schema)
     try:

@@ -47,8 +47,11 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
         series = []
         for index, item in enumerate(data):
             if isinstance(item, dict):
-                name = item.get("source")  # null, as a JSON writer puts a missing field, is no name
-                series.append(_series(f"series-{index}" if name is None else str(name), item["values"], index))
+                source = item.get("source")  # null, as a JSON writer puts a missing field, is no name
+                name = f"series-{index}" if source is None else str(source)
+                if "values" not in item:  # else only "('values')", the KeyError's words
+                    raise ValueError(f'series {index} ({name!r}) has no "values"; {JSON_SHAPES}')
+                series.append(_series(name, item["values"], index))
             else:
                 series.append(_series(f"series-{index}", item, index))
         return series

@@ -503,6 +503,9 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
         ("booleans.json", json.dumps([[True, False] * 4]), "values must be real numbers"),
         ("wide.csv", "a\n" + "\n".join(f"{i},{i * 100}" for i in range(1, 10)), "line 2 has 2 cells but the header"),
         ("novalues.json", json.dumps([{"source": "cpu", "value": [1] * 8}]), "series 0 ('cpu') has no \"values\""),
+        # Two series under one name: one would be dropped silently, whichever the parser keeps.
+        ("twice.json", '{"cpu": [1,2,3,4,5,6,7,8], "cpu": [8,7,6,5,4,3,2,1]}', "duplicate key 'cpu'"),
+        ("twice.csv", "cpu,cpu\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'cpu' twice"),
     ],
 )
 def test_predict_refuses_a_bad_series_with_one_clear_line(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import threading
@@ -21,6 +22,7 @@ from rich.progress import Progress
 from qortex.cli._common import console, errors, fail, one_line_errors
 from qortex.engine import InvalidSeriesError, PredictionResult, Predictor
 from qortex.engine.validation import validate_series
+from qortex.web.routing import refuse_duplicate_keys
 
 CHUNK = 256
 JSON_SHAPES = "a JSON file holds a list of series, a list of {source, values}, or {name: values}"
@@ -38,6 +40,10 @@ def _series(name: str, values: Any, index: int) -> tuple[str, np.ndarray]:
 
 def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
     data = orjson.loads(text)
+    try:
+        refuse_duplicate_keys(text.encode(), data)
+    except json.JSONDecodeError as error:  # else two series under one name would be one, silently
+        raise ValueError(f"{error.msg} in the JSON; give each series its own name") from None
     if isinstance(data, dict):
         return [_series(str(name), values, index) for index, (name, values) in enumerate(data.items())]
     if isinstance(data, list):
@@ -64,6 +70,11 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
     if len(rows) < 2:
         raise ValueError("a CSV file needs a header row naming each series, then one row per time step")
     names, body = rows[0], rows[1:]
+    seen: set[str] = set()
+    for name in (name.strip() for name in names):
+        if name and name in seen:  # two results under one name could not be told apart
+            raise ValueError(f"the header names {name!r} twice; give each series its own name")
+        seen.add(name)
     for line, row in enumerate(body, start=2):
         if any(cell.strip() for cell in row[len(names) :]):
             raise ValueError(f"line {line} has {len(row)} cells but the header names {len(names)} series")

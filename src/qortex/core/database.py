@@ -207,6 +207,41 @@ async def allow_lookup(session: AsyncSession, name: str, value: str) -> None:
         )
 
 
+# PostgreSQL URL query parameters, passed to asyncpg's connect() with the type it needs: SQLAlchemy passes
+# them on as strings, and asyncpg refuses a name it does not know (libpq's `sslmode` among them).
+_POSTGRES_QUERY_TYPES: dict[str, type[float] | type[int] | type[str]] = {
+    "ssl": str,
+    "timeout": float,
+    "command_timeout": float,
+    "statement_cache_size": int,
+    "max_cached_statement_lifetime": int,
+    "max_cacheable_statement_size": int,
+}
+_POSTGRES_QUERY_ALIASES = {"sslmode": "ssl", "connect_timeout": "timeout"}  # libpq's names
+
+
+def postgres_connect_args(url: str) -> tuple[str, dict[str, Any]]:
+    """The URL without its query, and the query as asyncpg connect() arguments; ValueError names a bad one."""
+    parsed = make_url(url)
+    args: dict[str, Any] = {}
+    for name, value in parsed.query.items():
+        if name == "application_name" and isinstance(value, str):
+            args.setdefault("server_settings", {})["application_name"] = value
+            continue
+        key = _POSTGRES_QUERY_ALIASES.get(name, name)
+        kind = _POSTGRES_QUERY_TYPES.get(key)
+        if kind is None:
+            known = sorted({*_POSTGRES_QUERY_TYPES, *_POSTGRES_QUERY_ALIASES, "application_name"})
+            raise ValueError(f"database URL parameter {name!r} is not supported; use one of {', '.join(known)}")
+        if not isinstance(value, str) or key in args:
+            raise ValueError(f"database URL parameter {name!r} is given more than once")
+        try:
+            args[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"database URL parameter {name}={value!r} must be a number") from None
+    return parsed.set(query={}).render_as_string(hide_password=False), args
+
+
 class Database:
     """The process's connection pool and the only way to open a transaction."""
 
@@ -220,11 +255,13 @@ class Database:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "async_creator_fn": _open_sqlite}
         else:
             kwargs.update(pool_size=10, max_overflow=20)
-            server_settings = {"search_path": schema} if schema else {}
+            self.url, connect_args = postgres_connect_args(self.url)
+            server_settings = connect_args.setdefault("server_settings", {})
+            if schema:
+                server_settings["search_path"] = schema
             if time_limits:
                 server_settings.update(lock_timeout=POSTGRES_LOCK_TIMEOUT, statement_timeout=POSTGRES_STATEMENT_TIMEOUT)
-            if server_settings:
-                kwargs["connect_args"] = {"server_settings": server_settings}
+            kwargs["connect_args"] = connect_args
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -216,22 +216,35 @@ _POSTGRES_QUERY_TYPES: dict[str, type[float] | type[int] | type[str]] = {
     "statement_cache_size": int,
     "max_cached_statement_lifetime": int,
     "max_cacheable_statement_size": int,
+    "target_session_attrs": str,
 }
 _POSTGRES_QUERY_ALIASES = {"sslmode": "ssl", "connect_timeout": "timeout"}  # libpq's names
+# Read by SQLAlchemy itself, so left in the URL: `host` (a socket directory, or several hosts to try in turn) and
+# the size of its own prepared-statement cache (0 behind PgBouncer in transaction mode).
+_POSTGRES_URL_QUERY = frozenset({"host", "prepared_statement_cache_size"})
 
 
 def postgres_connect_args(url: str) -> tuple[str, dict[str, Any]]:
-    """The URL without its query, and the query as asyncpg connect() arguments; ValueError names a bad one."""
+    """The URL, its query down to what SQLAlchemy reads itself, and the rest as asyncpg connect() arguments.
+
+    ValueError names a parameter that is unknown, given twice or not a number where one is needed.
+    """
     parsed = make_url(url)
     args: dict[str, Any] = {}
+    kept = {name: value for name, value in parsed.query.items() if name in _POSTGRES_URL_QUERY}
+    cache_size = kept.get("prepared_statement_cache_size")
+    if cache_size is not None and not (isinstance(cache_size, str) and cache_size.isascii() and cache_size.isdigit()):
+        raise ValueError(f"database URL parameter prepared_statement_cache_size={cache_size!r} must be a number")
     for name, value in parsed.query.items():
+        if name in kept:
+            continue
         if name == "application_name" and isinstance(value, str):
             args.setdefault("server_settings", {})["application_name"] = value
             continue
         key = _POSTGRES_QUERY_ALIASES.get(name, name)
         kind = _POSTGRES_QUERY_TYPES.get(key)
         if kind is None:
-            known = sorted({*_POSTGRES_QUERY_TYPES, *_POSTGRES_QUERY_ALIASES, "application_name"})
+            known = sorted({*_POSTGRES_QUERY_TYPES, *_POSTGRES_QUERY_ALIASES, *_POSTGRES_URL_QUERY, "application_name"})
             raise ValueError(f"database URL parameter {name!r} is not supported; use one of {', '.join(known)}")
         if not isinstance(value, str) or key in args:
             raise ValueError(f"database URL parameter {name!r} is given more than once")
@@ -239,7 +252,7 @@ def postgres_connect_args(url: str) -> tuple[str, dict[str, Any]]:
             args[key] = kind(value)
         except ValueError:
             raise ValueError(f"database URL parameter {name}={value!r} must be a number") from None
-    return parsed.set(query={}).render_as_string(hide_password=False), args
+    return parsed.set(query=kept).render_as_string(hide_password=False), args
 
 
 class Database:

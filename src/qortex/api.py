@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
+import structlog
 from fastapi import Depends, FastAPI
 from redis.asyncio import ConnectionPool
 
@@ -49,6 +50,8 @@ from qortex.web.problems import PROBLEM_RESPONSES, UnexpectedErrorMiddleware, in
 from qortex.web.query import refuse_repeated_parameters
 from qortex.web.request_policy import RequestPolicy
 from qortex.web.security_headers import SecurityHeadersMiddleware, add_cors
+
+log = structlog.get_logger("qortex.api")
 
 
 def startup_problems(settings: Settings) -> list[str]:
@@ -144,6 +147,26 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> AppServic
     )
 
 
+@asynccontextmanager
+async def _running_services(settings: Settings) -> AsyncIterator[AppServices]:
+    """The started services, stopped on exit; a start that fails stops what it had started, then raises its error.
+
+    A stop that fails while a failed start unwinds is logged, not raised: the error would otherwise take the place
+    of the one that says why the server could not start.
+    """
+    stack = AsyncExitStack()
+    try:
+        services = await start_services(settings, stack)
+    except BaseException:
+        try:
+            await stack.aclose()
+        except Exception as stop_error:
+            log.error("stop_failed", error_type=type(stop_error).__name__, exc_info=stop_error)
+        raise
+    async with stack:
+        yield services
+
+
 YOUNG_GC_THRESHOLD = 20_000
 
 
@@ -153,8 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncExitStack() as services:
-            app.state.services = await start_services(settings, services)
+        async with _running_services(settings) as services:
+            app.state.services = services
             # What startup built lives as long as the app: taking it out of the collector's generations
             # keeps full collections short (before this they were the p99 stalls under load). A request
             # allocates thousands of short-lived containers, so young collections run less often too.

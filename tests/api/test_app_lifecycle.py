@@ -86,3 +86,22 @@ async def test_a_stop_that_fails_does_not_keep_the_others_from_stopping(
         async with app.router.lifespan_context(app):
             assert _service_tasks() > already_running
     assert _service_tasks() == already_running
+
+
+async def test_a_stop_that_fails_after_a_failed_start_does_not_hide_why_the_start_failed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("signing keys unreadable")
+
+    async def fail(self: RateLimits) -> None:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(AuthServices, "start", refuse)
+    monkeypatch.setattr(RateLimits, "close", fail)
+    already_running = _service_tasks()
+    app = create_app(settings)
+    with pytest.raises(RuntimeError, match="signing keys unreadable"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert _service_tasks() == already_running

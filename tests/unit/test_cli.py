@@ -506,6 +506,7 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
         # Two series under one name: one would be dropped silently, whichever the parser keeps.
         ("twice.json", '{"cpu": [1,2,3,4,5,6,7,8], "cpu": [8,7,6,5,4,3,2,1]}', "duplicate key 'cpu'"),
         ("twice.csv", "cpu,cpu\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'cpu' twice"),
+        ("unnamed.csv", ",series-0\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'series-0' twice"),
     ],
 )
 def test_predict_refuses_a_bad_series_with_one_clear_line(

@@ -69,10 +69,12 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
     rows = list(csv.reader(io.StringIO(text)))
     if len(rows) < 2:
         raise ValueError("a CSV file needs a header row naming each series, then one row per time step")
-    names, body = rows[0], rows[1:]
+    body = rows[1:]
+    # An empty header names its series by position, which must not clash with a header either.
+    names = [name.strip() or f"series-{column}" for column, name in enumerate(rows[0])]
     seen: set[str] = set()
-    for name in (name.strip() for name in names):
-        if name and name in seen:  # two results under one name could not be told apart
+    for name in names:
+        if name in seen:  # two results under one name could not be told apart
             raise ValueError(f"the header names {name!r} twice; give each series its own name")
         seen.add(name)
     for line, row in enumerate(body, start=2):
@@ -89,7 +91,7 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
                 values.append(float(cell))
             except ValueError:
                 raise ValueError(f"column {name!r}, line {line}: {cell!r} is not a number") from None
-        series.append(_series(name.strip() or f"series-{column}", values, column))
+        series.append(_series(name, values, column))
     return series
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
+import structlog.testing
+
 from qortex.core.database import Database, TenantScope
-from qortex.core.housekeeping import Housekeeping
+from qortex.core.housekeeping import Housekeeping, Sweep
 
 
 async def test_sweeping_goes_on_after_a_failed_pass_and_stops_when_told(tmp_path: Path) -> None:
@@ -35,4 +38,36 @@ async def test_sweeping_goes_on_after_a_failed_pass_and_stops_when_told(tmp_path
     stopped_at = calls
     await asyncio.sleep(0.05)
     assert calls == stopped_at
+    await db.dispose()
+
+
+async def test_a_sweep_failing_for_one_tenant_does_not_stop_the_pass(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'unused.db'}")
+    broken, healthy = TenantScope(uuid.uuid4()), TenantScope(uuid.uuid4())
+    swept: list[tuple[str, uuid.UUID]] = []
+
+    async def tenant_scopes() -> list[TenantScope]:
+        return [broken, healthy]
+
+    def counting(kind: str) -> Sweep:
+        async def sweep(*, db: Database, scope: TenantScope) -> int:
+            if scope == broken and kind == "first":
+                raise ConnectionError("lock timeout")
+            swept.append((kind, scope.tenant_id))
+            return 1
+
+        return sweep
+
+    housekeeping = Housekeeping(
+        db=db,
+        tenant_scopes=tenant_scopes,
+        sweeps={"first": counting("first"), "second": counting("second")},
+        interval_seconds=3600,
+    )
+    with structlog.testing.capture_logs() as logs:
+        assert await housekeeping.sweep() == {"first": 1, "second": 2}
+    assert swept == [("second", broken.tenant_id), ("first", healthy.tenant_id), ("second", healthy.tenant_id)]
+    assert [(entry["event"], entry["kind"], entry["tenant_id"]) for entry in logs] == [
+        ("sweep_failed", "first", str(broken.tenant_id))
+    ]
     await db.dispose()

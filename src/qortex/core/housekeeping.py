@@ -73,11 +73,19 @@ class Housekeeping:
             self._task = None
 
     async def sweep(self) -> dict[str, int]:
-        """One pass over every tenant; returns how many rows each sweep deleted."""
+        """One pass over every tenant; returns how many rows each sweep deleted.
+
+        A sweep that fails for one tenant is logged and the pass goes on: the others are not left for later.
+        """
         swept = dict.fromkeys(self._sweeps, 0)
         for scope in await self._tenant_scopes():
             for name, sweep in self._sweeps.items():
-                swept[name] += await sweep(db=self._db, scope=scope)
+                try:
+                    swept[name] += await sweep(db=self._db, scope=scope)
+                except Exception as error:
+                    log.warning(
+                        "sweep_failed", kind=name, tenant_id=str(scope.tenant_id), error_type=type(error).__name__
+                    )
         return swept
 
     async def _run(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from qortex.audit.models import AuditChainHead, AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
 from qortex.core.ids import new_id
+from qortex.core.pagination import encode_cursor
 from qortex.security.rbac import Role
 from tests.conftest import TenantCredentials, key_for
 
@@ -264,3 +266,23 @@ async def test_the_list_follows_the_hashed_chain_order_not_the_unhashed_ids(
         first.id = new_id()  # now the newest id of all
     listed = (await client.get("/v1/audit/events", headers=acme.headers)).json()["items"]
     assert [event["seq"] for event in listed] == sorted((event["seq"] for event in listed), reverse=True)
+
+
+async def test_a_cursor_that_names_none_of_the_tenants_events_is_refused_not_an_empty_page(
+    client: httpx.AsyncClient, db: Database, acme: TenantCredentials, globex: TenantCredentials
+) -> None:
+    """The list is in chain order and a cursor names the event it continues after: one that names no event of
+    the tenant's chain (made up, another list's, another tenant's) marks no position, and an empty page would
+    pass it off as the end of the trail."""
+    await write_events(db, acme, 3)
+    await write_events(db, globex, 3)
+    theirs = (await client.get("/v1/audit/events", params={"limit": 1}, headers=globex.headers)).json()
+    predicted = await client.post("/v1/predictions", json={"source": "s", "values": [1.0] * 8}, headers=acme.headers)
+    assert predicted.status_code == 201
+    for names in (theirs["next_cursor"], encode_cursor(uuid.UUID(predicted.json()["id"])), encode_cursor(new_id())):
+        refused = await client.get("/v1/audit/events", params={"cursor": names}, headers=acme.headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["query", "cursor"]
+    ours = (await client.get("/v1/audit/events", params={"limit": 1}, headers=acme.headers)).json()
+    following = await client.get("/v1/audit/events", params={"cursor": ours["next_cursor"]}, headers=acme.headers)
+    assert following.status_code == 200 and following.json()["items"]

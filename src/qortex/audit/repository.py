@@ -183,6 +183,13 @@ async def iterate(*, session: AsyncSession, scope: TenantScope, batch: int = 100
         yield read(row)
 
 
+async def has_event(*, session: AsyncSession, scope: TenantScope, event_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(AuditEvent.id).where(AuditEvent.tenant_id == scope.tenant_id, AuditEvent.id == event_id)
+    )
+    return found is not None
+
+
 async def list_events(
     *, session: AsyncSession, scope: TenantScope, limit: int, before: uuid.UUID | None, action: str | None
 ) -> list[StoredEvent]:

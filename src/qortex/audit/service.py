@@ -23,7 +23,7 @@ from qortex.audit.models import AuditEvent
 from qortex.audit.repository import StoredEvent
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import Overloaded
+from qortex.core.errors import InvalidInput, Overloaded
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.resilience.group_worker import GroupWorker
@@ -186,5 +186,13 @@ async def list_events(
     *, db: Database, scope: TenantScope, limit: int, before: uuid.UUID | None, action: str | None
 ) -> Page[StoredEvent]:
     async with db.tenant_session(scope) as session:
+        # Pages follow the chain, and a cursor names the event to continue after: one that names none of the
+        # tenant's (made up, from another list or another tenant) marks no position in it, and an empty page
+        # would pass that off as the end of the trail.
+        if before is not None and not await repository.has_event(session=session, scope=scope, event_id=before):
+            raise InvalidInput(
+                "cursor names no audit event of this tenant; pass back a next_cursor this list answered",
+                errors=[{"loc": ["query", "cursor"], "msg": "names no audit event"}],
+            )
         rows = await repository.list_events(session=session, scope=scope, limit=limit + 1, before=before, action=action)
     return page_of(rows, limit=limit)

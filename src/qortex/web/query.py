@@ -36,7 +36,7 @@ async def refuse_repeated_parameters(request: Request) -> None:
             errors=[{"loc": ["query", name], "msg": "given more than once", "type": "repeated"} for name in repeated],
         )
     route = request.scope.get("route")
-    if isinstance(route, APIRoute):
+    if counts and isinstance(route, APIRoute):  # most requests carry no query: nothing to walk
         declared = _declared(route.dependant)
         unknown = sorted(name for name in counts if name not in declared)
         if unknown:

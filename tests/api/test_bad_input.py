@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
 import pytest
 
@@ -215,6 +217,33 @@ async def test_a_body_not_declared_as_json_is_415(
         request.headers["content-type"] = content_type
     body = problem(await client.send(request), 415)
     assert body["type"] == "https://qortex.dev/problems/unsupported-media-type"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "GZIP", "identity, gzip", "identity,gzip"])
+async def test_a_body_with_a_content_coding_is_415_not_read_as_plain_json(
+    client: httpx.AsyncClient, acme: TenantCredentials, coding: str
+) -> None:
+    """Compressed bodies are not decoded here, so one declared encoded is refused, never read as if it were not."""
+    headers = {**acme.headers, "Content-Type": "application/json", "Content-Encoding": coding}
+    refused = await client.post("/v1/predictions", content=VALID, headers=headers)
+    body = problem(refused, 415)
+    assert body["type"] == "https://qortex.dev/problems/unsupported-media-type"
+    assert "Content-Encoding" in str(body["detail"])
+    assert refused.headers["accept-encoding"] == "identity"
+    assert (await client.get("/v1/predictions", headers=acme.headers)).json()["items"] == []
+
+
+async def test_a_compressed_body_is_told_the_coding_is_unsupported(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    headers = {**acme.headers, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    body = problem(await client.post("/v1/predictions", content=gzip.compress(VALID.encode()), headers=headers), 415)
+    assert "gzip" in str(body["detail"])
+
+
+async def test_the_identity_coding_is_accepted(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    headers = {**acme.headers, "Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert (await client.post("/v1/predictions", content=VALID, headers=headers)).status_code == 201
 
 
 async def test_json_media_types_with_parameters_are_accepted(

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -74,6 +75,12 @@ def is_json(content_type: str) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
+def content_codings(headers: Headers) -> list[str]:
+    """The codings a request declares its body was encoded with (RFC 9110, 8.4), `identity` left out."""
+    declared = ",".join(headers.getlist("content-encoding"))
+    return [coding for part in declared.split(",") if (coding := part.strip().lower()) not in ("", "identity")]
+
+
 class StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -93,6 +100,14 @@ class StrictJSONRoute(APIRoute):
         async def strict_handler(request: Request) -> Response:
             strict = StrictJSONRequest(request.scope, request.receive)
             if takes_body:
+                # Bodies are never decoded here: one declared compressed would otherwise be read as if it
+                # were not, and a proxy that decodes it would see another request than this server does.
+                codings = content_codings(strict.headers)
+                if codings:
+                    raise UnsupportedMediaType(
+                        f"Content-Encoding {', '.join(codings)} is not supported; send the body uncompressed",
+                        headers={"Accept-Encoding": "identity"},
+                    )
                 content_type = strict.headers.get("content-type")
                 if (content_type or await strict.body()) and not is_json(content_type or ""):
                     raise UnsupportedMediaType(

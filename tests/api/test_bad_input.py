@@ -6,6 +6,9 @@ import gzip
 
 import httpx
 import pytest
+import structlog
+from fastapi import FastAPI
+from starlette.types import Message, Scope
 
 from tests.conftest import TenantCredentials
 
@@ -381,3 +384,41 @@ async def test_a_content_length_of_thousands_of_digits_is_413_not_500(
         for raw, lower, value in request.headers._list  # type: ignore[attr-defined]
     ]
     problem(await client.send(request), 413)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json"])
+async def test_a_client_that_disconnects_before_its_body_ends_is_no_server_error(
+    app: FastAPI, acme: TenantCredentials, content_type: str | None
+) -> None:
+    """A client gone mid-body is not a bug of the server: no 500, no `unhandled_error` in the log."""
+    messages: list[Message] = [{"type": "http.request", "body": b'{"source": "s"', "more_body": True}]
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"qortex.test"), (b"authorization", acme.headers["Authorization"].encode())]
+    headers += [(b"content-length", b"100")] + ([(b"content-type", content_type.encode())] if content_type else [])
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predictions",
+        "raw_path": b"/v1/predictions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("qortex.test", 80),
+    }
+    with structlog.testing.capture_logs() as logged:
+        await app(scope, receive, send)
+    assert [entry["event"] for entry in logged if entry["log_level"] == "error"] == []
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 400

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
@@ -201,6 +202,19 @@ class UnexpectedErrorMiddleware(HttpMiddleware):
                 )
                 await (await on_qortex_error(Request(scope), shutting_down))(scope, receive, send)
             raise
+        except ClientDisconnect:
+            # The client went away before its body ended (read outside FastAPI's body parsing, which answers
+            # this 400 itself): no bug to log, and the answer goes nowhere.
+            if started:
+                raise
+            gone = problem_response(
+                status=400,
+                slug="bad-request",
+                title="Bad request",
+                detail="the client disconnected before the request body ended",
+                request_id=request_id_of(Request(scope)),
+            )
+            await gone(scope, receive, send)
         except Exception as error:
             if started:
                 raise

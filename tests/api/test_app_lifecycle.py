@@ -43,12 +43,23 @@ def _service_tasks() -> set[str]:
     return {task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("qortex-")}
 
 
+async def _refuse_to_start(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("signing keys unreadable")
+
+
+async def _fail_to_close(self: RateLimits) -> None:
+    raise ConnectionError("redis went away")
+
+
+async def _start_and_stop(settings: Settings) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        pass
+
+
 async def test_a_start_that_fails_partway_stops_what_it_had_started(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def refuse(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("signing keys unreadable")
-
     opened: list[Database] = []
     disposed: list[Database] = []
     init, dispose = Database.__init__, Database.dispose
@@ -61,14 +72,12 @@ async def test_a_start_that_fails_partway_stops_what_it_had_started(
         disposed.append(self)
         await dispose(self)
 
-    monkeypatch.setattr(AuthServices, "start", refuse)
+    monkeypatch.setattr(AuthServices, "start", _refuse_to_start)
     monkeypatch.setattr(Database, "__init__", recording_init)
     monkeypatch.setattr(Database, "dispose", recording_dispose)
     already_running = _service_tasks()
-    app = create_app(settings)
     with pytest.raises(RuntimeError, match="signing keys unreadable"):
-        async with app.router.lifespan_context(app):
-            pass
+        await _start_and_stop(settings)
     assert _service_tasks() == already_running
     assert opened and set(map(id, disposed)) == set(map(id, opened))  # the app's, and the migration's
 
@@ -76,10 +85,7 @@ async def test_a_start_that_fails_partway_stops_what_it_had_started(
 async def test_a_stop_that_fails_does_not_keep_the_others_from_stopping(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def fail(self: RateLimits) -> None:
-        raise ConnectionError("redis went away")
-
-    monkeypatch.setattr(RateLimits, "close", fail)
+    monkeypatch.setattr(RateLimits, "close", _fail_to_close)
     already_running = _service_tasks()
     app = create_app(settings)
     with pytest.raises(ConnectionError):
@@ -91,17 +97,9 @@ async def test_a_stop_that_fails_does_not_keep_the_others_from_stopping(
 async def test_a_stop_that_fails_after_a_failed_start_does_not_hide_why_the_start_failed(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def refuse(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("signing keys unreadable")
-
-    async def fail(self: RateLimits) -> None:
-        raise ConnectionError("redis went away")
-
-    monkeypatch.setattr(AuthServices, "start", refuse)
-    monkeypatch.setattr(RateLimits, "close", fail)
+    monkeypatch.setattr(AuthServices, "start", _refuse_to_start)
+    monkeypatch.setattr(RateLimits, "close", _fail_to_close)
     already_running = _service_tasks()
-    app = create_app(settings)
     with pytest.raises(RuntimeError, match="signing keys unreadable"):
-        async with app.router.lifespan_context(app):
-            pass
+        await _start_and_stop(settings)
     assert _service_tasks() == already_running

@@ -583,15 +583,21 @@ async def test_after_a_lowered_limit_retry_after_waits_until_a_request_fits(
     assert (await client.get(MODELS, headers=acme.headers)).status_code == 429
 
 
+def _wall_clock_at(monkeypatch: pytest.MonkeyPatch, start: float) -> list[float]:
+    """The in-memory counters' wall clock, starting at `start`; the test moves it by changing the list's item."""
+    now = [start]
+    clock = SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+    for module in (memory_counters, limits_strategies, limits_storage, limits_service):
+        monkeypatch.setattr(module, "time", clock)
+    return now
+
+
 async def test_retry_after_for_a_batch_over_the_daily_quota_is_when_the_whole_batch_fits(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not when the first prediction frees up: a client that honours Retry-After must not be refused again."""
     midnight = float(int(time.time()) // 86_400 * 86_400)
-    now = [midnight - 3_600]  # 23:00 yesterday
-    clock = SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
-    for module in (memory_counters, limits_strategies, limits_storage, limits_service):
-        monkeypatch.setattr(module, "time", clock)
+    now = _wall_clock_at(monkeypatch, midnight - 3_600)  # 23:00 yesterday
     await configure(app, acme, predictions_per_day=5)
     assert (await client.post("/v1/predictions/batch", json=batch(5), headers=acme.headers)).status_code == 200
 
@@ -611,10 +617,7 @@ async def test_retry_after_for_a_batch_that_fits_only_tomorrow_counts_todays_pre
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     midnight = float(int(time.time()) // 86_400 * 86_400)
-    now = [midnight + 3_600]  # 01:00 today
-    clock = SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
-    for module in (memory_counters, limits_strategies, limits_storage, limits_service):
-        monkeypatch.setattr(module, "time", clock)
+    now = _wall_clock_at(monkeypatch, midnight + 3_600)  # 01:00 today
     await configure(app, acme, predictions_per_day=5)
     assert (await client.post("/v1/predictions/batch", json=batch(4), headers=acme.headers)).status_code == 200
     refused = await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)

@@ -71,15 +71,21 @@ def test_pool_exhaustion_is_unavailable_and_other_errors_are_not() -> None:
     assert not storage_unavailable(ValueError("not a database error"))
 
 
-async def test_a_transaction_refused_by_a_locked_database_is_a_503_that_stored_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 100)
+async def _database_locked_by_another_process(tmp_path: Path, lock: str) -> tuple[Database, sqlite3.Connection]:
+    """A SQLite database with a table `t`, and another connection holding a `BEGIN <lock>` on it."""
     db = Database(f"sqlite:///{tmp_path}/q.db")
     async with db.engine.begin() as conn:
         await conn.execute(text("CREATE TABLE t (x INTEGER)"))
     holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute(f"BEGIN {lock}")
+    return db, holder
+
+
+async def test_a_transaction_refused_by_a_locked_database_is_a_503_that_stored_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 100)
+    db, holder = await _database_locked_by_another_process(tmp_path, "EXCLUSIVE")
     with pytest.raises(StorageUnavailable) as refused:
         async with db.system_session(write=True) as session:
             await session.execute(text("INSERT INTO t VALUES (1)"))
@@ -97,11 +103,7 @@ async def test_writers_queued_behind_another_process_s_lock_each_wait_one_busy_t
     """This process's writers take turns; a turn spent waiting for another process's lock counts against the
     busy timeout of every writer queued behind it, so none waits a multiple of it (eight writers: not 8 x 0.4 s)."""
     monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 400)
-    db = Database(f"sqlite:///{tmp_path}/q.db")
-    async with db.engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
-    holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
+    db, holder = await _database_locked_by_another_process(tmp_path, "IMMEDIATE")
 
     async def write() -> float:
         started = time.monotonic()

@@ -213,6 +213,24 @@ async def test_a_write_to_a_read_only_postgresql_database_is_a_503_that_stored_n
         await db.dispose()
 
 
+async def test_a_write_to_a_read_only_sqlite_database_is_a_503_that_stored_nothing(tmp_path: Path) -> None:
+    """A data directory remounted read-only (as a kernel does after a disk error) cannot serve a write now."""
+    db = Database(f"sqlite:///{tmp_path}/q.db")
+    async with db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    try:
+        with pytest.raises(StorageUnavailable) as refused:
+            async with db.system_session(write=True) as session:
+                await session.execute(text("PRAGMA query_only = 1"))  # SQLite's own SQLITE_READONLY, as for a ro mount
+                await session.execute(text("INSERT INTO t VALUES (1)"))
+        assert refused.value.status == 503 and "nothing of it was stored" in refused.value.detail
+        async with db.system_session() as session:
+            await session.execute(text("PRAGMA query_only = 0"))
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+    finally:
+        await db.dispose()
+
+
 class _ProbeBase(DeclarativeBase):
     pass
 

@@ -48,9 +48,18 @@ POSTGRES_STATEMENT_TIMEOUT = "30s"
 # read-only (a standby reached after a failover, or a primary put in read-only mode).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55P03", "40001", "40P01", "25006")
 # SQLite's result codes (extended ones start with these) for the same: locked by another process, disk
-# full, I/O failing, file not openable, out of memory. A missing table is not among them: that is a
-# database nobody migrated, which no retry fixes.
-_UNAVAILABLE_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_NOMEM")
+# full, I/O failing, file not openable, out of memory, and a write refused as read-only (a file system
+# remounted read-only after a disk error, or files whose permissions an operator changed). A missing table
+# is not among them: that is a database nobody migrated, which no retry fixes.
+_UNAVAILABLE_SQLITE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_NOMEM",
+    "SQLITE_READONLY",
+)
 
 
 def storage_unavailable(error: BaseException) -> bool:

@@ -164,6 +164,13 @@ class Predictor:
             for part in _chunks(z.shape[0])
         ]
         base = np.concatenate(blocks)
+        overflowing = _non_finite_group(base, self.layout.groups)
+        if overflowing is not None:
+            # Weights scaled past float32 fit "successfully" into a model that answers NaN.
+            raise ValueError(
+                f"the {overflowing} features are not finite with this configuration (float32 overflow); "
+                "lower spectral_radius or input_scale"
+            )
         if cfg.use_quantum:
             q_in = self._quantum_input(base)
             std = q_in.std(axis=0)
@@ -545,6 +552,12 @@ def _expect(
             f"expected {shape} and {np.dtype(dtype)}"
         )
     return arr
+
+
+def _non_finite_group(features: npt.NDArray[np.floating], groups: list[str]) -> str | None:
+    """Returns the group of the first feature column holding a NaN or infinity, or None."""
+    bad = ~np.isfinite(features).all(axis=0)
+    return groups[int(np.argmax(bad))] if bad.any() else None
 
 
 def _json_copy(value: dict[str, Any], what: str) -> dict[str, Any]:

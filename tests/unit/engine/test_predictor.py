@@ -304,3 +304,15 @@ def test_fit_refuses_lineage_that_could_not_be_saved_before_fitting(lineage: obj
     with pytest.raises(ValueError, match="lineage must be"):
         predictor.fit_windows(x, y, lineage=lineage)  # type: ignore[arg-type]
     assert not hasattr(predictor, "readout_")
+
+
+@pytest.mark.parametrize("changes", [{"spectral_radius": 1e300}, {"input_scale": 1e40}])
+def test_fit_refuses_a_configuration_whose_reservoir_overflows(changes: dict[str, float]) -> None:
+    """Such a model would answer NaN for every series, and its artifact could not be loaded."""
+    config = EngineConfig(**{**SMALL_CONFIG.to_dict(), **changes})
+    predictor = Predictor(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy reports the overflow itself
+        with pytest.raises(ValueError, match="reservoir features are not finite"):
+            predictor.fit([noisy_sine(200, s) for s in range(2)])
+    assert not hasattr(predictor, "readout_")

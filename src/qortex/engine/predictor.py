@@ -43,7 +43,7 @@ from qortex.engine.features import (
 from qortex.engine.normalise import last_windows, normalise_windows
 from qortex.engine.patterns import PATTERN_TYPES, PatternScan, detect_patterns, spatial_signatures
 from qortex.engine.quantum import QuantumFeatureMap
-from qortex.engine.readout import Calibrator, LogisticReadout, fit_calibrator, fit_logistic
+from qortex.engine.readout import CLIP_Z, Calibrator, LogisticReadout, fit_calibrator, fit_logistic
 from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate, weight_grid
 from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, PredictionResult
 from qortex.engine.validation import validate_batch, validate_series
@@ -586,9 +586,25 @@ def _check_values(predictor: Predictor, stored: set[str], where: str) -> None:
         raise ArtifactError(f"artifact {where}: {', '.join(sorted(not_finite))} must be finite")
     if (predictor.readout_.scale <= 0).any() or (arrays["quantum_scale"] <= 0).any():
         raise ArtifactError(f"artifact {where}: feature scales must be positive")
-    # Off-grid weights would lose the exact sums that make a batch answer like its series alone.
-    if any(not np.array_equal(weight_grid(arrays[name]), arrays[name]) for name in ("w_in", "w_rec")):
-        raise ArtifactError(f"artifact {where}: reservoir weights are not on the dyadic grid")
+    # Forged values overflow below; each check refuses them, so numpy's warnings add nothing.
+    with np.errstate(all="ignore"):
+        # Off-grid weights would lose the exact sums that make a batch answer like its series alone.
+        if any(not np.array_equal(weight_grid(arrays[name]), arrays[name]) for name in ("w_in", "w_rec")):
+            raise ArtifactError(f"artifact {where}: reservoir weights are not on the dyadic grid")
+        # Finite parameters can still overflow on the way to a probability, and predict would answer NaN.
+        readout = predictor.readout_
+        largest_logit = CLIP_Z * float(np.abs(readout.coef).sum()) + abs(readout.intercept)
+        if not np.isfinite(largest_logit):
+            raise ArtifactError(f"artifact {where}: readout coefficients are too large for a finite logit")
+        if not np.isfinite(predictor.predict_proba(_probe_series(predictor.config.window))).all():
+            raise ArtifactError(f"artifact {where}: parameters answer NaN for ordinary series")
+
+
+def _probe_series(length: int) -> list[F64]:
+    """A few fixed, ordinary series: ramps, a cycle and a random walk."""
+    t = np.arange(length, dtype=np.float64)
+    walk = np.cumsum(np.random.default_rng(0).standard_normal(length))
+    return [t, -t, np.sin(2 * np.pi * t / 7), walk]
 
 
 def _check_reported_facts(meta: dict[str, Any]) -> None:

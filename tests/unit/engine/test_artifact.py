@@ -155,12 +155,23 @@ def _nudge_recurrent_weights(model: Predictor) -> None:
     model.w_rec_ = model.w_rec_ + np.float32(1e-5)
 
 
+def _huge_coefficients(model: Predictor) -> None:
+    """Finite, but their sum overflows: the logit becomes inf - inf."""
+    model.readout_ = dataclasses.replace(model.readout_, coef=np.full_like(model.readout_.coef, 1e308))
+
+
+def _tiny_quantum_scales(model: Predictor) -> None:
+    model.quantum_scale_ = np.full_like(model.quantum_scale_, 1e-45)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (_nan_coefficients, "readout_coef must be finite"),
         (_zero_scales, "feature scales must be positive"),
         (_nudge_recurrent_weights, "not on the dyadic grid"),
+        (_huge_coefficients, "readout coefficients are too large"),
+        (_tiny_quantum_scales, "answer NaN"),
     ],
 )
 def test_rehashed_parameters_that_no_fit_produces_are_refused(

@@ -46,7 +46,7 @@ from qortex.engine.quantum import QuantumFeatureMap
 from qortex.engine.readout import CLIP_Z, Calibrator, LogisticReadout, fit_calibrator, fit_logistic
 from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate, weight_grid
 from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, PredictionResult
-from qortex.engine.validation import validate_batch, validate_series
+from qortex.engine.validation import validate_batch
 from qortex.engine.windows import sliding_windows
 
 __all__ = ["STAGES", "Predictor"]
@@ -106,8 +106,9 @@ class Predictor:
         xs: list[F64] = []
         ys: list[npt.NDArray[np.int8]] = []
         holdout: list[npt.NDArray[np.bool_]] = []
-        for i, s in enumerate(series_list):
-            x, y = sliding_windows(validate_series(s, index=i, max_length=None), self.config.window, horizon)
+        # Training series may be longer than a prediction input.
+        for values in validate_batch(series_list, max_length=None):
+            x, y = sliding_windows(values, self.config.window, horizon)
             n_hold = round(self.config.calibration_fraction * x.shape[0])
             mask = np.zeros(x.shape[0], dtype=np.bool_)
             if n_hold:

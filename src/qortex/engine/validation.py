@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -66,17 +67,22 @@ def validate_series(series: Any, *, index: int = 0, max_length: int | None = MAX
     return values
 
 
-def validate_batch(series_list: Sequence[Any]) -> list[npt.NDArray[np.float64]]:
+def validate_batch(series_list: Sequence[Any], *, max_length: int | None = MAX_LENGTH) -> list[npt.NDArray[np.float64]]:
     """Validates every series of a batch; the error names the first bad series and value."""
-    if isinstance(series_list, (str, bytes)) or not hasattr(series_list, "__len__"):
+    not_sized = not hasattr(series_list, "__len__") or (isinstance(series_list, np.ndarray) and series_list.ndim == 0)
+    if isinstance(series_list, (str, bytes)) or not_sized:
         raise InvalidSeriesError("a batch must be a sequence of 1-D numeric series")
+    if isinstance(series_list, AbstractSet):
+        # Answers come back in the batch's order, which a set does not have.
+        kind = type(series_list).__name__
+        raise InvalidSeriesError(f"a batch must be a sequence of series, got a {kind}, whose order is arbitrary")
     if isinstance(series_list, np.ndarray) and series_list.ndim == 1 and series_list.dtype.kind in "iuf":
         raise InvalidSeriesError("a batch must be a sequence of series, got a single 1-D array; wrap it in a list")
     if isinstance(series_list, Mapping):
         # Iterating a dict gives its keys, which would each be refused as a series that is a string.
         kind = type(series_list).__name__
         raise InvalidSeriesError(f"a batch must be a sequence of series, got a {kind}; pass list(batch.values())")
-    return [validate_series(s, index=i) for i, s in enumerate(series_list)]
+    return [validate_series(s, index=i, max_length=max_length) for i, s in enumerate(series_list)]
 
 
 def _is_number(value: Any) -> bool:

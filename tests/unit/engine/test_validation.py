@@ -60,6 +60,25 @@ def test_a_mapping_is_not_mistaken_for_a_batch_of_its_keys() -> None:
         validate_batch({"cpu": GOOD, "memory": GOOD})
 
 
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (None, "a batch must be a sequence of 1-D numeric series"),
+        (np.array(5.0), "a batch must be a sequence of 1-D numeric series"),
+        (np.arange(40.0), "got a single 1-D array; wrap it in a list"),
+        ({"cpu": np.arange(40.0)}, "got a dict; pass list(batch.values())"),
+        ({tuple(range(40)), tuple(range(40, 0, -1))}, "got a set, whose order is arbitrary"),
+    ],
+    ids=["None", "0-d array", "1-D array", "dict", "set"],
+)
+def test_fit_and_predict_refuse_what_is_not_a_batch_alike(small_model: Predictor, batch: object, message: str) -> None:
+    """A set would be answered in no particular order; fit read a bare series as a batch of numbers."""
+    with pytest.raises(InvalidSeriesError, match=re.escape(message)):
+        small_model.predict_proba(batch)  # type: ignore[arg-type]
+    with pytest.raises(InvalidSeriesError, match=re.escape(message)):
+        Predictor(small_model.config).fit(batch)  # type: ignore[arg-type]
+
+
 def test_predictor_validates_before_computing(small_model: Predictor) -> None:
     with pytest.raises(InvalidSeriesError, match=r"series 1: value at index 4 is NaN"):
         small_model.predict_batch([GOOD, np.array([0.0, 1, 2, 3, np.nan, 5, 6, 7, 8])])

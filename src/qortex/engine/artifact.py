@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import secrets
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -62,15 +64,33 @@ def npz_encode(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
 
 
 def write(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> Path:
-    """Writes the artifact pair and returns the .npz path."""
+    """Writes the artifact pair and returns the .npz path.
+
+    Both files are written in full beside their targets before either is renamed into place, so a
+    save that fails part way (a full disk) leaves the previous artifact loadable, not half replaced.
+    """
     npz_path, json_path = paths(path)
     npz_bytes = npz_encode(arrays)
     meta = dict(meta)
     meta["format"] = FORMAT
     meta["content_hash"] = content_hash(npz_bytes, meta)
+    json_bytes = (json.dumps(meta, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    npz_path.write_bytes(npz_bytes)
-    json_path.write_text(json.dumps(meta, sort_keys=True, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    staged: dict[Path, Path] = {}
+    try:
+        # Resolved, as a plain write goes through a link and leaves the link in place.
+        for target, data in ((npz_path.resolve(), npz_bytes), (json_path.resolve(), json_bytes)):
+            staged[target] = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+            # O_EXCL: never someone else's file; 0o666 less the umask, as a plain write would create it.
+            with os.fdopen(os.open(staged[target], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+        for target, partial in staged.items():
+            os.replace(partial, target)
+    finally:
+        for partial in staged.values():
+            partial.unlink(missing_ok=True)
     return npz_path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import resource
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +78,35 @@ def test_a_truncated_npz_is_refused(saved: Path) -> None:
     saved.write_bytes(saved.read_bytes()[:-100])
     with pytest.raises(ArtifactError, match="content hash mismatch"):
         Predictor.load(saved)
+
+
+def test_a_save_that_fails_part_way_leaves_the_previous_artifact_loadable(small_model: Predictor, saved: Path) -> None:
+    """A full disk stops the write of the .npz half way; the model saved before must survive it."""
+    other = Predictor(small_model.config).fit([noisy_sine(300, 7), noisy_sine(300, 8)])
+    before = sorted(saved.parent.iterdir())
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write, not the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (saved.stat().st_size // 2, hard))
+    try:
+        with pytest.raises(OSError, match="too large"):
+            other.save(saved)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert Predictor.load(saved).model_version == small_model.model_version
+    assert sorted(saved.parent.iterdir()) == before
+
+
+def test_saving_through_a_link_replaces_the_linked_file_and_keeps_the_link(
+    small_model: Predictor, saved: Path, tmp_path: Path
+) -> None:
+    links = [tmp_path / "current.npz", tmp_path / "current.json"]
+    for link, target in zip(links, (saved, saved.with_suffix(".json")), strict=True):
+        link.symlink_to(target)
+    other = Predictor(small_model.config).fit([noisy_sine(300, 7), noisy_sine(300, 8)])
+    other.save(links[0])
+    assert all(link.is_symlink() for link in links)
+    assert Predictor.load(saved).model_version == other.model_version
 
 
 def test_missing_files_are_reported_by_name(saved: Path) -> None:

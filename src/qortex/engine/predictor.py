@@ -46,7 +46,7 @@ from qortex.engine.quantum import QuantumFeatureMap
 from qortex.engine.readout import CLIP_Z, Calibrator, LogisticReadout, fit_calibrator, fit_logistic
 from qortex.engine.reservoir import ReservoirParams, ReservoirRun, make_weights, simulate, weight_grid
 from qortex.engine.result import Direction, Factor, FactorGroup, Pattern, PredictionResult
-from qortex.engine.validation import validate_batch
+from qortex.engine.validation import check_horizon, validate_batch
 from qortex.engine.windows import sliding_windows
 
 __all__ = ["STAGES", "Predictor"]
@@ -101,7 +101,7 @@ class Predictor:
         self, series_list: Sequence[npt.ArrayLike], horizon: int = 1, lineage: dict[str, Any] | None = None
     ) -> Predictor:
         """Fits on every sliding window of every series; calibrates on each series' last windows."""
-        _check_horizon(horizon)
+        check_horizon(horizon)
         lineage = _lineage_copy(lineage)
         xs: list[F64] = []
         ys: list[npt.NDArray[np.int8]] = []
@@ -128,9 +128,13 @@ class Predictor:
         lineage: dict[str, Any] | None = None,
     ) -> Predictor:
         """Fits on prepared windows (n, window) in time order; the last rows calibrate."""
-        _check_horizon(horizon)
+        check_horizon(horizon)
         lineage = _lineage_copy(lineage)
-        windows = np.asarray(x, dtype=np.float64)
+        given_x = np.asarray(x)
+        # A cast to float64 would drop an imaginary part with only a warning.
+        if given_x.dtype.kind not in "iuf":
+            raise ValueError(f"x must hold real numbers, got dtype {given_x.dtype}")
+        windows = given_x.astype(np.float64, copy=False)
         given = np.asarray(y)
         if windows.ndim != 2 or windows.shape[1] != self.config.window:
             raise ValueError(f"x must have shape (n, {self.config.window}), got {windows.shape}")
@@ -321,7 +325,7 @@ class Predictor:
         """Returns one PredictionResult per series, with factors, patterns and stage timings."""
         self._check_fitted()
         if horizon is not None:
-            _check_horizon(horizon)
+            check_horizon(horizon)
             if horizon != self.horizon_:
                 raise ValueError(f"this model predicts horizon {self.horizon_}, not {horizon}")
         values = validate_batch(series_list)
@@ -525,7 +529,7 @@ class Predictor:
             # when the held-out fold was too small to calibrate on.
             if kind not in (config.calibration, "none"):
                 raise ArtifactError(f"artifact {where}: calibration {kind!r} contradicts its configuration")
-            _check_horizon(meta["horizon"])
+            check_horizon(meta["horizon"])
             predictor.horizon_ = meta["horizon"]
             _check_reported_facts(meta)
             predictor.n_training_windows_ = meta["n_training_windows"]
@@ -616,13 +620,6 @@ def _check_reported_facts(meta: dict[str, Any]) -> None:
     for key in ("lineage", "metrics"):
         if not isinstance(meta.get(key), dict | None):
             raise ValueError(f"{key} must be a JSON object or null, got {type(meta[key]).__name__}")
-
-
-def _check_horizon(horizon: object) -> None:
-    if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, (int, np.integer)):
-        raise ValueError(f"horizon must be an integer, got {horizon!r}")
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
 
 
 def _chunks(n: int) -> list[slice]:

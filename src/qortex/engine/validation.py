@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
 
 from qortex.engine.errors import InvalidSeriesError
 
-__all__ = ["MAX_LENGTH", "MIN_LENGTH", "validate_batch", "validate_series"]
+__all__ = ["MAX_LENGTH", "MIN_LENGTH", "check_horizon", "is_integer", "validate_batch", "validate_series"]
 
 MIN_LENGTH = 8
 MAX_LENGTH = 4096
@@ -83,6 +83,19 @@ def validate_batch(series_list: Sequence[Any], *, max_length: int | None = MAX_L
         kind = type(series_list).__name__
         raise InvalidSeriesError(f"a batch must be a sequence of series, got a {kind}; pass list(batch.values())")
     return [validate_series(s, index=i, max_length=max_length) for i, s in enumerate(series_list)]
+
+
+def is_integer(value: object) -> TypeGuard[int | np.integer[Any]]:
+    """A Python or numpy integer; a bool is not one here."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+def check_horizon(horizon: object) -> None:
+    """Raises ValueError unless `horizon` is an integer >= 1."""
+    if not is_integer(horizon):
+        raise ValueError(f"horizon must be an integer, got {horizon!r}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
 
 
 def _is_number(value: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from qortex.engine.validation import validate_series
+from qortex.engine.validation import check_horizon, is_integer, validate_series
 
 __all__ = ["sliding_windows"]
 
@@ -18,10 +18,9 @@ def sliding_windows(
     t is the last index of a window, so a window never sees its own target; ties are dropped.
     No length cap applies here: training series may be longer than a prediction input.
     """
-    if window < 2:
-        raise ValueError(f"window must be >= 2, got {window}")
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if not is_integer(window) or window < 2:
+        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    check_horizon(horizon)
     values = validate_series(series, max_length=None)
     n = values.shape[0] - window - horizon + 1
     if n <= 0:

@@ -316,3 +316,11 @@ def test_fit_refuses_a_configuration_whose_reservoir_overflows(changes: dict[str
         with pytest.raises(ValueError, match="reservoir features are not finite"):
             predictor.fit([noisy_sine(200, s) for s in range(2)])
     assert not hasattr(predictor, "readout_")
+
+
+@pytest.mark.parametrize("dtype", [complex, object, bool])
+def test_fit_windows_refuses_windows_that_are_not_real_numbers(dtype: type) -> None:
+    """numpy would drop the imaginary part of complex windows with only a warning."""
+    x, y = sliding_windows(noisy_sine(400, seed=2), SMALL_CONFIG.window, 1)
+    with pytest.raises(ValueError, match="x must hold real numbers"):
+        Predictor(SMALL_CONFIG).fit_windows(x.astype(dtype), y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -48,3 +50,20 @@ def test_bad_arguments_are_refused() -> None:
         sliding_windows(np.arange(20.0), 5, 0)
     with pytest.raises(ValueError, match="window"):
         sliding_windows(np.arange(20.0), 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("window", "horizon", "message"),
+    [
+        (4, True, "horizon must be an integer, got True"),
+        (4, 1.5, "horizon must be an integer, got 1.5"),
+        (4, 0, "horizon must be >= 1, got 0"),
+        (4.0, 1, "window must be an integer >= 2, got 4.0"),
+        (True, 1, "window must be an integer >= 2, got True"),
+        (1, 1, "window must be an integer >= 2, got 1"),
+    ],
+)
+def test_window_and_horizon_must_be_integers(window: object, horizon: object, message: str) -> None:
+    """True is not a horizon of 1, and 1.5 is refused as a ValueError, not a TypeError from slicing."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sliding_windows(np.arange(20.0), window, horizon)  # type: ignore[arg-type]

@@ -260,3 +260,17 @@ async def test_read_only_roles_see_predictions_without_the_subject_reference(
             assert answer["probability_up"] == made["probability_up"]
         if visible:
             assert one["subject_ref"] == "customer-9"
+
+
+async def test_the_openapi_document_describes_the_answer_read_only_roles_get(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    """A client generated from /openapi.json must be able to read a viewer's prediction, which has no subject_ref."""
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    made = (await client.post("/v1/predictions", json={"source": "s", "values": series()}, headers=acme.headers)).json()
+    viewer = {"Authorization": f"Bearer {await key_for(db, acme.tenant, Role.VIEWER)}"}
+    one = (await client.get(f"/v1/predictions/{made['id']}", headers=viewer)).json()
+    listed = (await client.get("/v1/predictions", headers=viewer)).json()["items"][0]
+    schema = schemas["PredictionOut"]
+    for answer in (made, one, listed):
+        assert set(schema["required"]) <= set(answer) <= set(schema["properties"])

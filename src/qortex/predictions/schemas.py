@@ -87,7 +87,8 @@ class PredictionOut(BaseModel):
     id: uuid.UUID
     input_id: uuid.UUID
     source: str
-    subject_ref: str | None
+    # Left out of the answer to roles that cannot create predictions (viewer, auditor), so not required.
+    subject_ref: str | None = Field(default=None, description="Absent for roles that cannot create predictions")
     horizon: int
     direction: Literal["up", "down", "neutral"]
     confidence: float

@@ -67,6 +67,20 @@ async def test_an_idempotency_key_reused_for_another_body_is_refused(
     assert reused.json()["type"].endswith("/idempotency-key-reused")
 
 
+@pytest.mark.parametrize("path", ["/v1/predictions", "/v1/predictions/batch"])
+async def test_an_idempotency_key_sent_twice_is_refused_not_read_as_one_of_its_copies(
+    client: httpx.AsyncClient, acme: TenantCredentials, path: str
+) -> None:
+    """A proxy may fold the copies into one key, "a, b": a retry through it would be made again, not replayed."""
+    item = {"source": "s", "values": series(seed=1)}
+    body = {"items": [item]} if path.endswith("batch") else item
+    headers = [*acme.headers.items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    refused = await client.post(path, json=body, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert (await client.get("/v1/predictions", headers=acme.headers)).json()["items"] == []
+
+
 @pytest.mark.parametrize("key", ["é", "ключ", "naïve", "tab\tin", "\x7f", ""])
 async def test_an_idempotency_key_beyond_printable_ascii_is_refused_alike(
     client: httpx.AsyncClient, acme: TenantCredentials, key: str

@@ -35,6 +35,16 @@ def new_user(username: str, role: str = "analyst", **extra: str) -> dict[str, st
     }
 
 
+async def test_an_idempotency_key_sent_twice_makes_no_person(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    headers = [*acme.headers.items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    refused = await client.post("/v1/users", json=new_user("mia"), headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert "mia" not in (await client.get("/v1/users", headers=acme.headers)).text
+
+
 async def test_create_read_list_update_and_deactivate(
     client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:

@@ -19,6 +19,7 @@ from qortex.identity.schemas import UserCreate, UserOut, UserPage, UserUpdate
 from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
+from qortex.web.idempotency import refuse_a_repeated_key
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
@@ -49,6 +50,7 @@ async def create_user(
     ] = None,
 ) -> UserOut:
     """Creates a person in the caller's tenant with a role the caller could grant; honours Idempotency-Key."""
+    refuse_a_repeated_key(request)
     key = _user_idempotency_key(idempotency_key, body)
     answer = await users.create_user(
         db=services.db,

@@ -310,6 +310,18 @@ async def test_c1_line_separators_and_bidi_controls_are_refused(
     problem(await client.post("/v1/api-keys", json={"name": text, "role": "viewer"}, headers=acme.headers), 422)
 
 
+@pytest.mark.parametrize("query", ["source=caf%E9", "source=%ED%A0%80", "source=%FF&limit=1"])
+async def test_a_query_value_that_is_not_utf_8_is_refused_not_searched_for_as_replacement_characters(
+    client: httpx.AsyncClient, acme: TenantCredentials, query: str
+) -> None:
+    """Decoded leniently, `caf%E9` (café in Latin-1) lists the predictions of "caf\ufffd": an empty page that reads as
+    "none from café"."""
+    await client.post("/v1/predictions", json={"source": "caf\ufffd", "values": [1.0] * 8}, headers=acme.headers)
+    refused = problem(await client.get(f"/v1/predictions?{query}", headers=acme.headers), 422)
+    assert refused["errors"] == [{"loc": ["query"], "msg": "not UTF-8 once percent-decoded", "type": "encoding"}]
+    assert (await client.get("/v1/predictions?source=caf%C3%A9", headers=acme.headers)).json()["items"] == []
+
+
 async def test_emoji_joiners_and_accents_are_kept(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
     source = "é 😀 👨\u200d👩\u200d👧 نیم\u200cفاصله"
     made = await client.post("/v1/predictions", json={"source": source, "values": [1.0] * 8}, headers=acme.headers)

@@ -4,6 +4,7 @@ route does not take is refused, never ignored."""
 from __future__ import annotations
 
 from collections import Counter
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -28,6 +29,13 @@ async def refuse_repeated_parameters(request: Request) -> None:
     Nor is a parameter the route does not take dropped: `?outcome=failure` on a list without that filter, or a
     misspelt `?Direction=up`, would list everything while looking like an answer to what was asked.
     """
+    query_string: bytes = request.scope["query_string"]
+    if query_string and not _utf_8(query_string):
+        # Starlette puts U+FFFD in place of what it cannot decode: `source=caf%E9` would list another source.
+        raise InvalidInput(
+            "the query string is not UTF-8 once percent-decoded; percent-encode its text as UTF-8",
+            errors=[{"loc": ["query"], "msg": "not UTF-8 once percent-decoded", "type": "encoding"}],
+        )
     counts = Counter(name for name, _ in request.query_params.multi_items())
     repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
@@ -47,3 +55,12 @@ async def refuse_repeated_parameters(request: Request) -> None:
                     {"loc": ["query", name], "msg": "unknown query parameter", "type": "unknown"} for name in unknown
                 ],
             )
+
+
+def _utf_8(query_string: bytes) -> bool:
+    """Whether the query is ASCII (as it must be sent) and its percent-encoded bytes are UTF-8."""
+    try:
+        parse_qsl(query_string.decode("ascii"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True

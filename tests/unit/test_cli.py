@@ -34,6 +34,7 @@ from typer.testing import CliRunner, Result
 from qortex.cli import app
 from qortex.core.config import get_settings
 from qortex.core.database import Database
+from qortex.engine import ArtifactError
 from qortex.limits import service as limits_service
 from qortex.limits.plans import LIMIT_NAMES, PLANS, PlanLimits
 
@@ -106,6 +107,28 @@ def test_the_lost_key_hint_names_the_first_tenant_so_it_works_with_several(qorte
     hint = re.search(r"Create another with: qortex (.*)$", ok(qortex, "init").stdout, flags=re.MULTILINE)
     assert hint is not None
     assert KEY.search(ok(qortex, *hint.group(1).replace("NAME", "replacement").split()).stdout) is not None
+
+
+def test_a_shipped_model_that_fails_its_check_creates_no_tenant_without_its_model(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant created without its model could not predict, and `init` would then say there is a key to lose."""
+    ok(qortex, "migrate")
+    with monkeypatch.context() as patch:
+
+        def tampered() -> None:
+            raise ArtifactError("artifact default: content hash mismatch; the .npz or .json was modified")
+
+        patch.setattr("qortex.engine.Predictor.load_default", tampered)
+        assert_one_line_error(invoke(qortex, "init"), "content hash mismatch")
+        assert_one_line_error(invoke(qortex, "tenants", "create", "acme"), "content hash mismatch")
+    assert "acme" not in ok(qortex, "tenants", "list").stdout
+    assert len(KEY.findall(ok(qortex, "init").stdout)) == 1
+    ok(qortex, "tenants", "create", "acme")
+    database = get_settings().data_dir / "qortex.db"
+    with sqlite3.connect(database) as connection:
+        defaults = connection.execute("SELECT count(DISTINCT tenant_id), count(*) FROM models WHERE is_default")
+        assert defaults.fetchone() == (2, 2)
 
 
 def test_migrate_on_a_fresh_data_dir_creates_the_database(qortex: CliRunner, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import NotFound
 from qortex.core.pagination import Page, page_of
+from qortex.engine import Predictor
 from qortex.models import repository
 from qortex.models.models import Model
 from qortex.models.runtime import BUILTIN_DEFAULT, ModelRuntime
@@ -24,25 +25,13 @@ async def register_builtin_models(*, db: Database, scope: TenantScope, runtime: 
     (tenant, name, version) constraint lets one win, and the others use its row.
     """
     predictor = (runtime or ModelRuntime()).builtin_default()
-    metadata = predictor.metadata
-    version = str(metadata["model_version"])
+    version = predictor.model_version
     try:
         async with db.tenant_session(scope, write=True) as session:
             model = await repository.get_version(session=session, scope=scope, name=DEFAULT_MODEL_NAME, version=version)
             if model is None:
                 await repository.clear_default(session=session, scope=scope)
-                model = Model(
-                    tenant_id=scope.tenant_id,
-                    name=DEFAULT_MODEL_NAME,
-                    version=version,
-                    artifact=BUILTIN_DEFAULT,
-                    content_sha256=str(metadata["model_hash"]),
-                    is_default=True,
-                    horizon=int(metadata["horizon"]),
-                    metrics=dict(metadata.get("metrics") or {}),
-                    lineage=dict(metadata.get("lineage") or {}),
-                )
-                repository.add(session=session, scope=scope, model=model)
+                model = add_builtin_model(session=session, scope=scope, predictor=predictor)
         return model
     except IntegrityError:
         async with db.tenant_session(scope) as session:
@@ -52,6 +41,24 @@ async def register_builtin_models(*, db: Database, scope: TenantScope, runtime: 
         if registered is None:
             raise
         return registered
+
+
+def add_builtin_model(*, session: AsyncSession, scope: TenantScope, predictor: Predictor) -> Model:
+    """Adds the shipped default model, as the tenant's default, to the caller's transaction."""
+    metadata = predictor.metadata
+    model = Model(
+        tenant_id=scope.tenant_id,
+        name=DEFAULT_MODEL_NAME,
+        version=predictor.model_version,
+        artifact=BUILTIN_DEFAULT,
+        content_sha256=str(metadata["model_hash"]),
+        is_default=True,
+        horizon=int(metadata["horizon"]),
+        metrics=dict(metadata.get("metrics") or {}),
+        lineage=dict(metadata.get("lineage") or {}),
+    )
+    repository.add(session=session, scope=scope, model=model)
+    return model
 
 
 async def list_models(*, db: Database, scope: TenantScope, limit: int, after: uuid.UUID | None) -> Page[Model]:

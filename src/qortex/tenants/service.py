@@ -20,6 +20,7 @@ from qortex.identity import actors
 from qortex.identity import service as identity_service
 from qortex.limits.plans import PLANS
 from qortex.models import service as model_service
+from qortex.models.runtime import ModelRuntime
 from qortex.security import signing
 from qortex.security.allowlist import contains, parse_networks
 from qortex.security.principal import Principal
@@ -39,6 +40,7 @@ async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
         )
     if plan not in PLANS:
         raise InvalidInput(f"unknown plan {plan!r}; known: {', '.join(PLANS)}")
+    predictor = ModelRuntime().builtin_default()
     tenant = Tenant(id=new_id(), name=name, plan=plan)
     # The first event of the tenant's audit chain: an operator's act on the host (the CLI).
     record = AuditRecord(
@@ -53,9 +55,10 @@ async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
             repository.add(session=session, scope=tenant.scope, tenant=tenant)
             await session.flush()
             await audit_service.append(session=session, scope=tenant.scope, records=[record])
+            # In the tenant's own transaction: a tenant committed without its model could not predict.
+            model_service.add_builtin_model(session=session, scope=tenant.scope, predictor=predictor)
     except IntegrityError:
         raise Conflict(f"tenant {name!r} already exists") from None
-    await model_service.register_builtin_models(db=db, scope=tenant.scope)
     return tenant
 
 

@@ -200,13 +200,21 @@ async def test_models_list_the_shipped_default_with_its_metrics(
     assert one.json() == model
 
 
-async def _register_other_release(db: Database, who: TenantCredentials, version: str, *, is_default: bool) -> Model:
-    """A default model row as another release registers it: the same artifact reference, other parameters."""
+async def _register_other_release(
+    db: Database,
+    who: TenantCredentials,
+    version: str,
+    *,
+    is_default: bool,
+    name: str = "default",
+    artifact: str = BUILTIN_DEFAULT,
+) -> Model:
+    """A model row as another release registers it: by default the same artifact reference, other parameters."""
     other = Model(
         tenant_id=who.tenant.id,
-        name="default",
+        name=name,
         version=version,
-        artifact=BUILTIN_DEFAULT,
+        artifact=artifact,
         content_sha256=version.rpartition("+")[2] * 4,
         is_default=is_default,
         horizon=1,
@@ -258,6 +266,52 @@ async def test_the_default_is_the_version_this_server_runs_when_another_release_
         headers=acme.headers,
     )
     assert named.status_code == 404
+
+
+async def test_the_default_is_the_version_this_server_runs_when_a_newer_one_is_an_artifact_it_lacks(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    """After a rollback from a release that shipped its default under another artifact reference."""
+    current = (await client.get("/v1/models", headers=acme.headers)).json()["items"][0]
+    await _register_other_release(db, acme, "9.9.9+fedcba9876543210", is_default=True, artifact="file:/srv/m.npz")
+    for model in (None, "default"):
+        body = {"source": "s", "values": series()} | ({"model": model} if model else {})
+        made = await client.post("/v1/predictions", json=body, headers=acme.headers)
+        assert made.status_code == 201, made.json()
+        assert made.json()["model"]["version"] == current["version"]
+
+
+async def test_a_model_this_server_cannot_compute_is_refused_naming_the_model_not_its_artifact(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    other = await _register_other_release(
+        db, acme, "2.0+0123456789abcdef", is_default=False, name="custom", artifact="file:/srv/models/custom.npz"
+    )
+    for reference in ("custom@2.0+0123456789abcdef", str(other.id)):
+        refused = await client.post(
+            "/v1/predictions", json={"source": "s", "values": series(), "model": reference}, headers=acme.headers
+        )
+        assert refused.status_code == 404
+        assert refused.json()["detail"] == (
+            "model custom@2.0+0123456789abcdef belongs to another release and is not available on this server; "
+            "name the model without a version for the one it runs"
+        )
+
+
+async def test_a_name_without_a_version_this_server_runs_is_refused_without_advice_that_cannot_help(
+    client: httpx.AsyncClient, acme: TenantCredentials, db: Database
+) -> None:
+    """Naming the model without a version is what the versioned refusal advises; here that is what was done."""
+    for name, artifact in (("retuned", BUILTIN_DEFAULT), ("custom", "file:/srv/models/custom.npz")):
+        await _register_other_release(db, acme, "2.0+0123456789abcdef", is_default=False, name=name, artifact=artifact)
+        refused = await client.post(
+            "/v1/predictions", json={"source": "s", "values": series(), "model": name}, headers=acme.headers
+        )
+        assert refused.status_code == 404
+        assert refused.json()["detail"] == (
+            f"no version of model {name!r} that this server runs is registered for this tenant "
+            f"({name}@2.0+0123456789abcdef belongs to another release)"
+        )
 
 
 async def test_read_only_roles_see_predictions_without_the_subject_reference(

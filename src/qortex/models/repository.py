@@ -31,15 +31,10 @@ async def get_latest_by_name(*, session: AsyncSession, scope: TenantScope, name:
     )
 
 
-async def get_newest_with_hash(
-    *, session: AsyncSession, scope: TenantScope, name: str, content_sha256: str
-) -> Model | None:
-    return await session.scalar(
-        select(Model)
-        .where(Model.tenant_id == scope.tenant_id, Model.name == name, Model.content_sha256 == content_sha256)
-        .order_by(Model.created_at.desc(), Model.id.desc())
-        .limit(1)
-    )
+async def list_versions(*, session: AsyncSession, scope: TenantScope, name: str) -> Sequence[Model]:
+    """Every version of a model, newest first."""
+    query = select(Model).where(Model.tenant_id == scope.tenant_id, Model.name == name)
+    return (await session.scalars(query.order_by(Model.created_at.desc(), Model.id.desc()))).all()
 
 
 async def get_version(*, session: AsyncSession, scope: TenantScope, name: str, version: str) -> Model | None:

@@ -48,14 +48,16 @@ class ModelRuntime:
     def builtin_default(self) -> Predictor:
         return self.load(BUILTIN_DEFAULT)
 
-    def model_hash(self, artifact: str) -> str:
-        """The parameter hash of what this server computes for an artifact reference.
+    def can_serve(self, model: Model) -> bool:
+        """Whether this server computes the model a row describes: an artifact it has, with the row's parameters.
 
         Every release ships its default model under the same reference, so a registered version is
         servable only where the hashes agree: answering for another release's version with these
         parameters would label one model's predictions with another's version.
         """
-        return self.load(artifact).model_hash_
+        if model.artifact != BUILTIN_DEFAULT:
+            return False
+        return self.builtin_default().model_hash_ == model.content_sha256
 
     def load(self, artifact: str) -> Predictor:
         """Returns the predictor for an artifact reference, loading (and hash-verifying) it once."""

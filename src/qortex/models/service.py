@@ -88,20 +88,21 @@ async def resolve(*, db: Database, scope: TenantScope, reference: str | None, ru
             model = await _by_reference(session=session, scope=scope, reference=reference)
         if model is None:
             raise NotFound(f"model {reference or DEFAULT_MODEL_NAME!r} not found")
-        here = runtime.model_hash(model.artifact)
-        if model.content_sha256 != here and not _names_a_version(reference):
+        named_version = _names_a_version(reference)
+        if not runtime.can_serve(model) and not named_version:
             # The default or a bare name means the version this server runs: during a rolling upgrade, or
             # after a rollback, the newest one registered may be another release's.
-            model = (
-                await repository.get_newest_with_hash(
-                    session=session, scope=scope, name=model.name, content_sha256=here
-                )
-                or model
+            versions = await repository.list_versions(session=session, scope=scope, name=model.name)
+            model = next((version for version in versions if runtime.can_serve(version)), model)
+    if not runtime.can_serve(model):
+        if named_version:
+            raise NotFound(
+                f"model {model.name}@{model.version} belongs to another release and is not available on this "
+                "server; name the model without a version for the one it runs"
             )
-    if model.content_sha256 != here:
         raise NotFound(
-            f"model {model.name}@{model.version} belongs to another release and is not available on this server; "
-            "name the model without a version for the one it runs"
+            f"no version of model {model.name!r} that this server runs is registered for this tenant "
+            f"({model.name}@{model.version} belongs to another release)"
         )
     cache.put(scope.tenant_id, reference, model)
     return model

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from unittest.mock import ANY
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -44,7 +47,24 @@ async def test_readiness_reports_a_database_that_answers_but_has_no_schema(
 ) -> None:
     ready = await ready_on(client, app, Database(f"sqlite:///{tmp_path}/empty.db"))  # answers, holds no table
     assert ready.status_code == 503
-    assert ready.json()["checks"]["database"] == {"status": "failing", "detail": "RuntimeError", "ms": ANY}
+    assert ready.json()["checks"]["database"] == {
+        "status": "failing",
+        "detail": "the database has no schema",
+        "ms": ANY,
+    }
+
+
+async def test_readiness_says_why_the_engine_and_the_disk_fail(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks' own findings name no host or user, so an operator is told them, not only an exception's type."""
+    services = app.state.services
+    monkeypatch.setattr(type(services.batcher), "running", property(lambda _: False))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: SimpleNamespace(free=4096))
+    checks = (await client.get("/health/ready")).json()["checks"]
+    assert checks["engine"]["detail"] == "engine batcher is not running"
+    assert checks["disk"]["detail"] == "only 4096 bytes free in the data directory"
+    assert checks["database"]["status"] == "ok"
 
 
 async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:
@@ -101,5 +121,5 @@ async def test_readiness_reports_a_schema_older_or_newer_than_the_code(
         async with owner_db.engine.begin() as conn:
             await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": current})
     assert ready.status_code == 503
-    assert ready.json()["checks"]["database"]["status"] == "failing"
+    assert ready.json()["checks"]["database"]["detail"] == "the database's schema is not the one this code needs"
     assert (await client.get("/health/ready")).status_code == 200

@@ -36,11 +36,17 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
+class NotReady(Exception):
+    """What a check found wrong, in words of its own that name no host or user, so they are shown."""
+
+
 async def _timed(check: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         detail = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_SECONDS)
         status = "ok"
+    except NotReady as finding:
+        detail, status = str(finding), "failing"
     except Exception as error:
         # Unauthenticated callers learn which check fails, not its message (which may name hosts or users).
         detail, status = type(error).__name__, "failing"
@@ -61,21 +67,21 @@ async def ready(request: Request) -> JSONResponse:
         # (a replaced file, a dropped schema, missing grants) cannot serve a request.
         revision = await current_revision(services.db)
         if revision is None:
-            raise RuntimeError("the database has no schema")
+            raise NotReady("the database has no schema")
         if revision != head_revision():
-            raise RuntimeError("the database's schema is not the one this code needs")
+            raise NotReady("the database's schema is not the one this code needs")
         return "reachable, migrated"
 
     async def engine() -> str:
         if not services.batcher.running:
-            raise RuntimeError("engine batcher is not running")
+            raise NotReady("engine batcher is not running")
         services.runtime.builtin_default()
         return f"queue depth {services.batcher.queue_depth}"
 
     async def disk() -> str:
         free = shutil.disk_usage(services.settings.data_dir).free
         if free < MIN_FREE_DISK_BYTES:
-            raise RuntimeError(f"only {free} bytes free in the data directory")
+            raise NotReady(f"only {free} bytes free in the data directory")
         return f"{free // (1024 * 1024)} MiB free"
 
     checks = {name: await _timed(check) for name, check in (("database", database), ("engine", engine), ("disk", disk))}

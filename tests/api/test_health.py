@@ -109,17 +109,33 @@ async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) ->
     assert generated.headers["x-request-id"] != "bad id with spaces" and len(generated.headers["x-request-id"]) == 32
 
 
-async def test_readiness_reports_a_schema_older_or_newer_than_the_code(
-    client: httpx.AsyncClient, owner_db: Database
-) -> None:
+async def _readiness_at_revision(client: httpx.AsyncClient, owner_db: Database, revision: str) -> httpx.Response:
+    """What /health/ready answers while the database's schema reads as being at `revision`."""
     async with owner_db.engine.begin() as conn:
         current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-        await conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+        await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
     try:
-        ready = await client.get("/health/ready")
+        return await client.get("/health/ready")
     finally:
         async with owner_db.engine.begin() as conn:
             await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": current})
+
+
+async def test_readiness_fails_on_a_schema_older_than_the_code(client: httpx.AsyncClient, owner_db: Database) -> None:
+    ready = await _readiness_at_revision(client, owner_db, "0004")
     assert ready.status_code == 503
-    assert ready.json()["checks"]["database"]["detail"] == "the database's schema is not the one this code needs"
+    assert ready.json()["checks"]["database"]["detail"] == (
+        "the database's schema is at revision 0004, older than the one this code needs"
+    )
     assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_a_replica_stays_ready_when_a_newer_release_migrates_the_schema(
+    client: httpx.AsyncClient, owner_db: Database
+) -> None:
+    """A rolling upgrade migrates first; the previous release's replicas must keep serving until replaced."""
+    ready = await _readiness_at_revision(client, owner_db, "9001_from_a_newer_release")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["database"]["detail"] == (
+        "reachable, migrated by a newer release (revision 9001_from_a_newer_release)"
+    )

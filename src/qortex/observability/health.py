@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from qortex.core.migrate import current_revision, head_revision
+from qortex.core.migrate import current_revision, head_revision, unknown_revision_problem
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -68,9 +68,13 @@ async def ready(request: Request) -> JSONResponse:
         revision = await current_revision(services.db)
         if revision is None:
             raise NotReady("the database has no schema")
-        if revision != head_revision():
-            raise NotReady("the database's schema is not the one this code needs")
-        return "reachable, migrated"
+        if revision == head_revision():
+            return "reachable, migrated"
+        if unknown_revision_problem(revision) is not None:
+            # A rolling upgrade migrates before it replaces replicas, and each release's migrations keep the
+            # previous release working (docs/architecture.md): this replica serves on until it is replaced.
+            return f"reachable, migrated by a newer release (revision {revision})"
+        raise NotReady(f"the database's schema is at revision {revision}, older than the one this code needs")
 
     async def engine() -> str:
         if not services.batcher.running:

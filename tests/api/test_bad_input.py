@@ -62,6 +62,9 @@ async def test_malformed_json_and_non_finite_tokens_are_refused(
         ({"source": "s\u0000", "values": [1.0] * 8}, ["body", "source"]),
         ({"source": "s", "values": [1.0] * 8, "subject_ref": "a\u0000b"}, ["body", "subject_ref"]),
         ({"source": "s", "values": [1.0] * 8, "model": "default\u0000"}, ["body", "model"]),
+        ({"source": "   ", "values": [1.0] * 8}, ["body", "source"]),
+        ({"source": "\ufeff", "values": [1.0] * 8}, ["body", "source"]),
+        ({"source": "s", "values": [1.0] * 8, "subject_ref": " \u00ad "}, ["body", "subject_ref"]),
     ],
 )
 async def test_wrong_types_sizes_and_unknown_fields_name_the_field(

@@ -6,14 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from qortex.core.text import NO_CONTROL_CHARACTERS
+from qortex.core.text import NO_CONTROL_CHARACTERS, require_visible
 
 MIN_VALUES = 8
 MAX_VALUES = 4096
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+VisibleStr = Annotated[StrictStr, AfterValidator(require_visible)]
 
 
 class PredictionCreate(BaseModel):
@@ -21,7 +22,7 @@ class PredictionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: StrictStr = Field(
+    source: VisibleStr = Field(
         min_length=1,
         max_length=200,
         pattern=NO_CONTROL_CHARACTERS,
@@ -29,7 +30,7 @@ class PredictionCreate(BaseModel):
     )
     values: list[FiniteFloat] = Field(min_length=MIN_VALUES, max_length=MAX_VALUES)
     horizon: StrictInt = Field(default=1, ge=1, le=64, description="Steps ahead of the last value")
-    subject_ref: StrictStr | None = Field(
+    subject_ref: VisibleStr | None = Field(
         default=None,
         min_length=1,
         max_length=200,

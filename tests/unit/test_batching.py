@@ -98,6 +98,21 @@ async def test_a_batch_never_grows_past_max_batch(predictor: CountingPredictor) 
     assert predictor.calls == [4, 4, 2]
 
 
+async def test_a_batch_runs_as_soon_as_its_series_fill_it_instead_of_waiting_out_max_wait(
+    predictor: CountingPredictor,
+) -> None:
+    batcher = await started(max_batch=4, max_wait_s=30.0)
+    try:
+        first = asyncio.create_task(batcher.predict(predictor, [walk(1)], 1))
+        await asyncio.sleep(0.05)  # the worker has taken it and waits for company
+        rest = [batcher.predict(predictor, [walk(2)], 1), batcher.predict(predictor, [walk(3), walk(4)], 1)]
+        answers = await asyncio.wait_for(asyncio.gather(first, *rest), timeout=10)
+    finally:
+        await batcher.stop()
+    assert predictor.calls == [4]
+    assert [len(a) for a in answers] == [1, 1, 2]
+
+
 async def test_a_request_that_would_overfill_the_batch_starts_the_next_one(predictor: CountingPredictor) -> None:
     batcher = await started(max_batch=4, max_wait_s=0.05)
     try:

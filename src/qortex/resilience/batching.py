@@ -1,13 +1,14 @@
 """The engine batcher: coalesces concurrent prediction requests into one `predict_batch` call.
 
-Requests wait at most `max_wait_s` for company, the batch runs in a worker thread so the event loop
-stays free, and the queue is bounded: when it is full the caller gets `Overloaded` (503) at once
-instead of an unbounded wait.
+Requests wait at most `max_wait_s` for company (no longer once the queued series fill a batch), the
+batch runs in a worker thread so the event loop stays free, and the queue is bounded: when it is full
+the caller gets `Overloaded` (503) at once instead of an unbounded wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ class EngineBatcher:
         self.max_wait_s = max_wait_s
         self.retry_after_seconds = retry_after_seconds
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        self._queued_series = 0
+        # While the worker waits for company: how many more series would fill its batch, and the event
+        # that wakes it as soon as they are queued (waiting out max_wait_s would only add latency).
+        self._series_wanted: int | None = None
+        self._batch_filled = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qortex-engine")
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
@@ -82,23 +88,44 @@ class EngineBatcher:
             raise Overloaded(
                 "the prediction queue is full; retry shortly", retry_after_seconds=self.retry_after_seconds
             ) from None
+        self._queued_series += len(series)
+        if self._series_wanted is not None and self._queued_series >= self._series_wanted:
+            self._batch_filled.set()
         return await future
+
+    def _take(self, job: _Job) -> _Job:
+        self._queued_series -= len(job.series)
+        return job
+
+    async def _wait_for_company(self, size: int) -> None:
+        """Waits at most max_wait_s for more series, returning as soon as those queued would fill the batch."""
+        wanted = self.max_batch - size
+        if wanted <= 0 or self.max_wait_s <= 0 or self._queued_series >= wanted:
+            return
+        self._series_wanted = wanted
+        self._batch_filled.clear()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.max_wait_s):
+                    await self._batch_filled.wait()
+        finally:
+            self._series_wanted = None
 
     async def _run(self) -> None:
         # A job that would have taken the batch past max_batch starts the next one (it has waited already).
         carried: _Job | None = None
         while True:
             if carried is None:
-                jobs = [await self._queue.get()]
+                jobs = [self._take(await self._queue.get())]
                 waited = False
             else:
                 jobs, carried, waited = [carried], None, True
             try:
                 size = len(jobs[0].series)
-                if size < self.max_batch and self.max_wait_s > 0 and not waited:
-                    await asyncio.sleep(self.max_wait_s)
+                if not waited:
+                    await self._wait_for_company(size)
                 while size < self.max_batch and not self._queue.empty():
-                    job = self._queue.get_nowait()
+                    job = self._take(self._queue.get_nowait())
                     if size + len(job.series) > self.max_batch:
                         carried = job
                         break

@@ -152,3 +152,20 @@ async def test_settled_after_stop_is_refused_rather_than_waiting_forever() -> No
     await worker.stop()
     with pytest.raises(RuntimeError, match="not running"):
         await worker.settled()
+
+
+async def test_a_settled_call_given_up_on_does_not_stop_the_worker() -> None:
+    """A caller that stops waiting (a time-out) leaves a cancelled marker: the worker must not die settling it."""
+    worker = Gate()
+    worker.start()
+    worker.put(Item("first"))
+    await worker.entered.wait()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.settled(), timeout=0.01)
+    worker.release.set()
+
+    later = Item("later")
+    worker.put(later)
+    await asyncio.wait_for(later.done, timeout=5)
+    await asyncio.wait_for(worker.stop(), timeout=5)
+    assert worker.handled == ["first", "later"]

@@ -93,7 +93,8 @@ class GroupWorker(ABC, Generic[T]):
             if group:
                 await self._handle_settling_all(group)
             for marker in markers:
-                marker.done.set_result(None)
+                if not marker.done.done():  # its caller may have stopped waiting; the worker must go on
+                    marker.done.set_result(None)
 
     async def _handle_settling_all(self, group: list[T]) -> None:
         try:

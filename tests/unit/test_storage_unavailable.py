@@ -8,6 +8,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -304,3 +305,48 @@ async def test_a_postgresql_connection_lost_during_commit_is_a_503_that_may_have
             await session.execute(text(f"DROP TABLE IF EXISTS {table}"))
         await db.dispose()
         await killer.dispose()
+
+
+async def test_a_locked_sqlite_database_answers_every_tenant_of_a_group_commit_within_one_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tenant's transaction of a group waited out its own busy timeout: the last was answered minutes late."""
+    busy_seconds = 0.4
+    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", int(busy_seconds * 1000))
+    application = create_app(Settings(env="test", data_dir=tmp_path / "data"))
+    async with application.router.lifespan_context(application):
+        tenants = [await make_tenant(application.state.services.db, f"t{n}") for n in range(5)]
+        committer = application.state.services.committer
+        # The requests reach the group commit together, so they share one group.
+        arrived: list[Any] = []
+        put = committer.put
+
+        def put_together(item: Any) -> None:
+            arrived.append(item)
+            if len(arrived) == len(tenants):
+                for each in arrived:
+                    put(each)
+
+        monkeypatch.setattr(committer, "put", put_together)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
+            holder = sqlite3.connect(tmp_path / "data" / "qortex.db", isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                started = time.monotonic()
+                answers = await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            client.post("/v1/predictions", json={"source": "s", "values": [1.0] * 8}, headers=t.headers)
+                            for t in tenants
+                        )
+                    ),
+                    timeout=30,
+                )
+                waited = time.monotonic() - started
+            finally:
+                holder.rollback()
+                holder.close()
+    assert [a.status_code for a in answers] == [503] * len(tenants)
+    assert {a.json()["type"] for a in answers} == {"https://qortex.dev/problems/storage-unavailable"}
+    assert waited < 3 * busy_seconds, f"answered after {waited:.1f} s, one busy timeout per tenant"

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from qortex.core import idempotency
 from qortex.core.database import Base, Database, TableRows, TenantScope
+from qortex.core.errors import StorageUnavailable
 from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
 from qortex.resilience.group_worker import GroupWorker
 
@@ -52,7 +53,11 @@ class GroupCommitter(GroupWorker[_Pending]):
         by_tenant: dict[TenantScope, list[_Pending]] = {}
         for pending in batch:
             by_tenant.setdefault(pending.scope, []).append(pending)
+        sqlite_unavailable = False
         for scope, items in by_tenant.items():
+            if sqlite_unavailable:  # nothing of these was tried, so nothing was stored
+                _fail(items, StorageUnavailable())
+                continue
             try:
                 await self._commit_together(scope, items)
             except DBAPIError:
@@ -60,9 +65,13 @@ class GroupCommitter(GroupWorker[_Pending]):
                 # so only the request at fault fails.
                 for item in items:
                     await self._commit_alone(item)
-            except Exception as error:
-                # Every waiting request learns its rows were not stored; an unavailable database
-                # (StorageUnavailable, 503) is not retried request by request, which would only wait again.
+            except StorageUnavailable as error:
+                # Not retried request by request, which would only wait again. On SQLite every tenant's
+                # transaction waits for the same file and write lock, so the other tenants of the group are
+                # answered at once too, instead of each after its own busy timeout.
+                _fail(items, error)
+                sqlite_unavailable = self._db.is_sqlite
+            except Exception as error:  # every waiting request learns its rows were not stored
                 _fail(items, error)
             else:
                 for item in items:

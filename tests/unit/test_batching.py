@@ -231,3 +231,22 @@ async def test_a_lone_failing_request_gets_the_error_and_the_batcher_keeps_servi
     assert batcher.running
     [served] = await asyncio.wait_for(batcher.predict(predictor, [walk(2)], 1), timeout=10)
     assert served.direction in {"up", "down", "neutral"}
+
+
+class StopIterationPredictor(CountingPredictor):
+    """Raises StopIteration from the engine call, as a stray `next()` on an empty iterator would."""
+
+    def predict_batch(self, series_list: Sequence[npt.ArrayLike], horizon: int | None = None) -> list[PredictionResult]:
+        raise StopIteration
+
+
+async def test_an_engine_call_raising_stop_iteration_fails_its_request_and_the_batcher_keeps_serving(
+    batcher: EngineBatcher, predictor: CountingPredictor
+) -> None:
+    """asyncio cannot hand StopIteration through a future: the engine call never completed, and nor did any later."""
+    broken = StopIterationPredictor.__new__(StopIterationPredictor)
+    broken.__dict__.update(predictor.__dict__)
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await asyncio.wait_for(batcher.predict(broken, [walk(1)], 1), timeout=10)
+    [served] = await asyncio.wait_for(batcher.predict(predictor, [walk(2)], 1), timeout=10)
+    assert served.direction in {"up", "down", "neutral"}

@@ -37,6 +37,15 @@ def _fail_shutting_down(jobs: Sequence[_Job]) -> None:
             job.future.set_exception(Overloaded("the server is shutting down", retry_after_seconds=1))
 
 
+def _predict_batch(predictor: Predictor, series: list[np.ndarray], horizon: int) -> list[PredictionResult]:
+    try:
+        return predictor.predict_batch(series, horizon)
+    except StopIteration as error:
+        # asyncio cannot hand StopIteration through a future: the call would never complete, and the
+        # worker, waiting for it, would leave every later request waiting too.
+        raise RuntimeError("the engine raised StopIteration") from error
+
+
 class EngineBatcher:
     def __init__(self, *, max_batch: int, max_wait_s: float, queue_size: int, retry_after_seconds: int) -> None:
         self.max_batch = max_batch
@@ -169,7 +178,7 @@ class EngineBatcher:
     async def _predict(self, jobs: list[_Job]) -> list[PredictionResult]:
         series = [s for job in jobs for s in job.series]
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, jobs[0].predictor.predict_batch, series, jobs[0].horizon
+            self._executor, _predict_batch, jobs[0].predictor, series, jobs[0].horizon
         )
 
     async def _execute_alone(self, job: _Job) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
 from qortex.core.database import Database
 from qortex.models import repository
@@ -226,6 +228,20 @@ async def _register_other_release(
             await repository.clear_default(session=session, scope=who.tenant.scope)
         repository.add(session=session, scope=who.tenant.scope, model=other)
     return other
+
+
+async def test_spellings_of_one_model_id_share_one_remembered_reference(
+    client: httpx.AsyncClient, acme: TenantCredentials, app: FastAPI
+) -> None:
+    """Letter case, braces and a URN all name one id: remembered once each, a tenant could fill the cache that
+    every tenant shares with spellings of its own model's id and so empty it for the others."""
+    model_id = uuid.UUID((await client.get("/v1/models", headers=acme.headers)).json()["items"][0]["id"])
+    spellings = [str(model_id), str(model_id).upper(), f"{{{model_id}}}", model_id.urn, model_id.hex]
+    for reference in spellings:
+        body = {"source": "s", "values": series(), "model": reference}
+        made = await client.post("/v1/predictions", json=body, headers=acme.headers)
+        assert made.status_code == 201 and made.json()["model"]["id"] == str(model_id)
+    assert len(app.state.services.runtime.references) == 1
 
 
 async def test_a_version_of_another_release_is_not_answered_with_this_servers_parameters(

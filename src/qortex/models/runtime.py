@@ -27,8 +27,11 @@ class ModelReferences:
         self.max_entries = max_entries
         self._entries: dict[tuple[uuid.UUID, str | None], tuple[Model, float]] = {}
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, tenant_id: uuid.UUID, reference: str | None) -> Model | None:
-        entry = self._entries.get((tenant_id, reference))
+        entry = self._entries.get((tenant_id, _canonical(reference)))
         if entry is None or time.monotonic() - entry[1] > self.ttl_seconds:
             return None
         return entry[0]
@@ -36,7 +39,15 @@ class ModelReferences:
     def put(self, tenant_id: uuid.UUID, reference: str | None, model: Model) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[(tenant_id, reference)] = (model, time.monotonic())
+        self._entries[(tenant_id, _canonical(reference))] = (model, time.monotonic())
+
+
+def _canonical(reference: str | None) -> str | None:
+    """One key for every spelling of a model id (case, braces, URN), so spellings cannot crowd the cache."""
+    try:
+        return str(uuid.UUID(reference)) if reference is not None else None
+    except ValueError:
+        return reference  # a name or name@version: names are compared exactly
 
 
 class ModelRuntime:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from qortex.core.errors import Overloaded
-from qortex.resilience.group_worker import GroupWorker
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import Overloaded, StorageUnavailable
+from qortex.resilience.group_worker import GroupWorker, TenantGroupWorker
 
 
 @dataclass
@@ -169,3 +173,45 @@ async def test_a_settled_call_given_up_on_does_not_stop_the_worker() -> None:
     await asyncio.wait_for(later.done, timeout=5)
     await asyncio.wait_for(worker.stop(), timeout=5)
     assert worker.handled == ["first", "later"]
+
+
+@dataclass
+class TenantItem:
+    scope: TenantScope
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class UnavailableForFirstTenant(TenantGroupWorker[TenantItem]):
+    """Finds the database unable to serve the first tenant of a group; stores the others' items."""
+
+    def __init__(self, *, sqlite: bool) -> None:
+        super().__init__(cast("Database", SimpleNamespace(is_sqlite=sqlite)), name="test-tenants", max_group=100)
+        self.tried: list[TenantScope] = []
+
+    async def handle_tenant(self, scope: TenantScope, items: list[TenantItem]) -> None:
+        self.tried.append(scope)
+        if len(self.tried) == 1:
+            raise StorageUnavailable()
+
+
+@pytest.mark.parametrize("sqlite", [True, False])
+async def test_a_tenant_the_database_cannot_serve_fails_the_group_s_other_tenants_at_once_only_on_sqlite(
+    sqlite: bool,
+) -> None:
+    """SQLite's one write lock is every tenant's: trying the others would only wait out a busy timeout each. On
+    PostgreSQL a lock or statement time-out can be one tenant's own, so the others are still stored."""
+    worker = UnavailableForFirstTenant(sqlite=sqlite)
+    scopes = [TenantScope(uuid.uuid4()) for _ in range(3)]
+    items = [TenantItem(scope) for scope in scopes for _ in range(2)]
+    for item in items:
+        worker.put(item)
+    worker.start()
+    outcomes = await asyncio.gather(*(item.done for item in items), return_exceptions=True)
+    await worker.stop()
+    assert all(isinstance(outcome, StorageUnavailable) for outcome in outcomes[:2])
+    if sqlite:
+        assert worker.tried == scopes[:1]
+        assert all(isinstance(outcome, StorageUnavailable) for outcome in outcomes[2:])
+    else:
+        assert worker.tried == scopes
+        assert outcomes[2:] == [None] * 4

@@ -24,6 +24,7 @@ from qortex.core.config import Settings
 from qortex.core.database import Database, storage_unavailable
 from qortex.core.errors import StorageUnavailable
 from qortex.models import service as model_service
+from qortex.security.rbac import Role
 
 
 class PostgresError(Exception):
@@ -307,19 +308,21 @@ async def test_a_postgresql_connection_lost_during_commit_is_a_503_that_may_have
         await killer.dispose()
 
 
-async def test_a_locked_sqlite_database_answers_every_tenant_of_a_group_commit_within_one_busy_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each tenant's transaction of a group waited out its own busy timeout: the last was answered minutes late."""
-    busy_seconds = 0.4
-    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", int(busy_seconds * 1000))
+BUSY_SECONDS = 0.4
+
+
+async def _one_group_of_tenants_while_sqlite_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, worker: str, role: Role
+) -> tuple[list[httpx.Response], float]:
+    """A prediction request from each of five tenants (keys of `role`), whose items reach the app's group worker
+    `worker` together, so they share one group, while another process holds the SQLite file locked."""
+    monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", int(BUSY_SECONDS * 1000))
     application = create_app(Settings(env="test", data_dir=tmp_path / "data"))
     async with application.router.lifespan_context(application):
-        tenants = [await make_tenant(application.state.services.db, f"t{n}") for n in range(5)]
-        committer = application.state.services.committer
-        # The requests reach the group commit together, so they share one group.
+        tenants = [await make_tenant(application.state.services.db, f"t{n}", role) for n in range(5)]
+        group_worker = getattr(application.state.services, worker)
         arrived: list[Any] = []
-        put = committer.put
+        put = group_worker.put
 
         def put_together(item: Any) -> None:
             arrived.append(item)
@@ -327,7 +330,7 @@ async def test_a_locked_sqlite_database_answers_every_tenant_of_a_group_commit_w
                 for each in arrived:
                     put(each)
 
-        monkeypatch.setattr(committer, "put", put_together)
+        monkeypatch.setattr(group_worker, "put", put_together)
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
             holder = sqlite3.connect(tmp_path / "data" / "qortex.db", isolation_level=None)
@@ -347,6 +350,29 @@ async def test_a_locked_sqlite_database_answers_every_tenant_of_a_group_commit_w
             finally:
                 holder.rollback()
                 holder.close()
-    assert [a.status_code for a in answers] == [503] * len(tenants)
+    return answers, waited
+
+
+async def test_a_locked_sqlite_database_answers_every_tenant_of_a_group_commit_within_one_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tenant's transaction of a group waited out its own busy timeout: the last was answered minutes late."""
+    answers, waited = await _one_group_of_tenants_while_sqlite_is_locked(
+        tmp_path, monkeypatch, worker="committer", role=Role.OWNER
+    )
+    assert [a.status_code for a in answers] == [503] * len(answers)
     assert {a.json()["type"] for a in answers} == {"https://qortex.dev/problems/storage-unavailable"}
-    assert waited < 3 * busy_seconds, f"answered after {waited:.1f} s, one busy timeout per tenant"
+    assert waited < 3 * BUSY_SECONDS, f"answered after {waited:.1f} s, one busy timeout per tenant"
+
+
+async def test_a_locked_sqlite_database_answers_every_tenant_of_an_audit_group_within_one_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refusal waits for its audit event: each tenant's event of a group waited out its own busy timeout, so the
+    last tenant's 403 came one busy timeout per tenant late. The refusals stand, their events are reported lost."""
+    answers, waited = await _one_group_of_tenants_while_sqlite_is_locked(
+        tmp_path, monkeypatch, worker="audit", role=Role.VIEWER
+    )
+    assert [a.status_code for a in answers] == [403] * len(answers)
+    assert waited < 3 * BUSY_SECONDS, f"answered after {waited:.1f} s, one busy timeout per tenant"
+    assert capsys.readouterr().out.count('"event":"audit_refusal_not_stored"') == len(answers)

@@ -26,7 +26,7 @@ from qortex.core.database import Database, TenantScope
 from qortex.core.errors import InvalidInput, Overloaded
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
-from qortex.resilience.group_worker import GroupWorker
+from qortex.resilience.group_worker import TenantGroupWorker
 
 log = structlog.get_logger("qortex.audit")
 
@@ -90,12 +90,11 @@ class _Pending:
     done: asyncio.Future[None]
 
 
-class AuditWriter(GroupWorker[_Pending]):
+class AuditWriter(TenantGroupWorker[_Pending]):
     """Group commit for standalone events: callers wait until their event is durable."""
 
     def __init__(self, db: Database, *, max_batch: int = 500) -> None:
-        super().__init__(name="qortex-audit-writer", max_group=max_batch)
-        self._db = db
+        super().__init__(db, name="qortex-audit-writer", max_group=max_batch)
 
     async def write(self, scope: TenantScope, record: AuditRecord) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -125,22 +124,9 @@ class AuditWriter(GroupWorker[_Pending]):
         except Exception as error:
             log.error("audit_refusal_not_stored", action=record.action, error_type=type(error).__name__)
 
-    async def handle(self, group: list[_Pending]) -> None:
-        by_tenant: dict[TenantScope, list[_Pending]] = {}
-        for pending in group:
-            by_tenant.setdefault(pending.scope, []).append(pending)
-        for scope, items in by_tenant.items():
-            try:
-                async with self._db.tenant_session(scope, write=True) as session:
-                    await append(session=session, scope=scope, records=[item.record for item in items])
-            except Exception as error:  # each waiting request learns its event was not stored
-                for item in items:
-                    if not item.done.done():
-                        item.done.set_exception(error)
-                continue
-            for item in items:
-                if not item.done.done():
-                    item.done.set_result(None)
+    async def handle_tenant(self, scope: TenantScope, items: list[_Pending]) -> None:
+        async with self._db.tenant_session(scope, write=True) as session:
+            await append(session=session, scope=scope, records=[item.record for item in items])
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,8 @@ from sqlalchemy.exc import DBAPIError
 
 from qortex.core import idempotency
 from qortex.core.database import Base, Database, TableRows, TenantScope
-from qortex.core.errors import StorageUnavailable
 from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
-from qortex.resilience.group_worker import GroupWorker
+from qortex.resilience.group_worker import TenantGroupWorker, fail
 
 
 @dataclass(slots=True)
@@ -31,10 +30,9 @@ class _Pending:
     done: asyncio.Future[Answer | None] = field(repr=False)
 
 
-class GroupCommitter(GroupWorker[_Pending]):
+class GroupCommitter(TenantGroupWorker[_Pending]):
     def __init__(self, db: Database, *, max_requests: int = 256) -> None:
-        super().__init__(name="qortex-group-commit", max_group=max_requests)
-        self._db = db
+        super().__init__(db, name="qortex-group-commit", max_group=max_requests)
 
     async def commit(
         self,
@@ -49,34 +47,15 @@ class GroupCommitter(GroupWorker[_Pending]):
         self.put(_Pending(scope, request, groups, stored_body, done))
         return await done
 
-    async def handle(self, batch: list[_Pending]) -> None:
-        by_tenant: dict[TenantScope, list[_Pending]] = {}
-        for pending in batch:
-            by_tenant.setdefault(pending.scope, []).append(pending)
-        sqlite_unavailable = False
-        for scope, items in by_tenant.items():
-            if sqlite_unavailable:  # nothing of these was tried, so nothing was stored
-                _fail(items, StorageUnavailable())
-                continue
-            try:
-                await self._commit_together(scope, items)
-            except DBAPIError:
-                # A constraint race, or one request's rows the database refuses: retry each request alone,
-                # so only the request at fault fails.
-                for item in items:
-                    await self._commit_alone(item)
-            except StorageUnavailable as error:
-                # Not retried request by request, which would only wait again. On SQLite every tenant's
-                # transaction waits for the same file and write lock, so the other tenants of the group are
-                # answered at once too, instead of each after its own busy timeout.
-                _fail(items, error)
-                sqlite_unavailable = self._db.is_sqlite
-            except Exception as error:  # every waiting request learns its rows were not stored
-                _fail(items, error)
-            else:
-                for item in items:
-                    if not item.done.done():
-                        item.done.set_result(None)
+    async def handle_tenant(self, scope: TenantScope, items: list[_Pending]) -> None:
+        try:
+            await self._commit_together(scope, items)
+        except DBAPIError:
+            # A constraint race, or one request's rows the database refuses: retry each request alone,
+            # so only the request at fault fails. A StorageUnavailable is no DBAPIError: it is not retried
+            # request by request, which would only wait again.
+            for item in items:
+                await self._commit_alone(item)
 
     async def _commit_together(self, scope: TenantScope, items: list[_Pending]) -> None:
         levels = max(len(item.groups) for item in items)
@@ -99,7 +78,7 @@ class GroupCommitter(GroupWorker[_Pending]):
                 db=self._db, scope=item.scope, request=item.request, groups=item.groups, stored_body=item.stored_body
             )
         except Exception as error:
-            _fail([item], error)
+            fail([item], error)
             return
         if not item.done.done():
             item.done.set_result(answer)
@@ -118,9 +97,3 @@ def _merge(groups: list[RowGroup]) -> list[RowGroup]:
             objects.extend(group)
     merged: list[RowGroup] = [TableRows(tables[name], table_rows) for name, table_rows in rows.items()]
     return [objects, *merged] if objects else merged
-
-
-def _fail(items: list[_Pending], error: Exception) -> None:
-    for item in items:
-        if not item.done.done():
-            item.done.set_exception(error)

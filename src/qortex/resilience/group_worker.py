@@ -6,18 +6,25 @@ was being handled. Stopping lets the group being handled finish (cancelling it m
 leave a transaction committed that would then be handled again) and then handles everything still
 queued, so nothing a caller waits for is dropped or handled twice. Once stopping has begun, new
 items are refused at once with 503 instead of waiting on a queue that nobody reads any more.
+
+`TenantGroupWorker` stores a group's items in one transaction per tenant. On SQLite every one of those
+transactions waits for the same write lock, so once one finds the database unable to serve (locked by
+another process, a full disk), the other tenants' items fail at once with it instead of each waiting out
+a busy timeout of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import structlog
 
-from qortex.core.errors import Overloaded
+from qortex.core.database import Database, TenantScope
+from qortex.core.errors import Overloaded, StorageUnavailable
 
 log = structlog.get_logger("qortex.resilience.group_worker")
 
@@ -28,7 +35,15 @@ class Awaited(Protocol):
     done: asyncio.Future[Any]
 
 
+class TenantItem(Awaited, Protocol):
+    """An item that belongs to one tenant, stored in that tenant's transaction."""
+
+    @property
+    def scope(self) -> TenantScope: ...
+
+
 T = TypeVar("T", bound=Awaited)
+S = TypeVar("S", bound=TenantItem)
 
 # Put on the queue by stop(): the worker returns when it reaches it.
 _STOP = object()
@@ -100,8 +115,49 @@ class GroupWorker(ABC, Generic[T]):
         try:
             await self.handle(group)
         except Exception as error:  # the worker must outlive any one group, or every later caller waits forever
-            for item in group:
-                if not item.done.done():
-                    item.done.set_exception(error)
+            fail(group, error)
             with suppress(Exception):  # a log that cannot be written must not stop the worker either
                 log.exception("group_failed", worker=self._name, error_type=type(error).__name__)
+
+
+class TenantGroupWorker(GroupWorker[S]):
+    """A group worker that stores each tenant's items of a group in a transaction of their own."""
+
+    def __init__(self, db: Database, *, name: str, max_group: int) -> None:
+        super().__init__(name=name, max_group=max_group)
+        self._db = db
+
+    @abstractmethod
+    async def handle_tenant(self, scope: TenantScope, items: list[S]) -> None:
+        """Stores one tenant's items; those it leaves unsettled are settled as stored once it returns."""
+
+    async def handle(self, group: list[S]) -> None:
+        by_tenant: dict[TenantScope, list[S]] = {}
+        for item in group:
+            by_tenant.setdefault(item.scope, []).append(item)
+        sqlite_unavailable = False
+        for scope, items in by_tenant.items():
+            if sqlite_unavailable:  # nothing of these was tried, so nothing was stored
+                fail(items, StorageUnavailable())
+                continue
+            try:
+                await self.handle_tenant(scope, items)
+            except StorageUnavailable as error:
+                # On SQLite every tenant's transaction waits for the same file and write lock: the other tenants
+                # of the group are answered at once too, instead of each after its own busy timeout. On
+                # PostgreSQL a lock or statement time-out can be one tenant's own, so the others are still tried.
+                fail(items, error)
+                sqlite_unavailable = self._db.is_sqlite
+            except Exception as error:  # each waiting caller learns its items were not stored
+                fail(items, error)
+            else:
+                for item in items:
+                    if not item.done.done():
+                        item.done.set_result(None)
+
+
+def fail(items: Sequence[Awaited], error: Exception) -> None:
+    """Settles every item not settled yet with `error`."""
+    for item in items:
+        if not item.done.done():
+            item.done.set_exception(error)

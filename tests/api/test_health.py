@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,6 +66,27 @@ async def test_readiness_says_why_the_engine_and_the_disk_fail(
     assert checks["engine"]["detail"] == "engine batcher is not running"
     assert checks["disk"]["detail"] == "only 4096 bytes free in the data directory"
     assert checks["database"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("task", "finding"),
+    [
+        ("qortex-group-commit", "the group commit is not running"),
+        ("qortex-audit-writer", "the audit writer is not running"),
+    ],
+)
+async def test_readiness_fails_when_a_worker_that_writes_to_the_database_has_died(
+    client: httpx.AsyncClient, task: str, finding: str
+) -> None:
+    """Every prediction waits for the group commit, every audited refusal for the audit writer: with either dead,
+    those requests would wait forever while readiness said ok."""
+    worker = next(t for t in asyncio.all_tasks() if t.get_name() == task)
+    worker.cancel()
+    await asyncio.gather(worker, return_exceptions=True)
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == {"status": "failing", "detail": finding, "ms": ANY}
+    assert ready.json()["checks"]["engine"]["status"] == "ok"
 
 
 async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:

@@ -175,6 +175,23 @@ async def test_a_settled_call_given_up_on_does_not_stop_the_worker() -> None:
     assert worker.handled == ["first", "later"]
 
 
+async def test_a_worker_whose_task_died_is_not_running_and_stop_still_handles_what_was_queued() -> None:
+    """Readiness reads `running`; a shutdown must not fail on a dead worker, nor drop what waits for it."""
+    worker = SlowRecorder()
+    assert not worker.running
+    worker.start()
+    assert worker.running
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == "test-recorder")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not worker.running
+    queued = Item("queued")
+    worker.put(queued)
+    await asyncio.wait_for(worker.stop(), timeout=5)
+    assert queued.done.done() and worker.handled == ["queued"]
+    assert not worker.running
+
+
 @dataclass
 class TenantItem:
     scope: TenantScope

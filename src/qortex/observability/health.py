@@ -59,10 +59,15 @@ async def _timed(check: Any) -> dict[str, Any]:
     responses={503: {"model": ReadinessOut, "description": "Not ready: `checks` names the failing dependency"}},
 )
 async def ready(request: Request) -> JSONResponse:
-    """Database, engine, and disk are usable; 503 names the failing dependency."""
+    """Database (and this process's writers to it), engine, and disk are usable; 503 names the failing one."""
     services = request.app.state.services
 
     async def database() -> str:
+        # Predictions are stored, and audited refusals recorded, by these workers: with one of them dead, those
+        # requests would wait forever.
+        for worker, name in ((services.committer, "group commit"), (services.audit, "audit writer")):
+            if not worker.running:
+                raise NotReady(f"the {name} is not running")
         # Reading the schema's version, not only SELECT 1: a database that answers but lost its tables
         # (a replaced file, a dropped schema, missing grants) cannot serve a request.
         revision = await current_revision(services.db)

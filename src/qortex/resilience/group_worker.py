@@ -68,6 +68,11 @@ class GroupWorker(ABC, Generic[T]):
     async def handle(self, group: list[T]) -> None:
         """Handles one group; must settle every item's future, with a result or an exception."""
 
+    @property
+    def running(self) -> bool:
+        """Whether items put now will be handled: started, not stopping, and its task has not died."""
+        return self._worker is not None and not self._worker.done() and not self._stopping
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=self._name)
@@ -76,7 +81,8 @@ class GroupWorker(ABC, Generic[T]):
         """Returns once every item put before it has been handled."""
         self._stopping = True
         self._queue.put_nowait(_STOP)
-        if self._worker is None:  # never started: handle what was put here
+        if self._worker is None or self._worker.done():  # never started, or died: handle what was put here
+            self._worker = None
             await self._run()
             return
         # Shielded: a cancelled shutdown must not cancel a group mid-commit either.

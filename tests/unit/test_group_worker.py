@@ -175,18 +175,21 @@ async def test_a_settled_call_given_up_on_does_not_stop_the_worker() -> None:
     assert worker.handled == ["first", "later"]
 
 
-async def test_a_worker_whose_task_died_is_not_running_and_stop_still_handles_what_was_queued() -> None:
-    """Readiness reads `running`; a shutdown must not fail on a dead worker, nor drop what waits for it."""
+async def test_a_worker_whose_task_died_is_not_running_refuses_new_items_and_stop_handles_what_was_queued() -> None:
+    """Readiness reads `running`; an item put after the death would wait for ever, so it is refused with 503; a
+    shutdown must not fail on a dead worker, nor drop what was queued before it died."""
     worker = SlowRecorder()
     assert not worker.running
     worker.start()
     assert worker.running
+    queued = Item("queued")
+    worker.put(queued)  # before the task first runs: it dies with the item still queued
     task = next(t for t in asyncio.all_tasks() if t.get_name() == "test-recorder")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not worker.running
-    queued = Item("queued")
-    worker.put(queued)
+    with pytest.raises(StorageUnavailable):
+        worker.put(Item("late"))
     await asyncio.wait_for(worker.stop(), timeout=5)
     assert queued.done.done() and worker.handled == ["queued"]
     assert not worker.running

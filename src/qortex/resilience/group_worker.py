@@ -100,6 +100,9 @@ class GroupWorker(ABC, Generic[T]):
     def put(self, item: T) -> None:
         if self._stopping:
             raise Overloaded("the server is shutting down", retry_after_seconds=1)
+        if self._worker is not None and self._worker.done():
+            # Nothing reads the queue any more: the item would wait for ever (readiness reports the death).
+            raise StorageUnavailable()
         self._queue.put_nowait(item)
 
     async def _run(self) -> None:

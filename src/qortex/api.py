@@ -105,6 +105,7 @@ async def start_services(settings: Settings, stack: AsyncExitStack) -> AppServic
         max_batch=settings.engine_max_batch,
         max_wait_s=settings.engine_max_wait_ms / 1000,
         queue_size=settings.engine_queue_size,
+        queue_series=settings.engine_queue_series,
         retry_after_seconds=settings.engine_retry_after_seconds,
     )
     batcher.start()

@@ -23,6 +23,7 @@ async def test_liveness_and_readiness_need_no_credential(client: httpx.AsyncClie
     ready = await client.get("/health/ready")
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) == {"database", "engine", "disk"}
+    assert ready.json()["checks"]["engine"]["detail"] == "queue depth 0 (0 series)"
 
 
 async def ready_on(client: httpx.AsyncClient, app: FastAPI, db: Database) -> httpx.Response:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 import uuid
+from collections.abc import Sequence
+from typing import cast
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import pytest
 from fastapi import FastAPI
 
 from qortex.core.database import Database
+from qortex.engine import PredictionResult, Predictor
 from qortex.models import repository
 from qortex.models.models import Model
 from qortex.models.runtime import BUILTIN_DEFAULT
@@ -138,6 +144,51 @@ async def test_a_batch_above_the_limit_is_refused(client: httpx.AsyncClient, acm
     response = await client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers)
     assert response.status_code == 422
     assert "at most 1000" in response.json()["detail"]
+
+
+class HeldEngine:
+    """An engine call that blocks until the test opens its gate, keeping the engine busy."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def predict_batch(self, series_list: Sequence[npt.ArrayLike], horizon: int | None = None) -> list[PredictionResult]:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        raise RuntimeError("held engine released")
+
+
+async def test_a_prediction_behind_queued_batch_series_is_answered_503_overloaded_at_once(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few batch requests may hold more series than the engine computes in minutes: the queue bounds series too."""
+    batcher = app.state.services.batcher
+    monkeypatch.setattr(batcher, "queue_series", 3)
+    held = HeldEngine()
+    busy = asyncio.create_task(batcher.predict(cast(Predictor, held), [np.zeros(8)], 1))
+    try:
+        await asyncio.to_thread(held.entered.wait, 10)
+        items = [{"source": f"s{i}", "values": series(seed=30 + i)} for i in range(3)]
+        batch = asyncio.create_task(client.post("/v1/predictions/batch", json={"items": items}, headers=acme.headers))
+        async with asyncio.timeout(10):
+            while batcher.queued_series < 3:  # noqa: ASYNC110 - the batcher has no event to wait for
+                await asyncio.sleep(0.01)
+
+        refused = await asyncio.wait_for(
+            client.post("/v1/predictions", json={"source": "s", "values": series(seed=40)}, headers=acme.headers), 10
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["type"].endswith("/overloaded")
+        assert refused.headers["retry-after"] == "1"
+
+        held.gate.set()
+        answered = await asyncio.wait_for(batch, 10)
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["succeeded"] == 3
+    finally:
+        held.gate.set()
+        await asyncio.gather(busy, return_exceptions=True)
 
 
 async def test_listing_pages_newest_first_with_filters(client: httpx.AsyncClient, acme: TenantCredentials) -> None:

@@ -49,7 +49,13 @@ def predictor() -> CountingPredictor:
 
 
 async def started(**options: Any) -> EngineBatcher:
-    settings: dict[str, Any] = {"max_batch": 256, "max_wait_s": 0.05, "queue_size": 64, "retry_after_seconds": 3}
+    settings: dict[str, Any] = {
+        "max_batch": 256,
+        "max_wait_s": 0.05,
+        "queue_size": 64,
+        "queue_series": 4096,
+        "retry_after_seconds": 3,
+    }
     batcher = EngineBatcher(**(settings | options))
     batcher.start()
     return batcher
@@ -147,6 +153,92 @@ async def test_a_full_queue_answers_503_overloaded_with_retry_after(predictor: C
     assert predictor.calls == [1, 1]
 
 
+async def engine_busy(batcher: EngineBatcher, predictor: CountingPredictor) -> asyncio.Task[list[PredictionResult]]:
+    """A one-series request the engine is computing, held there until the test opens the gate."""
+    predictor.gate.clear()
+    running = asyncio.create_task(batcher.predict(predictor, [walk(1)], 1))
+    await asyncio.to_thread(predictor.entered.wait, 10)
+    return running
+
+
+async def test_a_request_whose_series_would_overfill_the_queue_answers_503_at_once(
+    predictor: CountingPredictor,
+) -> None:
+    """Few requests can hold many series (a batch holds up to 1,000): the series waiting are bounded too."""
+    batcher = await started(queue_size=64, queue_series=4, max_wait_s=0.0, retry_after_seconds=3)
+    try:
+        running = await engine_busy(batcher, predictor)
+        batch = asyncio.create_task(batcher.predict(predictor, [walk(i) for i in range(2, 5)], 1))
+        await asyncio.sleep(0)
+        assert (batcher.queue_depth, batcher.queued_series) == (1, 3)
+
+        with pytest.raises(Overloaded) as refused:
+            await asyncio.wait_for(batcher.predict(predictor, [walk(5), walk(6)], 1), timeout=5)
+        assert refused.value.status == 503
+        assert refused.value.headers == {"Retry-After": "3"}
+        assert (batcher.queue_depth, batcher.queued_series) == (1, 3), "a refused request leaves no trace"
+
+        single = asyncio.create_task(batcher.predict(predictor, [walk(7)], 1))  # exactly fills the bound
+        await asyncio.sleep(0)
+        assert batcher.queued_series == 4
+        with pytest.raises(Overloaded):
+            await asyncio.wait_for(batcher.predict(predictor, [walk(8)], 1), timeout=5)
+
+        predictor.gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(running, batch, single), timeout=10)
+    finally:
+        predictor.gate.set()
+        await batcher.stop()
+    assert [len(a) for a in answers] == [1, 3, 1]
+    assert batcher.queued_series == 0
+
+
+async def test_a_request_larger_than_the_series_bound_runs_when_nothing_waits(predictor: CountingPredictor) -> None:
+    batcher = await started(queue_series=2, max_wait_s=0.0)
+    try:
+        running = await engine_busy(batcher, predictor)
+        queued = asyncio.create_task(batcher.predict(predictor, [walk(2)], 1))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await asyncio.wait_for(batcher.predict(predictor, [walk(i) for i in range(3, 8)], 1), timeout=5)
+
+        predictor.gate.set()
+        await asyncio.wait_for(asyncio.gather(running, queued), timeout=10)
+        # Refused whenever anything waits, it must run once nothing does, or it could never run at all.
+        large = await asyncio.wait_for(batcher.predict(predictor, [walk(i) for i in range(3, 8)], 1), timeout=10)
+    finally:
+        predictor.gate.set()
+        await batcher.stop()
+    assert len(large) == 5
+    assert predictor.calls == [1, 1, 5]
+
+
+async def test_a_cancelled_request_leaves_the_series_count_once_the_worker_passes_it(
+    predictor: CountingPredictor,
+) -> None:
+    batcher = await started(queue_series=4, max_wait_s=0.0)
+    try:
+        running = await engine_busy(batcher, predictor)
+        abandoned = asyncio.create_task(batcher.predict(predictor, [walk(i) for i in range(2, 5)], 1))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        await asyncio.gather(abandoned, return_exceptions=True)
+        assert batcher.queued_series == 3, "still queued: the worker has not reached it"
+
+        predictor.gate.set()
+        await asyncio.wait_for(running, timeout=10)
+        # The whole bound is free again: four series are admitted although another request may wait by now.
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(batcher.predict(predictor, [walk(i), walk(i + 1)], 1) for i in (5, 7))), timeout=10
+        )
+    finally:
+        predictor.gate.set()
+        await batcher.stop()
+    assert [len(a) for a in answers] == [2, 2]
+    assert batcher.queued_series == 0
+    assert 3 not in predictor.calls, "the cancelled request's series never reached the engine"
+
+
 async def test_an_engine_error_fails_only_the_request_that_caused_it(
     batcher: EngineBatcher, predictor: CountingPredictor
 ) -> None:
@@ -190,7 +282,7 @@ async def test_stop_fails_every_pending_request_and_leaves_none_waiting(predicto
     outcomes = await asyncio.wait_for(asyncio.gather(running, *waiting, return_exceptions=True), timeout=5)
     assert all(isinstance(o, Overloaded) for o in outcomes), outcomes
     assert all(o.headers.get("Retry-After") for o in outcomes if isinstance(o, Overloaded))
-    assert not batcher.running and batcher.queue_depth == 0
+    assert not batcher.running and (batcher.queue_depth, batcher.queued_series) == (0, 0)
 
 
 async def test_a_request_after_stop_is_refused_at_once(predictor: CountingPredictor) -> None:

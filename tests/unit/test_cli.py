@@ -651,6 +651,17 @@ def test_predict_with_a_missing_model_is_one_clear_line(
             "100000000000000000000000000000",
             "invalid settings: QORTEX_ENGINE_RETRY_AFTER_SECONDS: Input should be less than or equal to 3600",
         ),
+        # A series bound below the largest batch would admit such a batch only into an empty queue.
+        (
+            "QORTEX_ENGINE_QUEUE_SERIES",
+            "999",
+            "invalid settings: QORTEX_ENGINE_QUEUE_SERIES: Value error, must be at least QORTEX_BATCH_MAX_ITEMS (1000)",
+        ),
+        (
+            "QORTEX_ENGINE_QUEUE_SERIES",
+            "100000000",
+            "invalid settings: QORTEX_ENGINE_QUEUE_SERIES: Input should be less than or equal to 1000000",
+        ),
         (
             "QORTEX_LOGIN_MAX_BACKOFF_SECONDS",
             "31536000",

@@ -85,7 +85,7 @@ async def ready(request: Request) -> JSONResponse:
         if not services.batcher.running:
             raise NotReady("engine batcher is not running")
         services.runtime.builtin_default()
-        return f"queue depth {services.batcher.queue_depth}"
+        return f"queue depth {services.batcher.queue_depth} ({services.batcher.queued_series} series)"
 
     async def disk() -> str:
         free = shutil.disk_usage(services.settings.data_dir).free

@@ -1,8 +1,9 @@
 """The engine batcher: coalesces concurrent prediction requests into one `predict_batch` call.
 
 Requests wait at most `max_wait_s` for company (no longer once the queued series fill a batch), the
-batch runs in a worker thread so the event loop stays free, and the queue is bounded: when it is full
-the caller gets `Overloaded` (503) at once instead of an unbounded wait.
+batch runs in a worker thread so the event loop stays free, and the queue is bounded, in requests and in
+series (a single request may carry a thousand): when it is full the caller gets `Overloaded` (503) at
+once instead of an unbounded wait.
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ def _predict_batch(predictor: Predictor, series: list[np.ndarray], horizon: int)
 
 
 class EngineBatcher:
-    def __init__(self, *, max_batch: int, max_wait_s: float, queue_size: int, retry_after_seconds: int) -> None:
+    def __init__(
+        self, *, max_batch: int, max_wait_s: float, queue_size: int, queue_series: int, retry_after_seconds: int
+    ) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.queue_series = queue_series
         self.retry_after_seconds = retry_after_seconds
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        # Series of the jobs in the queue, cancelled ones included: a job leaves the count when the worker takes it.
         self._queued_series = 0
         # While the worker waits for company: how many more series would fill its batch, and the event
         # that wakes it as soon as they are queued (waiting out max_wait_s would only add latency).
@@ -64,6 +69,10 @@ class EngineBatcher:
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def queued_series(self) -> int:
+        return self._queued_series
 
     @property
     def running(self) -> bool:
@@ -83,20 +92,21 @@ class EngineBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
         while not self._queue.empty():
-            _fail_shutting_down([self._queue.get_nowait()])
+            _fail_shutting_down([self._take(self._queue.get_nowait())])
         # Waiting for a running engine call must not block the event loop the other requests share.
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def predict(self, predictor: Predictor, series: Sequence[np.ndarray], horizon: int) -> list[PredictionResult]:
         if self._stopping:  # nothing reads the queue any more
             raise Overloaded("the server is shutting down", retry_after_seconds=1)
-        future: asyncio.Future[list[PredictionResult]] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Job(predictor, series, horizon, future))
-        except asyncio.QueueFull:
+        # A request larger than the whole series bound is admitted only when nothing waits, or it could never run.
+        too_many_series = not self._queue.empty() and self._queued_series + len(series) > self.queue_series
+        if too_many_series or self._queue.full():
             raise Overloaded(
                 "the prediction queue is full; retry shortly", retry_after_seconds=self.retry_after_seconds
-            ) from None
+            )
+        future: asyncio.Future[list[PredictionResult]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(predictor, series, horizon, future))
         self._queued_series += len(series)
         if self._series_wanted is not None and self._queued_series >= self._series_wanted:
             self._batch_filled.set()

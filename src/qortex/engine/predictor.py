@@ -11,8 +11,9 @@ Choices worth knowing:
 - A series shorter than `window` is left-padded with "no movement" (zero normalised moves).
 - A series without any movement answers exactly 0.5 ("neutral", confidence 0.5).
 - Calibration is fitted on the last `calibration_fraction` of the training windows (per series,
-  in time order) using a readout fitted without them; the readout is then refitted on all
-  windows and the calibration map kept.
+  in time order) using a readout fitted without them (nor the `horizon - 1` windows before them,
+  whose targets reach into the held-out span); the readout is then refitted on all windows and
+  the calibration map kept.
 """
 
 from __future__ import annotations
@@ -106,19 +107,25 @@ class Predictor:
         xs: list[F64] = []
         ys: list[npt.NDArray[np.int8]] = []
         holdout: list[npt.NDArray[np.bool_]] = []
+        calibration_train: list[npt.NDArray[np.bool_]] = []
         # Training series may be longer than a prediction input.
         for values in validate_batch(series_list, max_length=None):
             x, y = sliding_windows(values, self.config.window, horizon)
-            n_hold = round(self.config.calibration_fraction * x.shape[0])
-            mask = np.zeros(x.shape[0], dtype=np.bool_)
-            if n_hold:
-                mask[x.shape[0] - n_hold :] = True
+            held, learn = _calibration_split(x.shape[0], self.config.calibration_fraction, horizon)
             xs.append(x)
             ys.append(y)
-            holdout.append(mask)
+            holdout.append(held)
+            calibration_train.append(learn)
         if not xs:
             raise ValueError("fit needs at least one series")
-        return self._fit(np.concatenate(xs), np.concatenate(ys), np.concatenate(holdout), horizon, lineage)
+        return self._fit(
+            np.concatenate(xs),
+            np.concatenate(ys),
+            np.concatenate(holdout),
+            np.concatenate(calibration_train),
+            horizon,
+            lineage,
+        )
 
     def fit_windows(
         self,
@@ -144,16 +151,15 @@ class Predictor:
         labels = given.astype(np.int8)
         if not np.isfinite(windows).all():
             raise ValueError("x contains NaN or infinite values")
-        n_hold = round(self.config.calibration_fraction * windows.shape[0])
-        mask = np.zeros(windows.shape[0], dtype=np.bool_)
-        mask[windows.shape[0] - n_hold :] = True
-        return self._fit(windows, labels, mask, horizon, lineage)
+        holdout, calibration_train = _calibration_split(windows.shape[0], self.config.calibration_fraction, horizon)
+        return self._fit(windows, labels, holdout, calibration_train, horizon, lineage)
 
     def _fit(
         self,
         x: F64,
         y: npt.NDArray[np.int8],
         holdout: npt.NDArray[np.bool_],
+        calibration_train: npt.NDArray[np.bool_],
         horizon: int,
         lineage: dict[str, Any] | None,
     ) -> Predictor:
@@ -186,7 +192,7 @@ class Predictor:
         features = base.astype(np.float64)
         deep = np.isin(np.asarray(self.layout.groups), ("reservoir", "quantum"))
         penalty = np.where(deep, cfg.reservoir_l2, cfg.l2)
-        train = ~holdout
+        train = calibration_train
         if holdout.sum() >= 10 and len(np.unique(y[holdout])) == 2 and len(np.unique(y[train])) == 2:
             first = fit_logistic(features[train], y[train], l2=penalty, max_iter=cfg.max_iter)
             self.calibrator_ = fit_calibrator(cfg.calibration, first.decision(features[holdout]), y[holdout])
@@ -620,6 +626,24 @@ def _check_reported_facts(meta: dict[str, Any]) -> None:
     for key in ("lineage", "metrics"):
         if not isinstance(meta.get(key), dict | None):
             raise ValueError(f"{key} must be a JSON object or null, got {type(meta[key]).__name__}")
+
+
+def _calibration_split(
+    n_windows: int, fraction: float, horizon: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """One series' held-out last windows, and the windows the calibrating readout may learn from.
+
+    The ``horizon - 1`` windows right before the held-out ones are left out of that readout: their
+    targets lie after the first held-out origin, inside the span the held-out windows forecast, so
+    learning them would make its held-out logits look better than out-of-sample ones are.
+    """
+    n_hold = round(fraction * n_windows)
+    holdout = np.zeros(n_windows, dtype=np.bool_)
+    holdout[n_windows - n_hold :] = True
+    calibration_train = ~holdout
+    if n_hold:
+        calibration_train[max(0, n_windows - n_hold - (horizon - 1)) :] = False
+    return holdout, calibration_train
 
 
 def _chunks(n: int) -> list[slice]:

@@ -19,6 +19,7 @@ from qortex.engine import (
     Predictor,
     sliding_windows,
 )
+from qortex.engine import predictor as predictor_module
 
 from .conftest import SMALL_CONFIG, noisy_sine
 
@@ -225,6 +226,29 @@ def test_fit_windows_equals_fit_on_the_same_windows() -> None:
     a = Predictor(SMALL_CONFIG).fit([series])
     b = Predictor(SMALL_CONFIG).fit_windows(x, y, horizon=1)
     assert a.model_version == b.model_version
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 3])
+def test_the_calibrating_readout_learns_no_target_past_the_first_held_out_origin(
+    monkeypatch: pytest.MonkeyPatch, horizon: int
+) -> None:
+    """At horizon h the h - 1 windows before the held-out fold have targets inside the span it forecasts."""
+    series = noisy_sine(300, seed=3)
+    x, y = sliding_windows(series, SMALL_CONFIG.window, horizon)
+    n_hold = round(SMALL_CONFIG.calibration_fraction * y.size)
+    fitted_rows: list[int] = []
+    real_fit = predictor_module.fit_logistic
+
+    def recording_fit(features: np.ndarray, labels: np.ndarray, **kwargs: object) -> object:
+        fitted_rows.append(int(labels.size))
+        return real_fit(features, labels, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "fit_logistic", recording_fit)
+    Predictor(SMALL_CONFIG).fit([series], horizon=horizon)
+    Predictor(SMALL_CONFIG).fit_windows(x, y, horizon=horizon)
+    # calibrating readout without the held-out fold and the windows before it that reach into it, then the final one
+    expected = [y.size - n_hold - (horizon - 1), y.size]
+    assert fitted_rows == expected * 2
 
 
 def test_fit_refuses_unusable_training_data() -> None:

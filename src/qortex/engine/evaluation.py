@@ -10,7 +10,9 @@ so every training target is at or before ``a`` and every test target is after it
 fold ``k + 1`` trains on more history than fold ``k``. The series of a dataset share a calendar
 (index ``i`` is the same date in each of macrodata's columns), but ties make their folds start at
 different indices, so every series of a dataset is cut at the fold's earliest first origin over
-its series: no model sees a value of a dataset's test period.
+its series: no model sees a value of a dataset's test period. Different datasets are not cut at
+one calendar date (they cover different years), so a global model may be trained on another
+dataset's values from the years a test block forecasts; docs/engine.md section 4 lists where.
 
 Models. ``global`` models (the engine, its ablations and the lagged-value logistic regression) are
 fitted once per fold on the training prefixes of every series of every dataset being evaluated;

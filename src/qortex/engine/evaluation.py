@@ -193,6 +193,22 @@ class Fold:
     test_origins: npt.NDArray[np.int64]
 
 
+def test_period(
+    series: FloatArray, *, config: EvalConfig, filled: npt.NDArray[np.bool_] | None = None
+) -> npt.NDArray[np.int64]:
+    """The last ``test_fraction`` of a series' forecast origins, in time order.
+
+    An origin has a full window behind it and a move (not a tie) at its target; origins whose value or
+    target is ``filled`` (interpolated from later values) are not forecast.
+    """
+    origins, _ = direction_pairs(series, config.horizon, first_origin=config.window - 1)
+    origins_i = origins.astype(np.int64)
+    if filled is not None:
+        origins_i = origins_i[~filled[origins_i] & ~filled[origins_i + config.horizon]]
+    n_test = math.floor(origins_i.size * config.test_fraction)
+    return origins_i[origins_i.size - n_test :]
+
+
 def plan_folds(
     series: FloatArray,
     *,
@@ -201,19 +217,12 @@ def plan_folds(
     config: EvalConfig,
     filled: npt.NDArray[np.bool_] | None = None,
 ) -> list[Fold]:
-    """Expanding-window folds of one series; folds without enough training windows are left out.
-
-    Origins whose value or target is ``filled`` (interpolated from later values) are not forecast.
-    """
-    origins, _ = direction_pairs(series, config.horizon, first_origin=config.window - 1)
-    origins_i = origins.astype(np.int64)
-    if filled is not None:
-        origins_i = origins_i[~filled[origins_i] & ~filled[origins_i + config.horizon]]
-    n_test = math.floor(origins_i.size * config.test_fraction)
-    if n_test < config.folds:
+    """Expanding-window folds of one series; folds without enough training windows are left out."""
+    test = test_period(series, config=config, filled=filled)
+    if test.size < config.folds:
         return []
     plans: list[Fold] = []
-    for k, block in enumerate(np.array_split(origins_i[-n_test:], config.folds)):
+    for k, block in enumerate(np.array_split(test, config.folds)):
         train_end = int(block[0]) + 1
         train_windows = train_end - config.window - config.horizon + 1
         if train_windows < config.min_train_windows:
@@ -284,6 +293,22 @@ class EvaluationReport:
         }
 
 
+def _skip_reason(series: FloatArray, n_planned: int, config: EvalConfig, filled: npt.NDArray[np.bool_] | None) -> str:
+    """Why ``config.folds - n_planned`` folds of a series were left out, in the words of the CLI."""
+    n_skipped = f"{config.folds - n_planned} of {config.folds} folds skipped"
+    n_test = test_period(series, config=config, filled=filled).size
+    if n_test < config.folds:
+        # Ties (a value equal to the one h steps before) are not forecast, so length alone does not say it.
+        return (
+            f"{n_skipped} ({series.size} values give {n_test} forecast origins with a move in the last "
+            f"{config.test_fraction:.0%}, fewer than one per fold; window {config.window}, horizon {config.horizon})"
+        )
+    return (
+        f"{n_skipped} ({series.size} values is too short for {config.min_train_windows} training windows of "
+        f"{config.window} values before each fold, horizon {config.horizon})"
+    )
+
+
 def _mean_rows(rows: list[MethodScores], methods: Sequence[str]) -> list[MethodScores]:
     out = []
     for method in methods:
@@ -339,11 +364,7 @@ def _evaluate(
             mine = plan_folds(s, dataset=ds.name, series_index=i, config=config, filled=filled)
             label = ds.series_names[i] if i < len(ds.series_names) else str(i)
             if len(mine) < config.folds:
-                skipped.append(
-                    f"{ds.name}/{label}: {config.folds - len(mine)} of {config.folds} folds skipped "
-                    f"({s.size} values is too short for {config.min_train_windows} training windows of "
-                    f"{config.window} values before each fold, horizon {horizon})"
-                )
+                skipped.append(f"{ds.name}/{label}: {_skip_reason(s, len(mine), config, filled)}")
             plans.extend(mine)
     plans = align_training(plans)
 

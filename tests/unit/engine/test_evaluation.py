@@ -76,6 +76,17 @@ def test_short_series_are_skipped_with_a_reason() -> None:
     assert report.skipped and "tiny/0" in report.skipped[0] and "too short" in report.skipped[0]
 
 
+def test_a_long_series_that_rarely_moves_is_skipped_for_its_few_moves_not_its_length() -> None:
+    moves = np.zeros(300)
+    moves[[40, 90, 150, 200, 250, 280]] = 1.0
+    config = EvalConfig(folds=4, window=16, methods=("majority",))
+    report = evaluate([_synthetic("steps", [np.cumsum(moves)])], config)
+    assert report.rows == []
+    [reason] = report.skipped
+    assert "too short" not in reason
+    assert "300 values give 3 forecast origins with a move in the last 50%, fewer than one per fold" in reason
+
+
 @pytest.mark.parametrize("scope", ["global", "series"])
 def test_no_model_ever_sees_a_test_target(scope: Scope) -> None:
     rng = np.random.default_rng(1)

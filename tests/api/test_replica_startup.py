@@ -4,17 +4,24 @@ and register the built-in model's new version once (replicas migrating PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import sqlite3
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.core.config import Settings
-from qortex.core.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from qortex.core.database import SQLITE_BUSY_TIMEOUT_MS, Database, TenantScope
 from qortex.core.migrate import current_revision, head_revision, migrate
+from qortex.engine import Predictor
 from qortex.identity import service as identity_service
+from qortex.models import repository as model_repository
 from qortex.models.models import Model
+from qortex.models.runtime import ModelRuntime
 from qortex.models.service import register_builtin_models
 from qortex.tenants import service as tenant_service
 from tests.conftest import TenantCredentials
@@ -77,3 +84,41 @@ async def test_replicas_registering_a_new_model_version_at_once_share_one_row(
     assert len({model.id for model in registered}) == 1
     async with db.tenant_session(scope) as session:
         assert await session.scalar(select(func.count()).select_from(Model)) == 1
+
+
+class _OtherRelease(ModelRuntime):
+    """A runtime whose shipped default has other parameters, as a newer release's would."""
+
+    def builtin_default(self) -> Predictor:
+        shipped = copy.copy(super().builtin_default())
+        shipped.model_hash_ = "f" * 64
+        return shipped
+
+
+async def test_two_releases_registering_their_defaults_at_once_leave_one_default(
+    app: FastAPI, db: Database, settings: Settings, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both clear the old default and then add theirs; unless they take turns, neither sees the other's row."""
+    scope = acme.tenant.scope
+    async with db.tenant_session(scope, write=True) as session:  # as if both releases were new here
+        await session.execute(delete(Model).where(Model.tenant_id == acme.tenant.id))
+    both_cleared = asyncio.Barrier(2)
+    clear_default = model_repository.clear_default
+
+    async def clear_then_meet(*, session: AsyncSession, scope: TenantScope) -> None:
+        await clear_default(session=session, scope=scope)
+        with contextlib.suppress(TimeoutError):  # taking turns, the second cannot arrive while the first waits
+            await asyncio.wait_for(both_cleared.wait(), timeout=1)
+
+    monkeypatch.setattr(model_repository, "clear_default", clear_then_meet)
+    replicas = _replicas(settings)[:2]
+    try:
+        await asyncio.gather(
+            register_builtin_models(db=replicas[0], scope=scope, runtime=ModelRuntime()),
+            register_builtin_models(db=replicas[1], scope=scope, runtime=_OtherRelease()),
+        )
+    finally:
+        await asyncio.gather(*(replica.dispose() for replica in replicas))
+    async with db.tenant_session(scope) as session:
+        defaults = (await session.scalars(select(Model).where(Model.is_default.is_(True)))).all()
+    assert len(defaults) == 1

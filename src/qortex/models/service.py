@@ -14,6 +14,7 @@ from qortex.engine import Predictor
 from qortex.models import repository
 from qortex.models.models import Model
 from qortex.models.runtime import BUILTIN_DEFAULT, ModelRuntime
+from qortex.tenants import repository as tenant_repository
 
 DEFAULT_MODEL_NAME = "default"
 
@@ -22,12 +23,14 @@ async def register_builtin_models(*, db: Database, scope: TenantScope, runtime: 
     """Registers the shipped default model for a tenant (once per artifact version) and makes it the default.
 
     Replicas starting together after a new version ships all try to register it; the unique
-    (tenant, name, version) constraint lets one win, and the others use its row.
+    (tenant, name, version) constraint lets one win, and the others use its row. Releases starting together
+    (a rolling upgrade) take turns on the tenant's row, so each clears the default the other added.
     """
     predictor = (runtime or ModelRuntime()).builtin_default()
     version = predictor.model_version
     try:
         async with db.tenant_session(scope, write=True) as session:
+            await tenant_repository.get_in_scope(session=session, scope=scope, for_update=True)
             model = await repository.get_version(session=session, scope=scope, name=DEFAULT_MODEL_NAME, version=version)
             if model is None:
                 await repository.clear_default(session=session, scope=scope)

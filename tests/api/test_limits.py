@@ -22,7 +22,8 @@ from qortex.api import create_app
 from qortex.audit.models import AuditEvent
 from qortex.core.config import Settings
 from qortex.core.database import Database
-from qortex.core.errors import InvalidInput
+from qortex.core.errors import InvalidInput, Overloaded, StorageUnavailable
+from qortex.core.idempotency import Answer
 from qortex.limits import repository as limits_repository
 from qortex.limits import service as limits_service
 from qortex.limits import storage as limits_storage
@@ -631,3 +632,126 @@ async def test_retry_after_for_a_batch_that_fits_only_tomorrow_counts_todays_pre
     now[0] += 2
     last = await client.post("/v1/predictions/batch", json=batch(3, seed=10), headers=acme.headers)
     assert last.status_code == 200, (last.text, dict(last.headers))
+
+
+async def used_today(client: httpx.AsyncClient, who: TenantCredentials) -> int:
+    usage = (await client.get("/v1/tenant/usage", headers=who.headers)).json()
+    return int(usage["predictions_per_day"]["used"])
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [
+        pytest.param(StorageUnavailable(), 503, id="database-unavailable"),
+        pytest.param(Overloaded("the server is shutting down", retry_after_seconds=1), 503, id="shutting-down"),
+        pytest.param(RuntimeError("a bug in the commit"), 500, id="unexpected-error"),
+    ],
+)
+async def test_a_request_whose_commit_stored_nothing_gives_its_charge_back(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    acme: TenantCredentials,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    status: int,
+) -> None:
+    committer = app.state.services.committer
+    commit = committer.commit
+
+    async def failing(**kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(committer, "commit", failing)
+    single = await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    assert single.status_code == status
+    assert (await client.post("/v1/predictions/batch", json=batch(4), headers=acme.headers)).status_code == status
+    assert await used_today(client, acme) == 0
+    monkeypatch.setattr(committer, "commit", commit)
+    made = await client.post("/v1/predictions/batch", json=batch(2), headers=acme.headers)
+    assert made.status_code == 200 and made.json()["succeeded"] == 2
+    assert await used_today(client, acme) == 2
+
+
+async def test_a_request_whose_commit_may_have_stored_it_keeps_its_charge(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL connection lost during COMMIT: the server may have committed, so the charge stays."""
+
+    async def lost_during_commit(**kwargs: Any) -> Any:
+        raise StorageUnavailable(outcome_unknown=True)
+
+    monkeypatch.setattr(app.state.services.committer, "commit", lost_during_commit)
+    refused = await client.post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
+    assert refused.status_code == 503 and "may have been stored" in refused.json()["detail"]
+    assert await used_today(client, acme) == 3
+
+
+async def test_a_request_cancelled_while_its_rows_wait_for_the_commit_keeps_its_charge(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows handed to the group commit are committed even when their request is gone, so they stay charged."""
+    committer = app.state.services.committer
+    handle, queued = committer.handle, asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def held(group: Any) -> None:
+        queued.set()
+        await go_on.wait()
+        await handle(group)
+
+    monkeypatch.setattr(committer, "handle", held)
+    request = asyncio.create_task(client.post("/v1/predictions/batch", json=batch(2), headers=acme.headers))
+    await asyncio.wait_for(queued.wait(), timeout=10)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    go_on.set()
+    await committer.settled()
+    listed = await client.get("/v1/predictions", headers=acme.headers)
+    assert len(listed.json()["items"]) == 2
+    assert await used_today(client, acme) == 2
+
+
+async def test_a_request_whose_copy_stored_its_answer_first_gives_its_own_charge_back(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy with the same Idempotency-Key was charged for the rows it stored; this one stored none."""
+    keyed = {**acme.headers, "Idempotency-Key": "copy-won"}
+    stored = await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=keyed)
+    assert await used_today(client, acme) == 1
+
+    async def copy_stored_first(**kwargs: Any) -> Answer:
+        return Answer(stored.json(), replayed=True)
+
+    monkeypatch.setattr(app.state.services.committer, "commit", copy_stored_first)
+    again = await client.post("/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers)
+    assert again.status_code == 201 and again.json() == stored.json()
+    assert await used_today(client, acme) == 1
+
+
+DAY_SECONDS = 86_400
+
+
+async def assert_take_back_leaves_the_previous_window(
+    counters: limits_storage.MemoryCounters | limits_storage.RedisCounters, key: str
+) -> None:
+    """With 4 counted in the previous window (by the caller) and 5 in the current one, taking back 2 and then 10
+    leaves 3 and then 0 in the current window, and the previous window's 4 as they were."""
+    assert await counters.acquire_sliding_window_entry(key, 100, DAY_SECONDS, 5)
+    await counters.take_back(key, DAY_SECONDS, 2)
+    previous, _, current, _ = await counters.get_sliding_window(key, DAY_SECONDS)
+    assert (previous, current) == (4, 3)
+    await counters.take_back(key, DAY_SECONDS, 10)
+    previous, _, current, _ = await counters.get_sliding_window(key, DAY_SECONDS)
+    assert (previous, current) == (4, 0)
+    assert await counters.acquire_sliding_window_entry(key, 100, DAY_SECONDS, 1)
+    assert (await counters.get_sliding_window(key, DAY_SECONDS))[2] == 1
+
+
+async def test_taking_back_from_memory_counters_spares_the_previous_window() -> None:
+    counters = limits_storage.MemoryCounters()
+    previous_window, _ = counters.sliding_window_keys("k", DAY_SECONDS, time.time())
+    await counters.incr(previous_window, 2 * DAY_SECONDS, 4)
+    await assert_take_back_leaves_the_previous_window(counters, "k")
+    await counters.take_back("nothing-counted", DAY_SECONDS, 3)
+    assert not [key for key in counters.storage if key.startswith("nothing-counted")], "a counter that never expires"

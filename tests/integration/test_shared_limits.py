@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from qortex.api import create_app
 from qortex.core.config import Settings
-from tests.api.test_limits import MODELS, batch, configure, series, wait_for_in_flight
+from qortex.core.errors import StorageUnavailable
+from qortex.limits.storage import KEY_PREFIX, RedisCounters, open_storage
+from tests.api.test_limits import (
+    DAY_SECONDS,
+    MODELS,
+    assert_take_back_leaves_the_previous_window,
+    batch,
+    configure,
+    series,
+    wait_for_in_flight,
+)
 from tests.conftest import TenantCredentials, make_tenant
 
 pytestmark = pytest.mark.redis
@@ -270,3 +283,65 @@ async def test_a_slot_whose_release_fails_once_is_released_by_a_retry(
     await wait_for_in_flight(pair.apps[1], acme, 0)
     assert not failures, "the release was attempted"
     assert (await pair.clients[1].get(MODELS, headers=acme.headers)).status_code == 200
+
+
+async def test_a_charge_given_back_by_one_app_is_room_on_the_other(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    acme = await tenant_on(pair, "acme", predictions_per_day=3)
+
+    async def database_locked(**kwargs: object) -> object:
+        raise StorageUnavailable()
+
+    monkeypatch.setattr(pair.apps[0].state.services.committer, "commit", database_locked)
+    refused = await pair.clients[0].post("/v1/predictions/batch", json=batch(3), headers=acme.headers)
+    assert refused.status_code == 503
+    made = await pair.clients[1].post("/v1/predictions/batch", json=batch(3, seed=5), headers=acme.headers)
+    assert made.status_code == 200 and made.json()["succeeded"] == 3
+    usage = (await pair.clients[0].get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["used"] == 3
+
+
+async def test_a_charge_that_cannot_be_given_back_stays_and_the_answer_is_unchanged(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = await tenant_on(pair, "acme")
+    services = pair.apps[0].state.services
+
+    async def database_locked(**kwargs: object) -> object:
+        raise StorageUnavailable()
+
+    async def redis_gone(*args: object) -> None:
+        raise RedisConnectionError("redis went away")
+
+    monkeypatch.setattr(services.committer, "commit", database_locked)
+    monkeypatch.setattr(services.limits.storage.counters, "take_back", redis_gone)
+    refused = await pair.clients[0].post(
+        "/v1/predictions", json={"source": "s", "values": series(1)}, headers=acme.headers
+    )
+    assert refused.status_code == 503 and refused.json()["type"].endswith("/storage-unavailable")
+    usage = (await pair.clients[1].get("/v1/tenant/usage", headers=acme.headers)).json()
+    assert usage["predictions_per_day"]["used"] == 1
+
+
+async def test_taking_back_from_redis_counters_spares_the_previous_window(settings: Settings, redis_url: str) -> None:
+    storage = open_storage(settings.model_copy(update={"redis_url": redis_url}))
+    counters = storage.counters
+    assert isinstance(counters, RedisCounters)
+    redis = Redis.from_url(redis_url)
+    key = f"take-back-{uuid.uuid4().hex}"
+    current_window = f"{KEY_PREFIX}:{{{key}}}"
+    try:
+        await redis.set(f"{current_window}/-1", 4, px=DAY_SECONDS * 1000)
+        await assert_take_back_leaves_the_previous_window(counters, key)
+        # A window that has ended keeps its count under the current window's key until the next hit or read
+        # shifts it aside: it is the previous window's count, and stays.
+        ended = f"ended-{key}"
+        await redis.set(f"{KEY_PREFIX}:{{{ended}}}", 3, px=(DAY_SECONDS - 10) * 1000)
+        await counters.take_back(ended, DAY_SECONDS, 2)
+        previous, _, current, _ = await counters.get_sliding_window(ended, DAY_SECONDS)
+        assert (previous, current) == (3, 0)
+        await counters.take_back(f"never-{key}", DAY_SECONDS, 2)
+        assert await redis.exists(f"{KEY_PREFIX}:{{never-{key}}}") == 0
+    finally:
+        await redis.delete(*await redis.keys(f"{KEY_PREFIX}:{{*{key}}}*"))
+        await redis.aclose()
+        await storage.close()

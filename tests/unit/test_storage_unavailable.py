@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from tests.api.test_limits import used_today
 from tests.conftest import POSTGRES_URL, make_tenant, require_service
 
 from qortex.api import create_app
@@ -138,6 +139,7 @@ async def test_writers_queued_behind_another_process_s_lock_each_wait_one_busy_t
 async def test_a_prediction_while_another_process_locks_the_database_is_a_503_problem_and_nothing_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Nor charged: the 503 says nothing was stored, so the daily quota does not count it (nor a retry twice)."""
     monkeypatch.setattr("qortex.core.database.SQLITE_BUSY_TIMEOUT_MS", 200)
     settings = Settings(env="test", data_dir=tmp_path / "data")
     application = create_app(settings)
@@ -148,14 +150,20 @@ async def test_a_prediction_while_another_process_locks_the_database_is_a_503_pr
         async with httpx.AsyncClient(transport=transport, base_url="http://qortex.test") as client:
             holder = sqlite3.connect(tmp_path / "data" / "qortex.db", isolation_level=None)
             holder.execute("BEGIN EXCLUSIVE")
-            refused = await client.post("/v1/predictions", json=body, headers=tenant.headers)
-            holder.rollback()
-            holder.close()
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["type"] == "https://qortex.dev/problems/storage-unavailable"
-            assert int(refused.headers["retry-after"]) >= 1
+            try:
+                refused = [await client.post("/v1/predictions", json=body, headers=tenant.headers) for _ in range(3)]
+                batch = {"items": [body] * 50}
+                refused.append(await client.post("/v1/predictions/batch", json=batch, headers=tenant.headers))
+            finally:
+                holder.rollback()
+                holder.close()
+            assert [answer.status_code for answer in refused] == [503] * 4, refused[0].text
+            assert refused[0].json()["type"] == "https://qortex.dev/problems/storage-unavailable"
+            assert int(refused[0].headers["retry-after"]) >= 1
             assert (await client.get("/v1/predictions", headers=tenant.headers)).json()["items"] == []
+            assert await used_today(client, tenant) == 0
             assert (await client.post("/v1/predictions", json=body, headers=tenant.headers)).status_code == 201
+            assert await used_today(client, tenant) == 1
 
 
 async def test_a_database_server_that_refuses_connections_is_unavailable() -> None:

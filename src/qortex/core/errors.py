@@ -113,6 +113,7 @@ class StorageUnavailable(QortexError):
     status, slug, title = 503, "storage-unavailable", "Storage unavailable"
 
     def __init__(self, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
         detail = (
             # The connection died during COMMIT: the server may have committed before it went.
             "the connection to the database was lost while this request was being committed, so it may have been "

@@ -89,18 +89,33 @@ def _seconds_until(moment: float, now: float) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class DayCharge:
+    """Predictions counted against a tenant's daily quota: `key` and `expiry` name its sliding-window counter."""
+
+    key: str
+    expiry: int
+    count: int
+
+
+@dataclass(slots=True)
 class RequestQuota:
     """The tenant's quotas as one request meets them (predictions.service.Quota)."""
 
     limits: RateLimits
     request: Request
     principal: Principal
+    charged: DayCharge | None = field(default=None, init=False)
 
     async def check(self, count: int) -> None:
         await self.limits.check_predictions(self.request, self.principal, count)
 
     async def charge(self, count: int) -> None:
-        await self.limits.charge_predictions(self.request, self.principal, count)
+        self.charged = await self.limits.charge_predictions(self.request, self.principal, count)
+
+    async def refund(self) -> None:
+        charged, self.charged = self.charged, None
+        if charged is not None:
+            await self.limits.refund_predictions(charged)
 
     def stored(self, n_bytes: int) -> None:
         self.limits.note_stored(self.principal.scope, n_bytes)
@@ -454,13 +469,40 @@ class RateLimits:
         nothing (the charge afterwards decides races)."""
         await self._within_day(request, principal, count, charge=False)
 
-    async def charge_predictions(self, request: Request, principal: Principal, count: int) -> None:
-        """Charges `count` predictions, about to be stored, to today's quota; 429 if they no longer fit."""
-        await self._within_day(request, principal, count, charge=True)
+    async def charge_predictions(self, request: Request, principal: Principal, count: int) -> DayCharge | None:
+        """Charges `count` predictions, about to be stored, to today's quota; 429 if they no longer fit.
 
-    async def _within_day(self, request: Request, principal: Principal, count: int, *, charge: bool) -> None:
-        if not self.enabled or count <= 0:
+        Returns the charge, or None when nothing was counted (limits off, or the counter store unavailable).
+        """
+        day = await self._within_day(request, principal, count, charge=True)
+        if day is None:
+            return None
+        return DayCharge(day.key_for(str(principal.tenant_id), "predictions"), day.get_expiry(), count)
+
+    async def refund_predictions(self, charge: DayCharge) -> None:
+        """Takes back a charge whose predictions were not stored, from the current day window (one made just
+        before the window turned may stay, or be taken from the new window: the counters do not say which
+        window a count went into).
+
+        On its own task, so a request cancelled meanwhile still gives it back. If the counter store fails, the
+        charge stays and the failure is logged.
+        """
+        await asyncio.shield(self._in_background(self._take_back(charge)))
+
+    async def _take_back(self, charge: DayCharge) -> None:
+        if not self._store_available():
             return
+        try:
+            await self.storage.counters.take_back(charge.key, charge.expiry, charge.count)
+        except _STORE_ERRORS as error:
+            self._store_failed(error)
+
+    async def _within_day(
+        self, request: Request, principal: Principal, count: int, *, charge: bool
+    ) -> RateLimitItem | None:
+        """The day limit that `count` predictions fit, None if they were not counted; RateLimited if they do not fit."""
+        if not self.enabled or count <= 0:
+            return None
         _, limits = await self.limits_for(principal.scope)
         if count > limits.predictions_per_day:
             # No wait makes room for it: a 429 would have the client retry for ever.
@@ -470,7 +512,7 @@ class RateLimits:
                 errors=[{"loc": ["body"], "msg": f"at most {limits.predictions_per_day} predictions per day"}],
             )
         if not self._store_available():  # counters unreachable: admitted uncounted for a few seconds
-            return
+            return None
         tenant = str(principal.tenant_id)
         day = self._day(limits)
         try:
@@ -479,13 +521,13 @@ class RateLimits:
             else:
                 fits = await self._sliding.test(day, tenant, "predictions", cost=count)
             if fits:
-                return
+                return day
             stats = await self._sliding.get_window_stats(day, tenant, "predictions")
             counters = cast(SlidingWindowCounterSupport, self.storage.counters)
             window = await counters.get_sliding_window(day.key_for(tenant, "predictions"), day.get_expiry())
         except _STORE_ERRORS as error:
             self._store_failed(error)
-            return
+            return None
         now = time.time()
         admission = getattr(request.state, STATE_KEY, None)
         if isinstance(admission, Admission):

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage
 from redis.asyncio import ConnectionPool, Redis
 
 from qortex.core.config import Settings
@@ -20,13 +20,27 @@ from qortex.limits.concurrency import ConcurrencyCounter, MemoryConcurrency, Red
 
 KEY_PREFIX = "qortex:limits"
 
+# Takes ARGV[2] back from a sliding-window counter's current window (KEYS[1]), never below zero. `limits` keeps
+# the current window's count under a key made to live two windows (ARGV[1], in ms); one with less than a window
+# to live holds the previous window's count, which its scripts shift aside only at the next hit or read: left alone.
+_TAKE_BACK = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+    return 0
+end
+local taken = math.min(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[2]))
+if taken > 0 then
+    redis.call('DECRBY', KEYS[1], taken)
+end
+return taken
+"""
+
 
 @dataclass(slots=True)
 class LimitStorage:
     """The counters of the `limits` strategies, the concurrency counter, the Idempotency-Key claims, and the
     Redis pool they share."""
 
-    counters: Storage
+    counters: MemoryCounters | RedisCounters
     concurrency: ConcurrencyCounter
     claims: KeyClaims
     pool: ConnectionPool | None = None
@@ -58,6 +72,27 @@ class MemoryCounters(MemoryStorage):
             return events[within - 1].atime, within
         return timestamp, 0
 
+    async def take_back(self, key: str, expiry: int, amount: int) -> None:
+        """Takes `amount` back from the current window of a sliding-window counter, never below zero; the
+        previous window's count stays as it is."""
+        _, current = self.sliding_window_keys(key, expiry, time.time())
+        if await self.get(current):  # `decr` of a missing key would leave a counter that never expires
+            await self.decr(current, amount)
+
+
+class RedisCounters(RedisStorage):
+    """The `limits` Redis storage, able to take back what a sliding-window counter counted."""
+
+    def __init__(self, uri: str, *, redis: Redis, **options: Any) -> None:
+        super().__init__(uri, **options)
+        self._take_back = redis.register_script(_TAKE_BACK)
+
+    async def take_back(self, key: str, expiry: int, amount: int) -> None:
+        """Takes `amount` back from the current window, atomically and never below zero; the previous window's
+        count stays as it is."""
+        current = self.bridge.prefixed_key(self._current_window_key(key))
+        await self._take_back(keys=[current], args=[expiry * 1000, amount])
+
 
 def _limits_uri(redis_url: str) -> str:
     """`limits` names its async Redis storages `async+redis://`, `async+rediss://`, `async+redis+unix://`."""
@@ -74,14 +109,15 @@ def open_storage(settings: Settings) -> LimitStorage:
     pool = ConnectionPool.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     # `limits` types its client options as scalars, but hands a pool through to redis-py untouched.
     client_options: dict[str, Any] = {"connection_pool": pool}
-    counters = RedisStorage(
+    redis = Redis(connection_pool=pool)
+    counters = RedisCounters(
         _limits_uri(settings.redis_url),
+        redis=redis,
         implementation="redispy",
         key_prefix=KEY_PREFIX,
         wrap_exceptions=True,
         **client_options,
     )
-    redis = Redis(connection_pool=pool)
     lease = settings.limits_concurrency_lease_seconds
     concurrency = RedisConcurrency(redis, lease_seconds=lease)
     claims = RedisClaims(redis, lease_seconds=lease)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -56,6 +57,9 @@ class Quota(Protocol):
 
     async def charge(self, count: int) -> None:
         """Charges this many predictions, about to be stored, to the daily quota; raises when they do not fit."""
+
+    async def refund(self) -> None:
+        """Gives back what `charge` charged, when none of those predictions was stored."""
 
     def stored(self, n_bytes: int) -> None:
         """Learns how many payload bytes were just committed, so the storage quota counts them at once."""
@@ -241,15 +245,35 @@ async def create(
     await quota.check(1)
     await _run_engine(services, [planned])
     await quota.charge(1)
-    input_id, prediction_id = new_ids(2)
-    stored = _build_rows(scope, planned, _Instant.now(), (input_id, prediction_id))
-    earlier = await services.committer.commit(
-        scope=scope, request=key, groups=_row_groups([stored]), stored_body=stored.body
-    )
-    if earlier is not None:
+    async with _refunded_unless_stored(quota):
+        input_id, prediction_id = new_ids(2)
+        stored = _build_rows(scope, planned, _Instant.now(), (input_id, prediction_id))
+        earlier = await services.committer.commit(
+            scope=scope, request=key, groups=_row_groups([stored]), stored_body=stored.body
+        )
+    if earlier is not None:  # a copy with the same Idempotency-Key stored its rows, charged for them, first
+        await quota.refund()
         return earlier
     quota.stored(_payload_bytes([stored]))
     return Answer(stored.body, replayed=False)
+
+
+@asynccontextmanager
+async def _refunded_unless_stored(quota: Quota) -> AsyncIterator[None]:
+    """Gives the request's charge back when its rows were certainly not stored: an error before or in the commit.
+
+    Not for a PostgreSQL COMMIT whose connection was lost, which the server may have carried out; nor for a
+    cancelled request, whose rows, once handed to the group commit, are committed without it.
+    """
+    try:
+        yield
+    except StorageUnavailable as error:
+        if not error.outcome_unknown:
+            await quota.refund()
+        raise
+    except Exception:
+        await quota.refund()
+        raise
 
 
 def _problem(error: QortexError) -> ProblemOut:
@@ -307,19 +331,23 @@ async def create_batch(
     await quota.check(len(planned))  # only the items that will be predicted: a bad one takes no room
     await _run_engine(services, planned)
     await quota.charge(len(planned))
-    created = _Instant.now()
-    ids = new_ids(2 * len(planned))
-    pairs = zip(ids[::2], ids[1::2], strict=True)
-    stored = [_build_rows(scope, item, created, pair) for item, pair in zip(planned, pairs, strict=True)]
-    for item, answer in zip(planned, stored, strict=True):
-        outcomes[item.index] = {"index": item.index, "status": 201, "prediction": answer.body, "problem": None}
-    body = {
-        "succeeded": len(planned),
-        "failed": len(items) - len(planned),
-        "items": [outcomes[i] for i in range(len(items))],
-    }
-    earlier = await services.committer.commit(scope=scope, request=key, groups=_row_groups(stored), stored_body=body)
+    async with _refunded_unless_stored(quota):
+        created = _Instant.now()
+        ids = new_ids(2 * len(planned))
+        pairs = zip(ids[::2], ids[1::2], strict=True)
+        stored = [_build_rows(scope, item, created, pair) for item, pair in zip(planned, pairs, strict=True)]
+        for item, answer in zip(planned, stored, strict=True):
+            outcomes[item.index] = {"index": item.index, "status": 201, "prediction": answer.body, "problem": None}
+        body = {
+            "succeeded": len(planned),
+            "failed": len(items) - len(planned),
+            "items": [outcomes[i] for i in range(len(items))],
+        }
+        earlier = await services.committer.commit(
+            scope=scope, request=key, groups=_row_groups(stored), stored_body=body
+        )
     if earlier is not None:
+        await quota.refund()
         return earlier
     quota.stored(_payload_bytes(stored))
     return Answer(body, replayed=False)

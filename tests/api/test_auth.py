@@ -167,6 +167,22 @@ async def test_a_refused_login_answers_401_for_real_and_unknown_accounts_while_s
         assert (await login(client, name, "wrong password guess")).status_code == 401
 
 
+async def test_a_refused_login_answers_401_for_real_and_unknown_accounts_when_the_audit_writer_has_died(
+    app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """A dead writer refuses new events with 503; a real account's refusal answered so would tell it exists."""
+    await add_user(app, acme.tenant, "frank")
+    writer = next(task for task in asyncio.all_tasks() if task.get_name() == "qortex-audit-writer")
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    with structlog.testing.capture_logs() as logged:
+        answers = [await login(client, name, "wrong password guess") for name in ("frank", "nobody-here")]
+    assert [answer.status_code for answer in answers] == [401, 401]
+    assert without_instance(answers[0].json()) == without_instance(answers[1].json())
+    [lost] = [entry for entry in logged if entry["event"] == "audit_refusal_not_stored"]
+    assert lost["error_type"] == "StorageUnavailable"
+
+
 async def test_reusing_a_refresh_token_revokes_the_keys_minted_for_its_person(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials, db: Database
 ) -> None:

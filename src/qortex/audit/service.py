@@ -23,7 +23,7 @@ from qortex.audit.models import AuditEvent
 from qortex.audit.repository import StoredEvent
 from qortex.core.clock import utcnow
 from qortex.core.database import Database, TenantScope
-from qortex.core.errors import InvalidInput, Overloaded
+from qortex.core.errors import InvalidInput, Overloaded, StorageUnavailable
 from qortex.core.ids import new_id
 from qortex.core.pagination import Page, page_of
 from qortex.resilience.group_worker import TenantGroupWorker
@@ -114,8 +114,9 @@ class AuditWriter(TenantGroupWorker[_Pending]):
         done.add_done_callback(report)
         try:
             self.put(_Pending(scope, record, done))
-        except Overloaded:  # stopping: the refusal stands, and must answer as it would for anyone
-            log.error("audit_refusal_not_stored", action=record.action, error_type="Overloaded")
+        except (Overloaded, StorageUnavailable) as error:
+            # Stopping, or the writer's task has died: the refusal stands, and must answer as it would for anyone.
+            log.error("audit_refusal_not_stored", action=record.action, error_type=type(error).__name__)
 
     async def write_refusal(self, scope: TenantScope, record: AuditRecord) -> None:
         """Writes the record of a refused request; the refusal stands even if its record cannot be stored."""

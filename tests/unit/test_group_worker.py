@@ -195,6 +195,17 @@ async def test_a_worker_whose_task_died_is_not_running_refuses_new_items_and_sto
     assert not worker.running
 
 
+async def test_settled_on_a_worker_whose_task_died_is_refused_rather_than_waiting_forever() -> None:
+    worker = SlowRecorder()
+    worker.start()
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == "test-recorder")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    with pytest.raises(RuntimeError, match="not running"):
+        await asyncio.wait_for(worker.settled(), timeout=5)
+    await asyncio.wait_for(worker.stop(), timeout=5)
+
+
 @dataclass
 class TenantItem:
     scope: TenantScope

@@ -91,7 +91,7 @@ class GroupWorker(ABC, Generic[T]):
 
     async def settled(self) -> None:
         """Returns once every item put before it has been handled (for work queued without waiting on it)."""
-        if self._worker is None or self._stopping:
+        if not self.running:  # nothing would ever resolve the marker
             raise RuntimeError(f"{self._name} is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Settled(done))

@@ -193,7 +193,7 @@ class Fold:
     test_origins: npt.NDArray[np.int64]
 
 
-def test_period(
+def scored_origins(
     series: FloatArray, *, config: EvalConfig, filled: npt.NDArray[np.bool_] | None = None
 ) -> npt.NDArray[np.int64]:
     """The last ``test_fraction`` of a series' forecast origins, in time order.
@@ -218,7 +218,7 @@ def plan_folds(
     filled: npt.NDArray[np.bool_] | None = None,
 ) -> list[Fold]:
     """Expanding-window folds of one series; folds without enough training windows are left out."""
-    test = test_period(series, config=config, filled=filled)
+    test = scored_origins(series, config=config, filled=filled)
     if test.size < config.folds:
         return []
     plans: list[Fold] = []
@@ -296,7 +296,7 @@ class EvaluationReport:
 def _skip_reason(series: FloatArray, n_planned: int, config: EvalConfig, filled: npt.NDArray[np.bool_] | None) -> str:
     """Why ``config.folds - n_planned`` folds of a series were left out, in the words of the CLI."""
     n_skipped = f"{config.folds - n_planned} of {config.folds} folds skipped"
-    n_test = test_period(series, config=config, filled=filled).size
+    n_test = scored_origins(series, config=config, filled=filled).size
     if n_test < config.folds:
         # Ties (a value equal to the one h steps before) are not forecast, so length alone does not say it.
         return (

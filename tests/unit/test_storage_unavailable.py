@@ -317,6 +317,9 @@ async def test_a_postgresql_connection_lost_during_commit_is_a_503_that_may_have
 
 
 BUSY_SECONDS = 0.4
+# One busy timeout per tenant, as before, takes at least five of them; one for the group plus a loaded
+# machine's request overhead stays well below four.
+SEQUENTIAL_BOUND = 4 * BUSY_SECONDS
 
 
 async def _one_group_of_tenants_while_sqlite_is_locked(
@@ -370,7 +373,7 @@ async def test_a_locked_sqlite_database_answers_every_tenant_of_a_group_commit_w
     )
     assert [a.status_code for a in answers] == [503] * len(answers)
     assert {a.json()["type"] for a in answers} == {"https://qortex.dev/problems/storage-unavailable"}
-    assert waited < 3 * BUSY_SECONDS, f"answered after {waited:.1f} s, one busy timeout per tenant"
+    assert waited < SEQUENTIAL_BOUND, f"answered after {waited:.1f} s, one busy timeout per tenant"
 
 
 async def test_a_locked_sqlite_database_answers_every_tenant_of_an_audit_group_within_one_busy_timeout(
@@ -382,5 +385,5 @@ async def test_a_locked_sqlite_database_answers_every_tenant_of_an_audit_group_w
         tmp_path, monkeypatch, worker="audit", role=Role.VIEWER
     )
     assert [a.status_code for a in answers] == [403] * len(answers)
-    assert waited < 3 * BUSY_SECONDS, f"answered after {waited:.1f} s, one busy timeout per tenant"
+    assert waited < SEQUENTIAL_BOUND, f"answered after {waited:.1f} s, one busy timeout per tenant"
     assert capsys.readouterr().out.count('"event":"audit_refusal_not_stored"') == len(answers)

@@ -321,7 +321,7 @@ async def test_a_query_value_that_is_not_utf_8_is_refused_not_searched_for_as_re
     "none from café"."""
     await client.post("/v1/predictions", json={"source": "caf\ufffd", "values": [1.0] * 8}, headers=acme.headers)
     refused = problem(await client.get(f"/v1/predictions?{query}", headers=acme.headers), 422)
-    assert refused["errors"] == [{"loc": ["query"], "msg": "not UTF-8 once percent-decoded", "type": "encoding"}]
+    assert refused["errors"] == [{"loc": ["query"], "msg": "not percent-encoded UTF-8", "type": "encoding"}]
     assert (await client.get("/v1/predictions?source=caf%C3%A9", headers=acme.headers)).json()["items"] == []
 
 

@@ -33,8 +33,9 @@ async def refuse_repeated_parameters(request: Request) -> None:
     if query_string and not _utf_8(query_string):
         # Starlette puts U+FFFD in place of what it cannot decode: `source=caf%E9` would list another source.
         raise InvalidInput(
-            "the query string is not UTF-8 once percent-decoded; percent-encode its text as UTF-8",
-            errors=[{"loc": ["query"], "msg": "not UTF-8 once percent-decoded", "type": "encoding"}],
+            "the query string is not percent-encoded UTF-8 (raw bytes beyond ASCII, or escapes of another encoding); "
+            "percent-encode its text as UTF-8",
+            errors=[{"loc": ["query"], "msg": "not percent-encoded UTF-8", "type": "encoding"}],
         )
     counts = Counter(name for name, _ in request.query_params.multi_items())
     repeated = sorted(name for name, count in counts.items() if count > 1)

@@ -177,7 +177,14 @@ def _oscillation(z: F32) -> tuple[F32, F32]:
     peak = in_band[rows, k - 1] + in_band[rows, k] + in_band[rows, k + 1]
     share = np.where(total > 0, peak / np.maximum(total, 1e-30), 0.0)
     strength = np.clip((share - 0.3) / 0.5, 0.0, 1.0)
-    period = np.where(total > 0, 1.0 / freqs[k], 0.0)
+    # Bins are 1/d apart, so the peak bin alone is up to 6 steps off a 24-step cycle in a 64-value
+    # window (21 or 31.5). A Hann-tapered peak is close to Gaussian: a parabola through the log
+    # magnitudes of the peak bin and its neighbours places it within a fraction of a bin.
+    magnitude = np.log(np.sqrt(power[rows[:, None], k[:, None] + np.arange(-1, 2)]) + 1e-30)
+    curvature = magnitude[:, 0] - 2.0 * magnitude[:, 1] + magnitude[:, 2]
+    offset = np.where(curvature < 0, 0.5 * (magnitude[:, 0] - magnitude[:, 2]) / np.minimum(curvature, -1e-30), 0.0)
+    frequency = (k + np.clip(offset, -0.5, 0.5)) / d
+    period = np.where(total > 0, np.clip(1.0 / frequency, 2.5, d / 2.0), 0.0)
     return strength.astype(np.float32), period.astype(np.float32)
 
 

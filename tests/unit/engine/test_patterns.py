@@ -59,6 +59,20 @@ def test_sine_is_an_oscillation_with_its_period() -> None:
     assert _strength(_noise(), "oscillation") < 0.5
 
 
+@pytest.mark.parametrize("period", [5.0, 7.0, 12.0, 18.0, 24.0, 30.0])
+@pytest.mark.parametrize("length", [W, 200])
+def test_a_cycle_reports_its_own_period_not_the_nearest_spectral_bin(period: float, length: int) -> None:
+    """The window's spectral bins are 63/k steps apart in period (21, 31.5): the peak is placed between them."""
+    for phase in (0.0, 1.0, 2.0):
+        series = np.sin(2 * np.pi * np.arange(length) / period + phase)
+        assert _scan(series).periods[0] == pytest.approx(period, abs=1.0)
+
+
+def test_a_short_cycle_reports_its_period_in_steps_of_the_series() -> None:
+    series = np.sin(2 * np.pi * np.arange(40) / 16.0) + RNG.standard_normal(40) * 0.05
+    assert _scan(series).periods[0] == pytest.approx(16.0, abs=1.0)
+
+
 def test_alternating_moves_are_mean_reversion() -> None:
     series = np.cumsum(np.tile([1.0, -1.0], W // 2) + RNG.standard_normal(W) * 0.1)
     assert _strength(series, "mean_reversion") > 0.8

@@ -104,8 +104,8 @@ def _scan(z: F32) -> PatternScan:
     osc, period = _oscillation(z)
     strengths[:, 3] = osc
     spans[:, 3, 0] = np.maximum(w - 1 - np.ceil(2 * period).astype(np.int64), 0)
-    strengths[:, 4] = _volatility_burst(c2)
-    spans[:, 4, 0] = max(w - 1 - BURST_STEPS, 0)
+    strengths[:, 4], burst_steps = _volatility_burst(c2)
+    spans[:, 4, 0] = w - 1 - burst_steps
     strengths[:, 5] = _breakout(z, level)
     spans[:, 5, 0] = max(w - 1 - BREAKOUT_STEPS, 0)
     strengths[:, 7], accel_start = _acceleration(c1, c2, w)
@@ -188,14 +188,19 @@ def _oscillation(z: F32) -> tuple[F32, F32]:
     return strength.astype(np.float32), period.astype(np.float32)
 
 
-def _volatility_burst(c2: F64) -> F32:
-    """RMS of the last 8 moves against the RMS of the moves before them; 4x is full strength."""
+def _volatility_burst(c2: F64) -> tuple[F32, int]:
+    """RMS of the last 8 moves against the RMS of the moves before them; 4x is full strength.
+
+    A row of fewer than 16 moves compares its last half instead; the number of recent moves
+    compared is returned with the strengths, so that the span covers exactly those.
+    """
     d = c2.shape[1] - 1
     k = min(BURST_STEPS, d // 2)
     recent = np.sqrt((c2[:, d] - c2[:, d - k]) / k)
     before = np.sqrt(c2[:, d - k] / (d - k))
     ratio = np.where(before > 0, recent / np.maximum(before, EPS), np.where(recent > 0, 4.0, 1.0))
-    return np.asarray(np.clip(np.log(np.maximum(ratio, 1e-6)) / np.log(4.0), 0.0, 1.0), dtype=np.float32)
+    strength = np.clip(np.log(np.maximum(ratio, 1e-6)) / np.log(4.0), 0.0, 1.0)
+    return np.asarray(strength, dtype=np.float32), k
 
 
 def _breakout(z: F32, level: F32) -> F32:

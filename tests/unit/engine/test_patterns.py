@@ -87,6 +87,15 @@ def test_sudden_large_moves_are_a_volatility_burst() -> None:
     assert scan.spans[0, PATTERN_TYPES.index("volatility_burst")].tolist() == [W - 9, W - 1]
 
 
+def test_a_burst_in_a_short_series_spans_the_moves_it_was_measured_on() -> None:
+    """With 11 moves the detector compares the last 5 with the 6 before them, so the span is the last 5 moves."""
+    calm = np.cumsum(RNG.standard_normal(8) * 0.05)
+    series = np.r_[calm, calm[-1] + np.cumsum([3.0, -4.0, 5.0, -3.0])]
+    scan = _scan(series)
+    assert scan.strengths[0, PATTERN_TYPES.index("volatility_burst")] > 0.8
+    assert scan.spans[0, PATTERN_TYPES.index("volatility_burst")].tolist() == [W - 6, W - 1]
+
+
 def test_jump_out_of_a_range_is_a_breakout() -> None:
     series = np.tile([0.0, 1.0, 0.5, 0.8], W // 4)
     series[-1] = 6.0

@@ -135,7 +135,14 @@ def _platt(logit: F64, target: F64) -> F64:
         return float(loss), np.array([np.sum(r * logit), np.sum(r)])
 
     result = minimize(loss_grad, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
-    return np.asarray(result.x, dtype=np.float64)
+    slope, intercept = result.x
+    if slope < 0:
+        # A map that falls with the logit would turn every factor's sign against the probability it
+        # explains. The loss is convex, so the best map that does not fall has slope 0: the held-out
+        # up rate for every series, as a flat isotonic map would give.
+        rate = float(t.mean())
+        slope, intercept = 0.0, float(np.log(rate / (1.0 - rate)))
+    return np.array([slope, intercept], dtype=np.float64)
 
 
 def isotonic_fit(x: F64, y: F64) -> tuple[F64, F64]:

@@ -172,6 +172,25 @@ def test_factor_weights_add_up_to_the_logit(sine_model: Predictor) -> None:
     assert sine_model.calibrator_(np.array([fwd_logit]))[0] == pytest.approx(result.probability_up, abs=1e-6)
 
 
+def _regime_change(n: int, seed: int) -> np.ndarray:
+    """Moves that persist for the first 80 % of the series and reverse in the last 20 %."""
+    rng = np.random.default_rng(seed)
+    moves = np.zeros(n)
+    for i in range(1, n):
+        moves[i] = (0.9 if i < 0.8 * n else -0.9) * moves[i - 1] + 0.5 * rng.standard_normal()
+    return np.cumsum(moves) + 100.0
+
+
+def test_a_factor_that_pushes_the_logit_up_never_pushes_the_probability_down() -> None:
+    """Its held-out windows contradict what the readout learned; the calibration must not invert the readout."""
+    flags = {"use_reservoir": False, "use_quantum": False, "use_patterns": False, "use_seasonal": False}
+    config = EngineConfig(**{**SMALL_CONFIG.to_dict(), **flags, "window": 16, "use_window_moves": False})
+    model = Predictor(config).fit([_regime_change(400, s) for s in range(4)])
+    assert model.calibrator_.kind == "platt"
+    assert model.calibrator_.params[0] >= 0
+    assert np.all(np.diff(model.calibrator_(np.linspace(-5.0, 5.0, 21))) >= 0)
+
+
 def test_short_series_use_padding_and_long_series_use_their_last_window(sine_model: Predictor) -> None:
     long = noisy_sine(3000, seed=3)
     p_long, p_tail = sine_model.predict_proba([long, long[-64:]])

@@ -58,6 +58,19 @@ def test_platt_calibration_undoes_a_miscalibrated_score() -> None:
     assert b == pytest.approx(1 / 3, abs=0.1)
 
 
+def test_platt_calibration_never_falls_with_the_logit() -> None:
+    """Held-out logits that contradict the readout give a flat map, not one that inverts every factor."""
+    rng = np.random.default_rng(2)
+    logit = rng.standard_normal(400) * 2
+    y = (rng.random(400) < expit(-logit)).astype(np.int8)
+    calib = fit_calibrator("platt", logit, y)
+    n_up = int(y.sum())
+    smoothed_rate = ((n_up + 1) / (n_up + 2) * n_up + 1 / (400 - n_up + 2) * (400 - n_up)) / 400
+    assert calib.params[0] == 0.0
+    assert calib.params[1] == pytest.approx(np.log(smoothed_rate / (1 - smoothed_rate)))
+    assert np.all(np.diff(calib(np.linspace(-5, 5, 11))) >= 0)
+
+
 def test_isotonic_fit_is_monotone_and_matches_pav_by_hand() -> None:
     knots_x, knots_y = isotonic_fit(np.array([1.0, 2, 3, 4, 5]), np.array([0.0, 1, 0, 1, 1]))
     np.testing.assert_allclose(knots_y, [0.0, 0.5, 1.0])

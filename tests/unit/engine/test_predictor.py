@@ -162,6 +162,27 @@ def test_result_shape_matches_the_contract(sine_model: Predictor) -> None:
     assert encoded["factors"][0]["name"] == result.factors[0].name
 
 
+def test_a_result_reads_as_documented_for_series_whose_answer_is_known() -> None:
+    model = Predictor.load_default()
+    t = np.arange(100.0)
+    ramp, cycle, still = model.predict_batch([3.0 * t + 7.0, np.sin(2 * np.pi * t / 24.0), np.full(100, 4.0)])
+    trend = {p.type: p for p in ramp.patterns}["trend_up"]
+    # Spans index the series as given: its last 64 values are indices 36 to 99.
+    assert (trend.start, trend.end, trend.strength) == (36, 99, 1.0)
+    assert "trend_down" not in {p.type for p in ramp.patterns}
+    assert ramp.direction == "up"
+    [oscillation] = [p for p in cycle.patterns if p.type == "oscillation"]
+    assert oscillation.period == pytest.approx(24.0, abs=1.0)
+    assert oscillation.start == 99 - int(np.ceil(2 * oscillation.period))
+    for pattern in ramp.patterns + cycle.patterns:
+        assert len(pattern.spatial_features) == 8
+        assert np.linalg.norm(pattern.spatial_features) == pytest.approx(1.0, abs=1e-6)
+        assert pattern.spatial_features == sorted(pattern.spatial_features, reverse=True)
+    assert (still.direction, still.confidence, [p.type for p in still.patterns]) == ("neutral", 0.5, ["plateau"])
+    assert still.patterns[0].spatial_features == [0.0] * 8
+    assert all(f.weight == 0.0 for f in still.factors)
+
+
 def test_factor_weights_add_up_to_the_logit(sine_model: Predictor) -> None:
     series = noisy_sine(100, seed=9)
     config = EngineConfig(**{**sine_model.config.to_dict(), "top_factors": 1000})

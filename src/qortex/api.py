@@ -46,6 +46,7 @@ from qortex.tenants.router import router as tenant_router
 from qortex.web.client_ip import ClientIpMiddleware
 from qortex.web.dependencies import AppServices, on_forbidden
 from qortex.web.middleware import BodySizeLimitMiddleware, HeadAsGetMiddleware, RequestIdMiddleware
+from qortex.web.openapi import document_answers
 from qortex.web.problems import PROBLEM_RESPONSES, UnexpectedErrorMiddleware, install_problem_handlers
 from qortex.web.query import refuse_repeated_parameters
 from qortex.web.request_policy import RequestPolicy
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in api_routers:
         app.include_router(router, responses=PROBLEM_RESPONSES, dependencies=[Depends(refuse_repeated_parameters)])
     # --- further routers are included above this line
+    document_answers(app)
     # Middleware added last runs first: the request id exists before anything can fail.
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RateLimitMiddleware)

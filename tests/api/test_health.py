@@ -112,7 +112,8 @@ async def test_the_openapi_document_describes_errors_as_the_problems_they_are(
                 assert list(response["content"]) == [PROBLEM_JSON], (method, path, status)
     answered = await client.post("/v1/predictions", json={"source": "s", "values": [1.0]}, headers=acme.headers)
     assert answered.status_code == 422 and answered.headers["content-type"] == PROBLEM_JSON
-    schema = spec["paths"]["/v1/predictions"]["post"]["responses"]["default"]["content"][PROBLEM_JSON]["schema"]
+    reference = spec["paths"]["/v1/predictions"]["post"]["responses"]["default"]["content"][PROBLEM_JSON]["schema"]
+    schema = spec["components"]["schemas"][reference["$ref"].rpartition("/")[2]]
     assert set(schema["required"]) <= set(answered.json()) <= set(schema["properties"])
 
 

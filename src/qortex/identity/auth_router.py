@@ -22,7 +22,7 @@ from qortex.identity.schemas import (
 from qortex.security.principal import Principal
 from qortex.security.rbac import ROLE_PERMISSIONS, Permission
 from qortex.web.dependencies import Services, require
-from qortex.web.problems import PROBLEM_CONTENT
+from qortex.web.openapi import problem_responses
 from qortex.web.routing import StrictJSONRoute
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=StrictJSONRoute)
@@ -30,11 +30,11 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=StrictJSONRoute
 # Any valid credential: every role holds self:manage.
 Authenticated = Annotated[Principal, Depends(require(Permission.SELF_MANAGE))]
 
-_REFUSED: dict[int | str, dict[str, Any]] = {
-    401: {
-        "description": "Unknown account, wrong password or inactive account: one answer for all",
-        "content": PROBLEM_CONTENT,
-    }
+# Public routes, but the tenant's allow-list applies once the account is known, and failed logins are throttled.
+_REFUSED: dict[int | str, dict[str, Any]] = problem_responses(401, 403, 429)
+_REFUSED[401] = {
+    **_REFUSED[401],
+    "description": "Unknown account, wrong password or inactive account: one answer for all",
 }
 
 
@@ -69,7 +69,7 @@ async def login(body: LoginRequest, request: Request, services: Services, respon
     return _pair(tokens)
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post("/refresh", response_model=TokenPair, responses=problem_responses(401, 403))
 async def refresh(body: RefreshRequest, request: Request, services: Services, response: Response) -> TokenPair:
     """Trades a refresh token for new tokens; each refresh token works once, and a reused one ends the session."""
     tokens = await auth_service.refresh(

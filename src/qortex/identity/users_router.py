@@ -20,6 +20,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import refuse_a_repeated_key
+from qortex.web.openapi import problem_responses
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
@@ -37,7 +38,8 @@ def _user_idempotency_key(header: str | None, body: UserCreate) -> IdempotentReq
     return IdempotentRequest.from_header(header, operation="POST /v1/users", body=fingerprint)
 
 
-@router.post("", status_code=201, response_model=UserOut)
+# 409: the username or email is taken (in any tenant).
+@router.post("", status_code=201, response_model=UserOut, responses=problem_responses(409))
 async def create_user(
     body: UserCreate,
     principal: CanManage,
@@ -93,7 +95,7 @@ async def get_user(user_id: uuid.UUID, principal: CanManage, services: Services)
     return UserOut.model_validate(await users.get_user(db=services.db, scope=principal.scope, user_id=user_id))
 
 
-@router.patch("/{user_id}", response_model=UserOut)
+@router.patch("/{user_id}", response_model=UserOut, responses=problem_responses(409))
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, principal: CanManage, services: Services, request: Request
 ) -> UserOut:

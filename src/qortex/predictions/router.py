@@ -27,6 +27,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import idempotency_key
+from qortex.web.openapi import problem_responses
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
@@ -39,7 +40,8 @@ IdempotencyKey = Annotated[IdempotentRequest | None, Depends(idempotency_key)]
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-@router.post("", status_code=201, response_model=PredictionOut)
+# An unknown model is answered 404 for a single prediction, in its item's place in a batch.
+@router.post("", status_code=201, response_model=PredictionOut, responses=problem_responses(404, 409, 507))
 async def create_prediction(
     body: PredictionCreate,
     principal: CanCreate,
@@ -60,7 +62,7 @@ async def create_prediction(
     return _answered(answer, status_code=201)
 
 
-@router.post("/batch", status_code=200, response_model=PredictionBatchOut)
+@router.post("/batch", status_code=200, response_model=PredictionBatchOut, responses=problem_responses(409, 507))
 async def create_prediction_batch(
     body: PredictionBatchCreate,
     principal: CanCreate,

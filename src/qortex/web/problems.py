@@ -35,7 +35,9 @@ class ProblemDetails(BaseModel):
 
 # Every error answer of the API routes is a problem: documented so, instead of FastAPI's own 422 body
 # (`{"detail": [...]}` as application/json), which no answer has, so that generated clients can read them.
-PROBLEM_CONTENT: dict[str, Any] = {PROBLEM_JSON: {"schema": ProblemDetails.model_json_schema()}}
+# One schema that every error refers to (qortex.web.openapi adds it to the document), so clients get one type.
+PROBLEM_SCHEMA_NAME = "ProblemDetails"
+PROBLEM_CONTENT: dict[str, Any] = {PROBLEM_JSON: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"}}}
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     "default": {"description": "An RFC 9457 problem (the Errors section of docs/api.md)", "content": PROBLEM_CONTENT}
 }

@@ -288,3 +288,41 @@ async def test_every_route_that_needs_a_credential_declares_the_bearer_scheme_an
             assert security is None and answer.status_code != 401, (method, template, answer.text)
         else:
             assert security == [{"bearer": []}] and answer.status_code == 401, (method, template, answer.text)
+
+
+def field_schema(contract: Contract, model: str, field: str) -> Any:
+    return {**contract.components["schemas"][model]["properties"][field], "components": contract.components}
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "body", "field", "value"),
+    [
+        ("/v1/users", "UserCreate", {"email": "x@example.com", "role": "viewer"}, "username", "ab"),
+        ("/v1/users", "UserCreate", {"email": "x@example.com", "role": "viewer"}, "username", "-abc"),
+        ("/v1/users", "UserCreate", {"email": "x@example.com", "role": "viewer"}, "username", "a b c"),
+        ("/v1/users", "UserCreate", {"email": "x@example.com", "role": "viewer"}, "password", "too short"),
+        ("/v1/users", "UserCreate", {"email": "x@example.com", "role": "viewer"}, "display_name", "Eve\u202e"),
+        ("/v1/api-keys", "ApiKeyCreate", {"role": "viewer"}, "name", "nightly\njob"),
+    ],
+)
+async def test_the_document_states_the_text_rules_the_server_enforces(
+    client: httpx.AsyncClient,
+    acme: TenantCredentials,
+    contract: Contract,
+    path: str,
+    model: str,
+    body: dict[str, Any],
+    field: str,
+    value: str,
+) -> None:
+    """A client validating against the document must not send what the server refuses, nor wait for the 422."""
+    valid = {"username": "alice", "display_name": "Alice", "password": PASSWORD, "name": "nightly job"}
+    sent = {
+        **body,
+        **{k: v for k, v in valid.items() if k in contract.spec["components"]["schemas"][model]["properties"]},
+    }
+    refused = await client.post(path, json={**sent, field: value}, headers=acme.headers)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", field], refused.text
+    schema = field_schema(contract, model, field)
+    assert not jsonschema_rs.validator_for(schema).is_valid(value), (model, field, value)
+    assert jsonschema_rs.validator_for(schema).is_valid(sent[field])

@@ -17,12 +17,19 @@ from pydantic import (
     StrictBool,
     StrictStr,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from qortex.core.clock import UtcDatetime, utcnow
 from qortex.core.text import NO_CONTROL_CHARACTERS, strip_spaces
 from qortex.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_problem
 from qortex.security.rbac import Role
+
+
+def _documented_text(*, min_length: int, max_length: int, pattern: str) -> WithJsonSchema:
+    """The schema of a text field whose constraints follow a validator that cleans it (strip, lowercase): pydantic
+    leaves their pattern out of the OpenAPI document there, so clients would not learn what is refused."""
+    return WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": pattern})
 
 
 def _in_the_future(value: datetime) -> datetime:
@@ -39,6 +46,7 @@ class ApiKeyCreate(BaseModel):
         StrictStr,
         BeforeValidator(strip_spaces),
         StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS),
+        _documented_text(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS),
     ]
     role: Role = Field(description="Role the key acts with; at most the creator's own permissions")
     expires_at: Annotated[UtcDatetime, AfterValidator(_in_the_future)] | None = Field(
@@ -84,13 +92,29 @@ def _password_policy(value: SecretStr) -> SecretStr:
     return value
 
 
-Username = Annotated[str, BeforeValidator(_lowercase), StringConstraints(pattern=USERNAME_PATTERN)]
+Username = Annotated[
+    str,
+    BeforeValidator(_lowercase),
+    StringConstraints(pattern=USERNAME_PATTERN),
+    # In any case, as clients may send it: it is stored lowercase.
+    _documented_text(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"),
+]
 Email = Annotated[EmailStr, AfterValidator(_lowercase), Field(max_length=254)]
 # No control characters: PostgreSQL text cannot hold NUL, and names end up in terminals and logs.
 DisplayName = Annotated[
-    str, BeforeValidator(strip_spaces), StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+    str,
+    BeforeValidator(strip_spaces),
+    StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS),
+    _documented_text(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS),
 ]
-NewPassword = Annotated[SecretStr, AfterValidator(_password_policy)]
+# The policy answers with its own messages; the document states its lengths.
+NewPassword = Annotated[
+    SecretStr,
+    AfterValidator(_password_policy),
+    WithJsonSchema(
+        {"type": "string", "format": "password", "writeOnly": True, "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
+    ),
+]
 
 
 class UserCreate(BaseModel):

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qortex.web.asgi import HttpMiddleware
 from qortex.web.middleware import ORIGINAL_METHOD
+from qortex.web.openapi import HEADERS as RESPONSE_HEADERS
 from qortex.web.problems import problem_response
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -123,14 +124,8 @@ CORS_ALLOW_HEADERS = (
     "X-Qortex-Timestamp",
     "X-Qortex-Signature",
 )
-CORS_EXPOSE_HEADERS = (
-    "X-Request-ID",
-    "RateLimit-Limit",
-    "RateLimit-Remaining",
-    "RateLimit-Reset",
-    "Retry-After",
-    "Idempotent-Replayed",
-)
+# Every response header the OpenAPI document declares for clients: a browser client acts on them too.
+CORS_EXPOSE_HEADERS = tuple(RESPONSE_HEADERS)
 
 
 class ProblemCORSMiddleware(CORSMiddleware):

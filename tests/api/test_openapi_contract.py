@@ -326,3 +326,21 @@ async def test_the_document_states_the_text_rules_the_server_enforces(
     schema = field_schema(contract, model, field)
     assert not jsonschema_rs.validator_for(schema).is_valid(value), (model, field, value)
     assert jsonschema_rs.validator_for(schema).is_valid(sent[field])
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        ("Me", {"session_id", "user", "api_key"}),
+        ("TokenPair", {"token_type"}),
+        ("SigningSecretOut", {"algorithm", "signature_version"}),
+        ("BatchItemOut", {"prediction", "problem"}),
+        ("PatternOut", {"period"}),
+        ("LimitUsage", {"window_seconds", "resets_at"}),
+    ],
+)
+def test_fields_every_answer_carries_are_required_even_when_they_may_be_null(
+    contract: Contract, model: str, fields: set[str]
+) -> None:
+    """A generated client types an optional field as possibly absent; these are always sent, null or not."""
+    assert fields <= set(contract.components["schemas"][model]["required"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -176,6 +176,8 @@ class RefreshRequest(BaseModel):
 
 
 class TokenPair(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent: required in answers
+
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth token type name, not a secret
     expires_in: int = Field(description="Seconds the access token is valid")
@@ -210,7 +212,9 @@ class MeTenant(BaseModel):
 
 
 class Me(BaseModel):
-    kind: str = Field(description='"user" for a person\'s session, "api_key" for a key')
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent: required in answers
+
+    kind: Literal["user", "api_key"] = Field(description='"user" for a person\'s session, "api_key" for a key')
     tenant: MeTenant
     role: Role
     permissions: list[str]

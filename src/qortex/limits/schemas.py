@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LimitUsage(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent: required in answers
+
     limit: int = Field(description="The tenant's effective limit (its plan's, or its override).")
     used: int = Field(description="How much of it is used now.")
     remaining: int

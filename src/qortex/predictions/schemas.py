@@ -65,6 +65,8 @@ class FactorOut(BaseModel):
 
 
 class PatternOut(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent: required in answers
+
     type: str
     strength: float
     start: int
@@ -111,6 +113,8 @@ class ProblemOut(BaseModel):
 
 
 class BatchItemOut(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent: required in answers
+
     index: int
     status: int
     prediction: PredictionOut | None = None

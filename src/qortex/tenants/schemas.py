@@ -48,6 +48,8 @@ class TenantUpdate(BaseModel):
 
 
 class SigningSecretOut(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent: required in answers
+
     signing_secret: str = Field(description="The new HMAC-SHA256 key, shown this once; the previous one stops working")
     algorithm: str = "hmac-sha256"
     signature_version: str = "v1"

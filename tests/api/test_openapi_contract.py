@@ -344,3 +344,34 @@ def test_fields_every_answer_carries_are_required_even_when_they_may_be_null(
 ) -> None:
     """A generated client types an optional field as possibly absent; these are always sent, null or not."""
     assert fields <= set(contract.components["schemas"][model]["required"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/predictions", {"source": "s", "values": [float(v) for v in range(1, 33)]}),
+        ("/v1/api-keys", {"name": "nightly job", "role": "viewer"}),
+        (
+            "/v1/users",
+            {
+                "username": "carol",
+                "display_name": "Carol",
+                "email": "carol@example.com",
+                "password": PASSWORD,
+                "role": "viewer",
+            },
+        ),
+    ],
+)
+async def test_a_creation_says_where_the_created_resource_is_read_back_and_its_replay_says_the_same(
+    client: httpx.AsyncClient, acme: TenantCredentials, path: str, body: dict[str, Any]
+) -> None:
+    headers = {**acme.headers, "Idempotency-Key": f"create-{path}"}
+    created = await client.post(path, json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    assert location == f"{path}/{created.json()['id']}"
+    read = await client.get(location, headers=acme.headers)
+    assert read.status_code == 200 and read.json()["id"] == created.json()["id"]
+    replayed = await client.post(path, json=body, headers=headers)
+    assert replayed.headers["idempotent-replayed"] == "true" and replayed.headers["location"] == location

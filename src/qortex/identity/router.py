@@ -17,6 +17,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission, can_grant
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import idempotency_key
+from qortex.web.location import LOCATION_HEADER, location_of
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
@@ -49,6 +50,7 @@ async def create_api_key(
     )
     if answer.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    response.headers[LOCATION_HEADER] = location_of(request, "get_api_key", key_id=answer.body["id"])
     return ApiKeyCreated.model_validate(answer.body)
 
 

@@ -20,6 +20,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import refuse_a_repeated_key
+from qortex.web.location import LOCATION_HEADER, location_of
 from qortex.web.openapi import problem_responses
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
@@ -69,6 +70,7 @@ async def create_user(
     )
     if answer.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    response.headers[LOCATION_HEADER] = location_of(request, "get_user", user_id=answer.body["id"])
     return UserOut.model_validate(answer.body)
 
 

@@ -27,6 +27,7 @@ from qortex.security.principal import Principal
 from qortex.security.rbac import Permission
 from qortex.web.dependencies import Services, require
 from qortex.web.idempotency import idempotency_key
+from qortex.web.location import LOCATION_HEADER, location_of
 from qortex.web.openapi import problem_responses
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
@@ -59,7 +60,8 @@ async def create_prediction(
             key=key,
             quota=services.limits.quota_for(request, principal),
         )
-    return _answered(answer, status_code=201)
+    location = location_of(request, "get_prediction", prediction_id=answer.body["id"])
+    return _answered(answer, status_code=201, headers={LOCATION_HEADER: location})
 
 
 @router.post("/batch", status_code=200, response_model=PredictionBatchOut, responses=problem_responses(409, 507))
@@ -84,9 +86,9 @@ async def create_prediction_batch(
     return _answered(answer, status_code=200)
 
 
-def _answered(answer: Answer, *, status_code: int) -> Response:
+def _answered(answer: Answer, *, status_code: int, headers: dict[str, str] | None = None) -> Response:
     """The service built (and validated) the body already; FastAPI need not validate it a second time."""
-    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
+    headers = {**(headers or {}), **({REPLAYED_HEADER: "true"} if answer.replayed else {})}
     return Response(orjson.dumps(answer.body), status_code=status_code, media_type="application/json", headers=headers)
 
 

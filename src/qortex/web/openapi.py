@@ -24,6 +24,7 @@ HEADERS: dict[str, dict[str, Any]] = {
     "Retry-After": _header("Seconds to wait before retrying", _SECONDS),
     "WWW-Authenticate": _header('How to authenticate: `Bearer realm="qortex"`'),
     "Accept-Encoding": _header("`identity`: bodies are taken uncompressed only"),
+    "Location": _header("The path that reads the created resource back"),
     "Idempotent-Replayed": _header(
         "`true` when this is the stored answer to an earlier request with the same Idempotency-Key",
         {"type": "string", "enum": ["true"]},
@@ -112,6 +113,8 @@ def _answers(path: str, operation: dict[str, Any]) -> dict[str, Any]:
             headers += RATE_LIMIT_HEADERS
         if idempotent and status.startswith("2"):
             headers.append("Idempotent-Replayed")
+        if status == "201":
+            headers.append("Location")
         response = declared[status]
         answers[status] = {**response, "headers": {**response.get("headers", {}), **_header_refs(headers)}}
     return answers

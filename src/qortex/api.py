@@ -201,6 +201,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # A trailing slash is a different, unknown path (404), not a redirect built from the Host header.
         redirect_slashes=False,
+        # Generated clients name their methods after operationIds: the handler's name, not one built from the path.
+        generate_unique_id_function=lambda route: route.name,
     )
     install_problem_handlers(app)
     app.add_exception_handler(Forbidden, on_forbidden)

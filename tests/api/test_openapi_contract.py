@@ -7,6 +7,7 @@ on are declared.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -375,3 +376,13 @@ async def test_a_creation_says_where_the_created_resource_is_read_back_and_its_r
     assert read.status_code == 200 and read.json()["id"] == created.json()["id"]
     replayed = await client.post(path, json=body, headers=headers)
     assert replayed.headers["idempotent-replayed"] == "true" and replayed.headers["location"] == location
+
+
+def test_operation_ids_are_the_handlers_names_and_tags_are_path_segments(contract: Contract) -> None:
+    """Generated clients name their methods after operationIds and group them by tag; FastAPI's defaults
+    (`create_prediction_v1_predictions_post`) repeat the path and change with it."""
+    operation_ids = [op["operationId"] for ops in contract.spec["paths"].values() for op in ops.values()]
+    assert len(set(operation_ids)) == len(operation_ids)
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", op) and "_v1_" not in op for op in operation_ids), operation_ids
+    tags = {tag for ops in contract.spec["paths"].values() for op in ops.values() for tag in op["tags"]}
+    assert all(re.fullmatch(r"[a-z-]+", tag) for tag in tags), tags

@@ -21,7 +21,7 @@ CanRead = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 
 
 @router.get("/events", response_model=AuditEventPage)
-async def list_events(
+async def list_audit_events(
     principal: CanRead,
     services: Services,
     limit: PageLimit = 50,
@@ -40,6 +40,6 @@ async def list_events(
 
 
 @router.get("/verify", response_model=ChainVerdictOut)
-async def verify(principal: CanRead, services: Services) -> ChainVerdictOut:
+async def verify_audit_chain(principal: CanRead, services: Services) -> ChainVerdictOut:
     """Recomputes the tenant's whole chain: any edited, deleted, inserted or reordered event breaks it."""
     return ChainVerdictOut.model_validate(await service.verify(db=services.db, scope=principal.scope))

@@ -108,7 +108,7 @@ async def change_password(
 
 
 @router.get("/me", response_model=Me)
-async def me(principal: Authenticated, services: Services) -> Me:
+async def get_me(principal: Authenticated, services: Services) -> Me:
     """Who the credential acts as: the person or the key, its tenant, role and permissions."""
     tenant = await auth_service.tenant_of(db=services.db, scope=principal.scope)
     result = Me(

@@ -21,7 +21,7 @@ from qortex.web.location import LOCATION_HEADER, location_of
 from qortex.web.pagination import PageCursor, PageLimit
 from qortex.web.routing import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api keys"], route_class=StrictJSONRoute)
+router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"], route_class=StrictJSONRoute)
 
 CanManage = Annotated[Principal, Depends(require(Permission.KEYS_MANAGE))]
 

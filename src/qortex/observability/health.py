@@ -31,7 +31,7 @@ class ReadinessOut(BaseModel):
 
 
 @router.get("/live")
-async def live() -> dict[str, str]:
+async def liveness() -> dict[str, str]:
     """The process is up and its event loop answers."""
     return {"status": "ok"}
 
@@ -58,7 +58,7 @@ async def _timed(check: Any) -> dict[str, Any]:
     response_model=ReadinessOut,
     responses={503: {"model": ReadinessOut, "description": "Not ready: `checks` names the failing dependency"}},
 )
-async def ready(request: Request) -> JSONResponse:
+async def readiness(request: Request) -> JSONResponse:
     """Database (and this process's writers to it), engine, and disk are usable; 503 names the failing one."""
     services = request.app.state.services
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from qortex.limits.service import set_tenant_limits
 from qortex.security.rbac import Role
+from qortex.security.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.api.people import PASSWORD, add_user, bearer, cheap_argon2, login
 from tests.conftest import TenantCredentials, key_for
 
@@ -386,3 +387,16 @@ def test_operation_ids_are_the_handlers_names_and_tags_are_path_segments(contrac
     assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", op) and "_v1_" not in op for op in operation_ids), operation_ids
     tags = {tag for ops in contract.spec["paths"].values() for op in ops.values() for tag in op["tags"]}
     assert all(re.fullmatch(r"[a-z-]+", tag) for tag in tags), tags
+
+
+def test_every_route_that_needs_a_credential_declares_the_request_signature_headers(contract: Contract) -> None:
+    """A tenant may require signed requests (docs/request-security.md); a generated client must be able to send
+    the two headers, and a tenant that does not require them must not be made to."""
+    for method, template in operations(contract.spec):
+        operation = contract.operation(method, template)
+        headers = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "header"}
+        signed = {name: headers.get(name) for name in (TIMESTAMP_HEADER, SIGNATURE_HEADER)}
+        if operation.get("security"):
+            assert all(p is not None and p["required"] is False for p in signed.values()), (method, template)
+        else:
+            assert all(p is None for p in signed.values()), (method, template)

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from qortex.security.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from qortex.web.problems import PROBLEM_CONTENT, PROBLEM_SCHEMA_NAME, ProblemDetails
 
 
@@ -30,6 +31,24 @@ HEADERS: dict[str, dict[str, Any]] = {
         {"type": "string", "enum": ["true"]},
     ),
 }
+# Checked before the route by the request policy, so no route declares them; required only by tenants that
+# require signed requests (docs/request-security.md), so optional here.
+SIGNATURE_PARAMETERS = [
+    {
+        "name": TIMESTAMP_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "Unix seconds at signing; required, with the signature, by tenants that require signed requests",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+    },
+    {
+        "name": SIGNATURE_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "`v1=` and the hex HMAC-SHA256 of the canonical request under the tenant's signing secret",
+        "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
+    },
+]
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
 
 # Each error status a route may answer: what it means (the Errors section of docs/api.md has every type) and the
@@ -135,6 +154,8 @@ def document_answers(app: FastAPI) -> None:
         for path, operations in document["paths"].items():
             for operation in operations.values():
                 operation["responses"] = _answers(path, operation)
+                if operation.get("security"):
+                    operation.setdefault("parameters", []).extend(SIGNATURE_PARAMETERS)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -9,9 +9,12 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
+from qortex.core import idempotency
 from qortex.core.database import Database, TenantScope
 from qortex.core.errors import Overloaded, StorageUnavailable
+from qortex.core.group_commit import GroupCommitter
 from qortex.resilience.group_worker import GroupWorker, TenantGroupWorker
 
 
@@ -246,3 +249,33 @@ async def test_a_tenant_the_database_cannot_serve_fails_the_group_s_other_tenant
     else:
         assert worker.tried == scopes
         assert outcomes[2:] == [None] * 4
+
+
+@pytest.mark.parametrize("sqlite", [True, False])
+async def test_a_group_commit_retried_request_by_request_stops_at_a_sqlite_database_that_cannot_serve(
+    sqlite: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a shared transaction fails on one request's rows, each request is retried alone; if SQLite then finds
+    itself locked, every retry would wait out a busy timeout of its own, and the group's other tenants too."""
+    committer = GroupCommitter(cast("Database", SimpleNamespace(is_sqlite=sqlite)))
+    tried: list[TenantScope] = []
+
+    async def shared_transaction_refused(scope: TenantScope, items: list[object]) -> None:
+        raise DBAPIError("INSERT ...", None, Exception("a unique constraint"))
+
+    async def locked(*, scope: TenantScope, **_: object) -> None:
+        tried.append(scope)
+        raise StorageUnavailable()
+
+    monkeypatch.setattr(committer, "_commit_together", shared_transaction_refused)
+    monkeypatch.setattr(idempotency, "commit_once", locked)
+    first, second = TenantScope(uuid.uuid4()), TenantScope(uuid.uuid4())
+    answers = [
+        asyncio.ensure_future(committer.commit(scope=scope, request=None, groups=[], stored_body={}))
+        for scope in (first, first, first, second)
+    ]
+    committer.start()
+    outcomes = await asyncio.gather(*answers, return_exceptions=True)
+    await committer.stop()
+    assert all(isinstance(outcome, StorageUnavailable) for outcome in outcomes)
+    assert tried == ([first] if sqlite else [first, first, first, second])

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from qortex.core import idempotency
 from qortex.core.database import Base, Database, TableRows, TenantScope
+from qortex.core.errors import StorageUnavailable
 from qortex.core.idempotency import Answer, IdempotentRequest, RowGroup
 from qortex.resilience.group_worker import TenantGroupWorker, fail
 
@@ -57,6 +58,22 @@ class GroupCommitter(TenantGroupWorker[_Pending]):
             for item in items:
                 await self._commit_alone(item)
 
+    async def _commit_alone(self, item: _Pending) -> None:
+        try:
+            answer = await idempotency.commit_once(
+                db=self._db, scope=item.scope, request=item.request, groups=item.groups, stored_body=item.stored_body
+            )
+        except StorageUnavailable as error:
+            if self._db.is_sqlite:
+                raise  # the file is every request's: the rest of the group is answered at once, not one by one
+            fail([item], error)
+            return
+        except Exception as error:
+            fail([item], error)
+            return
+        if not item.done.done():
+            item.done.set_result(answer)
+
     async def _commit_together(self, scope: TenantScope, items: list[_Pending]) -> None:
         levels = max(len(item.groups) for item in items)
         merged = [
@@ -71,17 +88,6 @@ class GroupCommitter(TenantGroupWorker[_Pending]):
                     idempotency.remember(
                         session=session, scope=scope, request=item.request, status_code=201, body=item.stored_body
                     )
-
-    async def _commit_alone(self, item: _Pending) -> None:
-        try:
-            answer = await idempotency.commit_once(
-                db=self._db, scope=item.scope, request=item.request, groups=item.groups, stored_body=item.stored_body
-            )
-        except Exception as error:
-            fail([item], error)
-            return
-        if not item.done.done():
-            item.done.set_result(answer)
 
 
 def _merge(groups: list[RowGroup]) -> list[RowGroup]:

@@ -63,12 +63,9 @@ class GroupCommitter(TenantGroupWorker[_Pending]):
             answer = await idempotency.commit_once(
                 db=self._db, scope=item.scope, request=item.request, groups=item.groups, stored_body=item.stored_body
             )
-        except StorageUnavailable as error:
-            if self._db.is_sqlite:
-                raise  # the file is every request's: the rest of the group is answered at once, not one by one
-            fail([item], error)
-            return
         except Exception as error:
+            if isinstance(error, StorageUnavailable) and self._db.is_sqlite:
+                raise  # the file is every request's: the rest of the group is answered at once, not one by one
             fail([item], error)
             return
         if not item.done.done():

@@ -223,8 +223,9 @@ def run(quick: bool) -> str:
         "(N, batch) so each of the window's time steps is one CSR product plus a handful of in-place "
         "ufuncs over the whole batch, spike totals and traces computed after the loop as one product "
         "over the spike history, the first circuit layer built directly as a product state and the CNOT "
-        "ring applied as one precomputed gather, and batches processed in chunks of 1,024 series so the "
-        "spike history stays in a few tens of MiB. predict_batch costs more than predict_proba because "
+        "ring applied as one precomputed gather, and batches processed in chunks of at most 1,024 series "
+        "(fewer where a row needs more memory) so the spike history stays in a few tens of MiB. "
+        "predict_batch costs more than predict_proba because "
         "it also records per-step spike totals for the patterns' spatial signatures and builds result "
         "objects.",
         "",

@@ -59,8 +59,9 @@ I64 = npt.NDArray[np.int64]
 # Keys of PredictionResult.timings_ms, in pipeline order.
 STAGES = ("encoding", "neuromorphic", "patterns", "quantum", "readout")
 MIN_TRAINING_WINDOWS = 20
-# Rows per forward pass: the spike history is (window, n_neurons, CHUNK) float32.
+# Rows per forward pass: at most CHUNK, fewer where one row's working set is large (see chunk_rows).
 CHUNK = 1024
+CHUNK_BYTES = 128 * 2**20
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Predictor:
         z, constant = normalise_windows(x)
         blocks = [
             self._forward_from_z(z[part], constant[part], None, record=False, with_quantum=False).features
-            for part in _chunks(z.shape[0])
+            for part in _chunks(z.shape[0], chunk_rows(self.config))
         ]
         base = np.concatenate(blocks)
         overflowing = _non_finite_group(base, self.layout.groups)
@@ -187,7 +188,10 @@ class Predictor:
             std = q_in.std(axis=0)
             self.quantum_mean_ = q_in.mean(axis=0).astype(np.float32)
             self.quantum_scale_ = np.where(std > 1e-6, std, 1.0).astype(np.float32)
-            quantum = [np.concatenate(self._quantum(q_in[part]), axis=1) for part in _chunks(z.shape[0])]
+            quantum = [
+                np.concatenate(self._quantum(q_in[part]), axis=1)
+                for part in _chunks(z.shape[0], chunk_rows(self.config))
+            ]
             base = np.concatenate([base, np.concatenate(quantum)], axis=1)
         features = base.astype(np.float64)
         deep = np.isin(np.asarray(self.layout.groups), ("reservoir", "quantum"))
@@ -323,7 +327,7 @@ class Predictor:
         return np.concatenate(
             [
                 self._probabilities(self._forward_from_z(z[part], constant[part], used[part], record=False))
-                for part in _chunks(z.shape[0])
+                for part in _chunks(z.shape[0], chunk_rows(self.config))
             ]
         )
 
@@ -342,7 +346,7 @@ class Predictor:
         z, constant = normalise_windows(raw, used)
         norm_s = (time.perf_counter() - t0) / z.shape[0]
         results: list[PredictionResult] = []
-        for part in _chunks(z.shape[0]):
+        for part in _chunks(z.shape[0], chunk_rows(self.config)):
             fwd = self._forward_from_z(z[part], constant[part], used[part], record=True)
             fwd.timings["encoding"] += norm_s * fwd.z.shape[0]
             results.extend(self._results(fwd, self._probabilities(fwd), lengths[part]))
@@ -646,9 +650,21 @@ def _calibration_split(
     return holdout, calibration_train
 
 
-def _chunks(n: int) -> list[slice]:
-    """Splits n rows into slices of at most CHUNK rows, bounding the reservoir's spike history."""
-    return [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
+def chunk_rows(cfg: EngineConfig) -> int:
+    """Rows per forward pass, so that one pass needs about CHUNK_BYTES whatever the configuration.
+
+    A row holds float32 spike input, recurrent drive, spike history and running totals over its window,
+    and a complex128 state vector with one gate's temporary copy. At the configuration maxima (window
+    4,096, 4,096 neurons) a row alone is ~200 MB, and a full CHUNK of them would need ~200 GB.
+    """
+    channels = n_channels(cfg.encoder, cfg.encoder_channels)
+    row_bytes = 4 * (cfg.window + 1) * (3 * cfg.n_neurons + channels) + 32 * 2**cfg.n_qubits
+    return max(1, min(CHUNK, CHUNK_BYTES // int(row_bytes)))
+
+
+def _chunks(n: int, rows: int) -> list[slice]:
+    """Splits n rows into slices of at most `rows` rows."""
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
 
 
 def _now() -> str:

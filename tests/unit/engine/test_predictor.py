@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -388,3 +389,27 @@ def test_fit_windows_refuses_windows_that_are_not_real_numbers(dtype: type) -> N
     x, y = sliding_windows(noisy_sine(400, seed=2), SMALL_CONFIG.window, 1)
     with pytest.raises(ValueError, match="x must hold real numbers"):
         Predictor(SMALL_CONFIG).fit_windows(x.astype(dtype), y)
+
+
+def test_a_pass_takes_fewer_rows_the_more_memory_each_row_needs() -> None:
+    assert predictor_module.chunk_rows(EngineConfig()) == predictor_module.CHUNK
+    # At the configuration maxima a single row is about 200 MB.
+    assert predictor_module.chunk_rows(EngineConfig(window=4096, n_neurons=4096, n_qubits=16)) == 1
+
+
+def test_a_batch_of_large_rows_is_predicted_within_the_memory_of_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the bound, 100 rows of window 256 and 256 neurons would hold ~80 MB of reservoir state at once."""
+    model = Predictor(EngineConfig(window=256, n_neurons=256)).fit([noisy_sine(400, s) for s in range(2)], horizon=1)
+    batch = [noisy_sine(300, s) for s in range(100)]
+    whole = model.predict_proba(batch)
+    answers = _answers(model.predict_batch(batch))
+    monkeypatch.setattr(predictor_module, "CHUNK_BYTES", 8 * 2**20)
+    assert predictor_module.chunk_rows(model.config) < 20
+    tracemalloc.start()
+    try:
+        np.testing.assert_array_equal(model.predict_proba(batch), whole)
+        assert _answers(model.predict_batch(batch)) == answers
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 8 * 2**20

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from qortex import api
 from qortex.api import YOUNG_GC_THRESHOLD, create_app
 from qortex.core.config import Settings
 from qortex.core.database import Database
@@ -28,6 +29,20 @@ async def test_a_stopped_app_restores_the_collector_and_can_be_collected(setting
     del app
     gc.collect()
     assert database() is None
+
+
+async def test_only_the_first_app_of_a_process_makes_a_full_collection_before_freezing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later start would pay a full pass over the heap for garbage that its stop frees anyway."""
+    collections: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    api._collect_before_first_freeze.cache_clear()
+    for _ in range(2):
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+    assert collections == [()]
 
 
 async def test_the_app_refuses_to_start_in_production_on_the_embedded_defaults(settings: Settings) -> None:

@@ -7,6 +7,7 @@ import math
 import threading
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import cast
 
 import httpx
@@ -229,6 +230,25 @@ async def test_a_creation_window_that_ends_before_it_starts_is_refused_not_answe
         assert refused.json()["errors"][0]["loc"] == ["query", "created_before"]
     window = {"created_after": "2020-01-01T00:00:00Z", "created_before": "2100-01-01T00:00:00Z"}
     assert len((await client.get("/v1/predictions", params=window, headers=acme.headers)).json()["items"]) == 1
+
+
+async def test_a_creation_window_offset_sent_with_an_unencoded_plus_is_read_as_that_offset(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """A query string reads `+` as a space: curl and browsers send `...T12:00:00+01:00` as typed."""
+    made = (await client.post("/v1/predictions", json={"source": "s", "values": series()}, headers=acme.headers)).json()
+    at = datetime.fromisoformat(made["created_at"]).astimezone(timezone(timedelta(hours=1)))
+    for bounds, listed in (
+        (f"created_after={(at - timedelta(microseconds=1)).isoformat()}", 1),
+        (f"created_before={at.isoformat()}", 0),
+        (f"created_before={(at + timedelta(minutes=1)).strftime('%Y-%m-%dT%H:%M')}+0100", 1),
+    ):
+        answer = await client.get(f"/v1/predictions?{bounds}", headers=acme.headers)
+        assert answer.status_code == 200, answer.text
+        assert [item["id"] for item in answer.json()["items"]] == [made["id"]] * listed
+    # Without a time, `2026-01-01 01:00` is a date and a time, not an offset: still refused for lacking a timezone.
+    naive = await client.get("/v1/predictions?created_after=2026-01-01+01:00", headers=acme.headers)
+    assert naive.status_code == 422, naive.text
 
 
 async def test_a_horizon_the_model_was_not_trained_for_is_refused(

@@ -33,3 +33,18 @@ def _iso_8601_only(value: object) -> object:
 
 # A client-supplied instant: ISO 8601 with a timezone, which must exist in UTC (stored values are UTC).
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), AfterValidator(_to_utc)]
+
+# A time of day, then a space and what can only be a positive UTC offset.
+_OFFSET_PLUS_READ_AS_SPACE = re.compile(r"(.*\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}(?::?\d{2})?)")
+
+
+def _plus_restored(value: object) -> object:
+    # A query string reads `+` as a space, and curl and browsers send `12:00:00+01:00` as typed: a space is
+    # never valid before an offset, so it is that `+`.
+    if isinstance(value, str) and (match := _OFFSET_PLUS_READ_AS_SPACE.fullmatch(value)):
+        return f"{match[1]}+{match[2]}"
+    return value
+
+
+# A `UtcDatetime` given in a query string.
+QueryUtcDatetime = Annotated[UtcDatetime, BeforeValidator(_plus_restored)]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from pydantic.main import IncEx
 
-from qortex.core.clock import UtcDatetime
+from qortex.core.clock import QueryUtcDatetime
 from qortex.core.idempotency import Answer, IdempotentRequest
 from qortex.core.pagination import decode_cursor
 from qortex.core.text import NO_CONTROL_CHARACTERS
@@ -107,8 +107,8 @@ async def list_predictions(
     cursor: PageCursor = None,
     source: Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)] = None,
     direction: Literal["up", "down", "neutral"] | None = None,
-    created_after: UtcDatetime | None = None,
-    created_before: UtcDatetime | None = None,
+    created_after: QueryUtcDatetime | None = None,
+    created_before: QueryUtcDatetime | None = None,
 ) -> Response:
     """Newest first, `limit` per page; pass `next_cursor` back as `cursor` for the next page."""
     page = await service.list_predictions(

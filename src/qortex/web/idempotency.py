@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Header, Request
 
 from qortex.core.errors import InvalidInput
-from qortex.core.idempotency import IdempotentRequest
+from qortex.core.idempotency import MAX_KEY_LENGTH, IdempotentRequest
 
 
 def refuse_a_repeated_key(request: Request) -> None:
@@ -24,7 +24,11 @@ async def idempotency_key(
     request: Request,
     idempotency_key: Annotated[
         str | None,
-        Header(description="Replays of the same key and body return the first answer", max_length=255),
+        # The length is documented, not checked here: from_header checks it with the key's other rules, in one message.
+        Header(
+            description="Replays of the same key and body return the first answer",
+            json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        ),
     ] = None,
 ) -> IdempotentRequest | None:
     refuse_a_repeated_key(request)

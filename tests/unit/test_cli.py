@@ -662,6 +662,13 @@ def test_predict_with_a_missing_model_is_one_clear_line(
             "100000000",
             "invalid settings: QORTEX_ENGINE_QUEUE_SERIES: Input should be less than or equal to 1000000",
         ),
+        # argon2 needs 8 KiB per lane: the server would start, then answer every login with a 500.
+        (
+            "QORTEX_PASSWORD_MEMORY_KIB",
+            "16",
+            "invalid settings: QORTEX_PASSWORD_PARALLELISM: Value error, 4 lanes need QORTEX_PASSWORD_MEMORY_KIB"
+            " of at least 32 (8 per lane), not 16",
+        ),
         (
             "QORTEX_LOGIN_MAX_BACKOFF_SECONDS",
             "31536000",

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least QORTEX_BATCH_MAX_ITEMS ({largest})")
         return value
 
+    @field_validator("password_parallelism")
+    @classmethod
+    def _argon2_has_memory_for_every_lane(cls, value: int, info: ValidationInfo) -> int:
+        # argon2 refuses less than 8 KiB per lane at hashing time: every login and password change would fail.
+        memory = info.data.get("password_memory_kib")
+        if memory is not None and memory < 8 * value:
+            raise ValueError(
+                f"{value} lanes need QORTEX_PASSWORD_MEMORY_KIB of at least {8 * value} (8 per lane), not {memory}"
+            )
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -400,6 +400,21 @@ async def test_throttling_does_not_tell_which_email_belongs_to_which_username(
     assert answers == {"heidi": (429, 401), "nobody": (429, 401)}
 
 
+async def test_an_email_logs_in_as_it_was_given_and_all_its_forms_share_one_budget(
+    client: httpx.AsyncClient, acme: TenantCredentials
+) -> None:
+    """Emails are stored normalised (NFC, the domain in Unicode): the form a person was created with must log
+    them in, and no other form of the address may bring a fresh throttle budget."""
+    given = "jo\u0308rg@xn--bcher-kva.example"  # a decomposed umlaut and an ASCII-encoded domain
+    person = {"username": "joerg", "email": given, "display_name": "J", "password": PASSWORD, "role": "viewer"}
+    created = await client.post("/v1/users", json=person, headers=acme.headers)
+    assert created.json()["email"] == "j\u00f6rg@b\u00fccher.example"
+    assert (await login(client, given)).status_code == 200
+    for _ in range(5):
+        assert (await login(client, "J\u00d6RG@B\u00dcCHER.example", "wrong password guess")).status_code == 401
+    assert (await login(client, given)).status_code == 429
+
+
 async def test_a_wrong_current_password_counts_as_a_failed_login_by_the_username(
     app: FastAPI, client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

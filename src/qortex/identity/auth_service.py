@@ -26,6 +26,7 @@ from qortex.core.ids import new_id
 from qortex.identity import user_repository as repo
 from qortex.identity.actors import confirm_actor, lock_people
 from qortex.identity.models import AuthSession, RefreshToken, User
+from qortex.identity.schemas import stored_login_name
 from qortex.identity.service import ApiKeyCache, revoke_keys_minted_for
 from qortex.security import tokens
 from qortex.security.allowlist import contains
@@ -180,7 +181,9 @@ def _password_change_budget(user_id: uuid.UUID) -> str:
 
 async def login(*, db: Database, auth: AuthServices, login_name: str, password: str, origin: Origin) -> Tokens:
     """Checks a username-or-email and password; answers a new session's tokens or the one refusal."""
-    name = login_name.strip().lower()
+    # One form per name, for the lookup and for its throttle budget: another spelling of an address (decomposed
+    # accents, a punycode domain) would otherwise miss its person, or bring a fresh budget of guesses.
+    name = stored_login_name(login_name)
     async with db.system_session() as session:
         user = await repo.find_for_login(session=session, login=name)
     # Counted per name as typed, for real and unknown accounts alike: a budget shared by an account's

@@ -17,6 +17,8 @@ from pydantic import (
     StrictBool,
     StrictStr,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     WithJsonSchema,
 )
 
@@ -100,6 +102,21 @@ Username = Annotated[
     _documented_text(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"),
 ]
 Email = Annotated[EmailStr, AfterValidator(_lowercase), Field(max_length=254)]
+_EMAIL = TypeAdapter(Email)
+
+
+def stored_login_name(name: str) -> str:
+    """A login name as people's usernames and emails are stored: lowercase, and an email in the normal form
+    `Email` gives it (NFC, its domain in Unicode), so the address a person was created with finds them."""
+    name = name.strip()
+    if "@" in name:
+        try:
+            return str(_EMAIL.validate_python(name))  # normalised, then lowercased, exactly as when stored
+        except ValidationError:
+            pass  # no valid address, so no stored email either: looked up as typed, refused the same way
+    return name.lower()
+
+
 # No control characters: PostgreSQL text cannot hold NUL, and names end up in terminals and logs.
 DisplayName = Annotated[
     str,

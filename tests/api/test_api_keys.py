@@ -126,6 +126,18 @@ async def test_missing_malformed_and_wrong_credentials_are_401(
         assert response.headers["content-type"] == "application/problem+json"
 
 
+async def test_two_authorization_headers_are_refused_even_when_one_is_valid(
+    client: httpx.AsyncClient, acme: TenantCredentials, globex: TenantCredentials
+) -> None:
+    """Which copy counts depends on who reads it: a proxy that checks or logs the last one would see another
+    credential, even another tenant's, than the one the API acted as."""
+    for second in (globex.key, "anything"):
+        both = [("Authorization", f"Bearer {acme.key}"), ("Authorization", f"Bearer {second}")]
+        response = await client.get("/v1/predictions", headers=both)
+        assert response.status_code == 401, response.text
+        assert "more than once" in response.json()["detail"]
+
+
 async def test_a_real_key_id_with_a_wrong_secret_is_logged_without_either_secret(
     client: httpx.AsyncClient, acme: TenantCredentials
 ) -> None:

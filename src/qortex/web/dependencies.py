@@ -78,6 +78,10 @@ async def authenticate(
     services: Services,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
+    # Which copy of a repeated header counts depends on who reads it (Starlette takes the first): a proxy that
+    # checks or logs the last one would see another credential than the one this request acts as.
+    if len(request.headers.getlist("authorization")) > 1:
+        raise Unauthenticated("Authorization given more than once; send one credential")
     if bearer is None:  # no header, another scheme, or no credential after the scheme
         if "authorization" not in request.headers:
             raise Unauthenticated()

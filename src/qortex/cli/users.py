@@ -82,7 +82,7 @@ def _revocations(db: Database) -> SessionRevocations | None:
 @app.command("create")
 @one_line_errors
 def create(
-    username: Annotated[str, typer.Argument(help="Login name: 3 to 64 of a-z 0-9 . _ -")],
+    username: Annotated[str, typer.Argument(help="Login name: 3 to 64 of a-z 0-9 . _ -, the first a letter or digit")],
     email: Annotated[str, typer.Option(help="Email address (unique across tenants)")],
     display_name: Annotated[str | None, typer.Option(help="Name shown to people; the username if unset")] = None,
     role: Annotated[Role, typer.Option(help="Role the person acts with")] = Role.ANALYST,

@@ -137,7 +137,9 @@ NewPassword = Annotated[
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: Username = Field(description="3 to 64 of a-z 0-9 . _ -; unique across all tenants; stored lowercase")
+    username: Username = Field(
+        description="3 to 64 of a-z 0-9 . _ -, the first a letter or digit; unique across all tenants; stored lowercase"
+    )
     email: Email = Field(description="Unique across all tenants; stored lowercase")
     display_name: DisplayName
     password: NewPassword = Field(description=f"{MIN_LENGTH} to {MAX_LENGTH} characters; stored as argon2id")

@@ -56,6 +56,13 @@ async def test_a_replayed_key_creation_does_not_show_the_secret_again(
     assert again.json()["id"] == first.json()["id"]
 
 
+async def test_a_key_name_nobody_can_read_is_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    for name in ("", "   ", "\u200b", "\ufeff\u00ad", "ci\x00"):
+        refused = await client.post("/v1/api-keys", json={"name": name, "role": "viewer"}, headers=acme.headers)
+        assert refused.status_code == 422, (name, refused.text)
+        assert refused.json()["errors"][0]["loc"] == ["body", "name"]
+
+
 async def test_a_revoked_key_is_refused(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
     created = (await client.post("/v1/api-keys", json={"name": "tmp", "role": "analyst"}, headers=acme.headers)).json()
     headers = {"Authorization": f"Bearer {created['key']}"}

@@ -236,6 +236,7 @@ async def test_invalid_users_are_refused(client: httpx.AsyncClient, acme: Tenant
         new_user("p"),
         new_user("pat", role="root"),
         new_user("pat", display_name="Pat\x00"),
+        new_user("pat", display_name="\u200b\u00ad"),
         {**new_user("pat"), "password_hash": "$argon2id$..."},
     ):
         response = await client.post("/v1/users", json=body, headers=acme.headers)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from qortex.core.clock import UtcDatetime, utcnow
-from qortex.core.text import NO_CONTROL_CHARACTERS, strip_spaces
+from qortex.core.text import NO_CONTROL_CHARACTERS, require_visible, strip_spaces
 from qortex.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_problem
 from qortex.security.rbac import Role
 
@@ -48,6 +48,7 @@ class ApiKeyCreate(BaseModel):
         StrictStr,
         BeforeValidator(strip_spaces),
         StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS),
+        AfterValidator(require_visible),
         _documented_text(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS),
     ]
     role: Role = Field(description="Role the key acts with; at most the creator's own permissions")
@@ -122,6 +123,7 @@ DisplayName = Annotated[
     str,
     BeforeValidator(strip_spaces),
     StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS),
+    AfterValidator(require_visible),
     _documented_text(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS),
 ]
 # The policy answers with its own messages; the document states its lengths.

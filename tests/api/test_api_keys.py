@@ -179,6 +179,29 @@ async def test_a_key_cannot_create_a_key_more_powerful_than_itself(
     assert allowed.status_code == 201
 
 
+async def test_a_key_cannot_create_a_key_that_outlives_it(client: httpx.AsyncClient, acme: TenantCredentials) -> None:
+    """A key given for a while must not leave behind one that works for ever."""
+    expiring = await client.post(
+        "/v1/api-keys",
+        json={"name": "a week", "role": "admin", "expires_at": "2100-01-01T00:00:00Z"},
+        headers=acme.headers,
+    )
+    headers = {"Authorization": f"Bearer {expiring.json()['key']}"}
+    for expires_at in (None, "2100-01-01T00:00:01Z"):
+        refused = await client.post(
+            "/v1/api-keys", json={"name": "x", "role": "viewer", "expires_at": expires_at}, headers=headers
+        )
+        assert refused.status_code == 403, refused.text
+        assert "2100-01-01T00:00:00+00:00" in refused.json()["detail"]
+    for expires_at in ("2100-01-01T00:00:00Z", "2099-12-31T23:00:00-01:00", "2099-01-01T00:00:00Z"):
+        made = await client.post(
+            "/v1/api-keys", json={"name": "x", "role": "viewer", "expires_at": expires_at}, headers=headers
+        )
+        assert made.status_code == 201, made.text
+    keys = (await client.get("/v1/api-keys", params={"limit": 500}, headers=acme.headers)).json()["items"]
+    assert [k["expires_at"] for k in keys if k["name"] == "x"].count(None) == 0
+
+
 async def test_an_expired_key_is_refused(client: httpx.AsyncClient, acme: TenantCredentials, db: Database) -> None:
     # The API refuses to create a key that is already dead, so this one is made as an operator would.
     created = await identity_service.create_key(

@@ -38,6 +38,11 @@ async def create_api_key(
     """Creates a key; the response holds the secret, which is never shown again."""
     if not can_grant(principal.role, body.role):
         raise Forbidden(f"role {principal.role.value!r} may not create keys with role {body.role.value!r}")
+    # A key cannot outlive the key that creates it: one given for a week could otherwise leave behind one
+    # that works for ever.
+    own_expiry = principal.expires_at
+    if own_expiry is not None and (body.expires_at is None or body.expires_at > own_expiry):
+        raise Forbidden(f"this key expires at {own_expiry.isoformat()}; a key it creates must set expires_at no later")
     answer = await service.create_key(
         db=services.db,
         scope=principal.scope,

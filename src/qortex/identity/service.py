@@ -35,7 +35,6 @@ log = structlog.get_logger("qortex.identity")
 class _CachedKey:
     secret_sha256: str
     principal: Principal
-    expires_at: datetime | None
     cached_at: float
 
 
@@ -259,8 +258,8 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
                 credential_id=key.id,
                 credential_kind="api_key",
                 minted_for_user_id=key.minted_for_user_id,
+                expires_at=key.expires_at,
             ),
-            expires_at=key.expires_at,
             cached_at=read_at,
         )
         cache.put(parsed.key_id, entry, generation=generation)
@@ -276,6 +275,7 @@ async def authenticate(*, db: Database, cache: ApiKeyCache, token: str) -> Princ
                 unlogged_before=unlogged,
             )
         raise Unauthenticated()
-    if entry.expires_at is not None and entry.expires_at <= utcnow():
+    expires_at = entry.principal.expires_at
+    if expires_at is not None and expires_at <= utcnow():
         raise Unauthenticated()
     return entry.principal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from qortex.core.database import TenantScope
 from qortex.security.rbac import Permission, Role, grants
@@ -19,6 +20,9 @@ class Principal:
     user_id: uuid.UUID | None = None
     # For an API key minted from a person's session (or by a key minted so): that person.
     minted_for_user_id: uuid.UUID | None = None
+    # When an API key credential stops working; None for one that never does, and for sessions (refreshed
+    # while their person may log in; what they mint is revoked with that person).
+    expires_at: datetime | None = None
 
     @property
     def scope(self) -> TenantScope:

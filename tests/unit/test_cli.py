@@ -530,6 +530,17 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
         ("twice.json", '{"cpu": [1,2,3,4,5,6,7,8], "cpu": [8,7,6,5,4,3,2,1]}', "duplicate key 'cpu'"),
         ("twice.csv", "cpu,cpu\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'cpu' twice"),
         ("unnamed.csv", ",series-0\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'series-0' twice"),
+        # A quote left open makes one cell of the rest of the file, past what the csv module reads in one cell.
+        (
+            "open-quote-short.csv",
+            'a\n1\n"2\n' + "3\n" * 1000,
+            "line 3: " + repr("2\n" + "3\n" * 19) + "... is not a number",
+        ),
+        (
+            "open-quote.csv",
+            'a\n"1\n' + "2\n" * 70_000,
+            "line 2: field larger than field limit (131072); is a quote left open there?",
+        ),
     ],
 )
 def test_predict_refuses_a_bad_series_with_one_clear_line(

@@ -66,7 +66,16 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
 
 def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
     """Each column is one series, oldest value first; empty cells at a column's end are allowed."""
-    rows = list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text))
+    rows: list[list[str]] = []
+    begins = 1  # the line the row being read begins on
+    try:
+        for row in reader:
+            rows.append(row)
+            begins = reader.line_num + 1
+    except csv.Error as error:
+        # A cell past the csv module's limit is most often a quote left open, which takes in every line after it.
+        raise ValueError(f"line {begins}: {error}; is a quote left open there?") from None
     if len(rows) < 2:
         raise ValueError("a CSV file needs a header row naming each series, then one row per time step")
     body = rows[1:]
@@ -90,7 +99,9 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
             try:
                 values.append(float(cell))
             except ValueError:
-                raise ValueError(f"column {name!r}, line {line}: {cell!r} is not a number") from None
+                # Cut short: a quote left open makes one cell of up to the rest of the file.
+                shown = repr(cell) if len(cell) <= 40 else f"{cell[:40]!r}..."
+                raise ValueError(f"column {name!r}, line {line}: {shown} is not a number") from None
         series.append(_series(name, values, column))
     return series
 

@@ -530,6 +530,16 @@ def test_predict_writes_json_to_stdout_without_an_output(qortex: CliRunner, tmp_
         ("twice.json", '{"cpu": [1,2,3,4,5,6,7,8], "cpu": [8,7,6,5,4,3,2,1]}', "duplicate key 'cpu'"),
         ("twice.csv", "cpu,cpu\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'cpu' twice"),
         ("unnamed.csv", ",series-0\n" + "\n".join(f"{i},{i}" for i in range(10)), "the header names 'series-0' twice"),
+        (
+            "twice-listed.json",
+            json.dumps([{"source": "cpu", "values": [1] * 8}, {"source": "cpu", "values": [2] * 8}]),
+            "series 1: the name 'cpu' is taken by an earlier series",
+        ),
+        (
+            "unnamed.json",
+            json.dumps([[1] * 8, {"source": "series-0", "values": [2] * 8}]),
+            "series 1: the name 'series-0' is taken by an earlier series",
+        ),
         # A quote left open makes one cell of the rest of the file, past what the csv module reads in one cell.
         (
             "open-quote-short.csv",

@@ -51,15 +51,22 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
             # Else each number would be refused as a series "not one-dimensional", which it is not.
             raise ValueError(f"{JSON_SHAPES}; a list of numbers is one series: wrap it in a list, [[...]]")
         series = []
+        seen: set[str] = set()
         for index, item in enumerate(data):
             if isinstance(item, dict):
                 source = item.get("source")  # null, as a JSON writer puts a missing field, is no name
                 name = f"series-{index}" if source is None else str(source)
                 if "values" not in item:  # else only "('values')", the KeyError's words
                     raise ValueError(f'series {index} ({name!r}) has no "values"; {JSON_SHAPES}')
-                series.append(_series(name, item["values"], index))
+                values = item["values"]
             else:
-                series.append(_series(f"series-{index}", item, index))
+                name, values = f"series-{index}", item
+            # As for a CSV header: two results under one name (a source given twice, or one that an unnamed
+            # series is named by position) could not be told apart.
+            if name in seen:
+                raise ValueError(f"series {index}: the name {name!r} is taken by an earlier series; give each its own")
+            seen.add(name)
+            series.append(_series(name, values, index))
         return series
     raise ValueError(JSON_SHAPES)
 

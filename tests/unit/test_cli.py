@@ -611,6 +611,15 @@ def test_predict_names_the_file_and_byte_that_is_not_utf8(qortex: CliRunner, tmp
     assert f"{source}: not UTF-8 text (byte 4 is 0xe9)" in result.stderr
 
 
+def test_predict_skips_a_column_with_no_header_and_no_values_as_spreadsheets_export(
+    qortex: CliRunner, tmp_path: Path
+) -> None:
+    source = tmp_path / "sheet.csv"
+    source.write_text("cpu,,memory,\n" + "\n".join(f"{v:.3f},,{v:.3f}," for v in series(40, 8, 0.1)))
+    answers = json.loads(ok(qortex, "predict", str(source)).stdout)
+    assert [a["source"] for a in answers] == ["cpu", "memory"]
+
+
 def test_predict_reads_a_csv_with_a_byte_order_mark(qortex: CliRunner, tmp_path: Path) -> None:
     source = tmp_path / "excel.csv"
     source.write_text("cpu,memory\n" + "\n".join(f"{v:.3f},{v:.3f}" for v in series(40, 8, 0.1)), encoding="utf-8-sig")

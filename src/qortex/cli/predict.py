@@ -101,6 +101,9 @@ def _from_csv(text: str) -> list[tuple[str, np.ndarray]]:
         cells = [row[column].strip() if column < len(row) else "" for row in body]
         while cells and not cells[-1]:
             cells.pop()
+        if not cells and not rows[0][column].strip():
+            # No header and no value: a spreadsheet's empty column (one past the last used, or a spacer), no series.
+            continue
         values = []
         for line, cell in enumerate(cells, start=2):
             try:

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +345,17 @@ def test_keys_are_created_listed_and_revoked(qortex: CliRunner, tmp_path: Path) 
     assert key_id not in ok(qortex, "keys", "list", "--tenant", "acme").stdout
     everything = ok(qortex, "keys", "list", "--tenant", "acme", "--include-revoked").stdout
     assert re.search(rf"{key_id}\s.*\brevoked\b", everything), everything
+
+
+def test_an_expired_key_is_listed_as_expired_not_active(qortex: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok(qortex, "init")
+    match = KEY.search(ok(qortex, "keys", "create", "--name", "day", "--expires-in-days", "1").stdout)
+    assert match is not None
+    key_id = str(uuid.UUID(match.group(1)))
+    later = datetime.now(UTC) + timedelta(days=2)
+    monkeypatch.setattr(sys.modules["qortex.cli.keys"], "utcnow", lambda: later)
+    listed = ok(qortex, "keys", "list").stdout
+    assert re.search(rf"{key_id}\s.*\bexpired\b", listed), listed
 
 
 def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -14,6 +14,7 @@ from rich.text import Text
 from qortex.cli._common import console, every_item, one_line_errors, open_database, print_table, resolve_tenant, run
 from qortex.core.clock import utcnow
 from qortex.identity import service as identity_service
+from qortex.identity.models import ApiKey
 from qortex.identity.schemas import ApiKeyCreate
 from qortex.security import api_keys
 from qortex.security.rbac import Role
@@ -54,6 +55,13 @@ def create(
     console.print(f"\n    {key}\n", highlight=False, soft_wrap=True)
 
 
+def _state(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at:
+        return "revoked"
+    # Refused like a revoked key, yet listed without --include-revoked (as through the API): not "active".
+    return "expired" if key.expires_at is not None and key.expires_at <= now else "active"
+
+
 @app.command("list")
 @one_line_errors
 def list_keys(
@@ -65,6 +73,7 @@ def list_keys(
     async def _list() -> list[tuple[str, ...]]:
         async with open_database() as db:
             owner = await resolve_tenant(db, tenant)
+            now = utcnow()
             keys = await every_item(
                 lambda after: identity_service.list_keys(
                     db=db, scope=owner.scope, include_revoked=include_revoked, limit=500, after=after
@@ -77,7 +86,7 @@ def list_keys(
                     k.role,
                     k.created_at.isoformat(timespec="seconds"),
                     k.expires_at.isoformat(timespec="seconds") if k.expires_at else "-",
-                    "revoked" if k.revoked_at else "active",
+                    _state(k, now),
                 )
                 for k in keys
             ]

@@ -1108,6 +1108,15 @@ def test_eval_with_nothing_to_score_names_what_made_every_series_too_short(
     assert_one_line_error(invoke_narrow(qortex, monkeypatch, "eval", *args, "--methods", "majority"), expected)
 
 
+def test_eval_scores_a_method_named_twice_once(qortex: CliRunner, tmp_path: Path) -> None:
+    """As a dataset named twice is: not a failure after the whole evaluation has run."""
+    report = tmp_path / "report.json"
+    args = ("--datasets", "nile", "--window", "16", "--folds", "2", "--methods", "majority, majority")
+    ok(qortex, "eval", *args, "--json-out", str(report))
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["method"] for r in rows if r["dataset"] == "nile"] == ["majority"]
+
+
 @pytest.mark.parametrize(
     ("host", "expected"),
     [

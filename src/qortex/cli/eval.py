@@ -88,7 +88,10 @@ def eval_command(
             raise ValueError(f"cannot write {json_out}: it is a directory")
         if json_out is not None and not os.access(json_out.parent, os.W_OK | os.X_OK):
             raise ValueError(f"cannot write {json_out}: {json_out.parent} is not a writable directory")
-        chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_METHODS
+        # Once each, in order, as datasets are: a method scored twice fails only after the whole evaluation.
+        chosen = (
+            tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())) if methods else DEFAULT_METHODS
+        )
         engine = override_config(EngineConfig(window=window), engine_set or [])
         config = EvalConfig(folds=folds, horizon=horizon, window=window, methods=chosen, engine=engine)
         loaded = load_collection(datasets)

@@ -95,6 +95,14 @@ def test_errors_are_one_line_and_never_echo_the_password(qortex: CliRunner) -> N
     assert missing.stderr.strip().count("\n") == 0
 
 
+def test_a_password_on_stdin_that_is_not_utf8_is_named_as_such(qortex: CliRunner) -> None:
+    assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
+    args = ("users", "create", "sam", "--email", "sam@example.com", "--password-stdin")
+    result = qortex.invoke(app, list(args), input="mot de passe érudit\n".encode("latin-1"))
+    assert result.exit_code == 1
+    assert result.stderr == "error: the password on standard input is not UTF-8 text\n"
+
+
 def test_a_prompt_with_no_terminal_is_one_line_pointing_to_password_stdin(qortex: CliRunner) -> None:
     assert invoke(qortex, "tenants", "create", "acme").exit_code == 0
     # A real process with no controlling terminal (CliRunner fakes the prompt): getpass cannot hide input.

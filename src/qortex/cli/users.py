@@ -51,8 +51,13 @@ def _has_terminal() -> bool:
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        # One line; a trailing newline from `echo` or a file is not part of the password.
-        return sys.stdin.readline().rstrip("\r\n")
+        try:
+            # One line; a trailing newline from `echo` or a file is not part of the password.
+            line = sys.stdin.readline().rstrip("\r\n")
+            line.encode()  # where the locale decodes leniently, bytes that are not UTF-8 arrive as surrogates
+        except UnicodeError:  # else the codec's words, naming neither the password nor standard input
+            raise fail("the password on standard input is not UTF-8 text") from None
+        return line
     # Before prompting: the prompt goes to stdout, ahead of the error.
     if not _has_terminal():
         raise fail(_NO_TERMINAL)

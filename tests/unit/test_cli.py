@@ -575,6 +575,16 @@ def test_predict_refuses_a_bad_series_with_one_clear_line(
     assert not (tmp_path / "out.json").exists()
 
 
+def test_predict_says_a_json_nested_too_deeply_is_that_and_not_a_naming_problem(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = tmp_path / "deep.json"
+    source.write_text('{"a": ' * 1000 + "1" + "}" * 1000)
+    result = invoke_narrow(qortex, monkeypatch, "predict", str(source))
+    assert_one_line_error(result, "nested too deeply in the JSON")
+    assert "name" not in result.stderr
+
+
 def test_predict_keeps_its_progress_out_of_the_json_it_writes_to_stdout(
     qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -43,7 +43,8 @@ def _from_json(text: str) -> list[tuple[str, np.ndarray]]:
     try:
         refuse_duplicate_keys(text.encode(), data)
     except json.JSONDecodeError as error:  # else two series under one name would be one, silently
-        raise ValueError(f"{error.msg} in the JSON; give each series its own name") from None
+        hint = "; give each series its own name" if error.msg.startswith("duplicate key") else ""
+        raise ValueError(f"{error.msg} in the JSON{hint}") from None
     if isinstance(data, dict):
         return [_series(str(name), values, index) for index, (name, values) in enumerate(data.items())]
     if isinstance(data, list):

@@ -721,6 +721,17 @@ def test_predict_with_a_missing_model_is_one_clear_line(
             "invalid settings: QORTEX_PASSWORD_PARALLELISM: Value error, 4 lanes need QORTEX_PASSWORD_MEMORY_KIB"
             " of at least 32 (8 per lane), not 16",
         ),
+        # Each pooled connection would open its own, empty database.
+        (
+            "QORTEX_DATABASE_URL",
+            "sqlite+aiosqlite:///:memory:",
+            "invalid settings: QORTEX_DATABASE_URL: Value error, an in-memory SQLite database cannot be shared",
+        ),
+        (
+            "QORTEX_DATABASE_URL",
+            "sqlite:///file:qx?mode=memory&uri=true",
+            "invalid settings: QORTEX_DATABASE_URL: Value error, an in-memory SQLite database cannot be shared",
+        ),
         (
             "QORTEX_LOGIN_MAX_BACKOFF_SECONDS",
             "31536000",

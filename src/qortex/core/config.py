@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from qortex.core.netsettings import CidrList, OriginList
 
@@ -95,6 +97,20 @@ class Settings(BaseSettings):
     # effect at once on the replica that made it, and within this delay on every other one.
     tenant_policy_cache_seconds: float = Field(default=5.0, ge=0.0, le=10.0)
     # --- request security: headers, CORS, proxies, allow-lists, signing (insert above this line)
+
+    @field_validator("database_url")
+    @classmethod
+    def _not_in_memory(cls, value: str | None) -> str | None:
+        # Each connection of the pool would open its own, empty database: migrated on one, missing on the next.
+        try:
+            url = make_url(value) if value else None
+        except ArgumentError:
+            return value  # not a URL: refused, in its own words, where the database is opened
+        if url is None or url.get_backend_name() != "sqlite":
+            return value
+        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            raise ValueError("an in-memory SQLite database cannot be shared by the server's connections; give a file")
+        return value
 
     @field_validator("engine_queue_series")
     @classmethod

@@ -70,6 +70,26 @@ async def test_replicas_initialising_at_once_create_one_first_tenant_with_one_ow
     assert len(keys.items) == 1
 
 
+async def test_a_first_start_that_fails_before_its_key_is_stored_leaves_nothing_so_the_next_prints_one(
+    app: FastAPI, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant committed without its key would make later starts say the key was lost, though none was printed."""
+
+    async def fails(**_: object) -> str:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(identity_service, "add_first_owner_key", fails)
+        with pytest.raises(OSError, match="disk full"):
+            await tenant_service.ensure_first_tenant(db=db)
+    assert await tenant_service.list_all(db=db) == []
+    created = await tenant_service.ensure_first_tenant(db=db)
+    assert created is not None
+    tenant, key = created
+    keys = await identity_service.list_keys(db=db, scope=tenant.scope, include_revoked=True, limit=10, after=None)
+    assert [(k.id.hex, k.role) for k in keys.items] == [(key.split("_")[1], "owner")]
+
+
 async def test_replicas_registering_a_new_model_version_at_once_share_one_row(
     app: FastAPI, db: Database, settings: Settings, acme: TenantCredentials
 ) -> None:

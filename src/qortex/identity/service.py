@@ -149,6 +149,35 @@ async def revoke_keys_minted_for(
     return revoked
 
 
+def _new_key(
+    scope: TenantScope, *, name: str, role: Role, expires_at: datetime | None, actor: Principal | None
+) -> tuple[ApiKey, str]:
+    """A new key row and its secret, which is never stored."""
+    secret = api_keys.generate_secret()
+    key = ApiKey(
+        id=new_id(),
+        tenant_id=scope.tenant_id,
+        name=name,
+        role=role.value,
+        secret_sha256=api_keys.hash_secret(secret),
+        expires_at=expires_at,
+        created_at=utcnow(),
+        # A key minted from a session acts for its person, so it cannot do what that session may not.
+        minted_for_user_id=actor.person_id if actor is not None else None,
+    )
+    return key, secret
+
+
+async def add_first_owner_key(*, session: AsyncSession, scope: TenantScope) -> str:
+    """Adds a new tenant's first owner key in the tenant's own creating transaction; returns its plaintext."""
+    key, secret = _new_key(scope, name="first owner key", role=Role.OWNER, expires_at=None, actor=None)
+    session.add(key)
+    await audit.append(
+        session=session, scope=scope, records=[_key_audit("api_key.create", key.id, None, {"role": key.role})]
+    )
+    return api_keys.format_key(key.id, secret)
+
+
 async def create_key(
     *,
     db: Database,
@@ -167,18 +196,7 @@ async def create_key(
     earlier = await idempotency.replay(db=db, scope=scope, request=request)
     if earlier is not None:
         return earlier
-    secret = api_keys.generate_secret()
-    key = ApiKey(
-        id=new_id(),
-        tenant_id=scope.tenant_id,
-        name=name,
-        role=role.value,
-        secret_sha256=api_keys.hash_secret(secret),
-        expires_at=expires_at,
-        created_at=utcnow(),
-        # A key minted from a session acts for its person, so it cannot do what that session may not.
-        minted_for_user_id=actor.person_id if actor is not None else None,
-    )
+    key, secret = _new_key(scope, name=name, role=role, expires_at=expires_at, actor=actor)
     stored = {**_public_fields(key), "key": None}
     record = _key_audit("api_key.create", key.id, actor, details={"role": role.value}, origin=origin)
 

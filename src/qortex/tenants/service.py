@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qortex.audit import service as audit_service
 from qortex.audit.service import AuditRecord
@@ -24,16 +25,29 @@ from qortex.models.runtime import ModelRuntime
 from qortex.security import signing
 from qortex.security.allowlist import contains, parse_networks
 from qortex.security.principal import Principal
-from qortex.security.rbac import Role
 from qortex.tenants import repository
 from qortex.tenants.models import Tenant
 from qortex.tenants.policy import TenantPolicyCache, signing_secret_context
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
     """Creates a tenant and registers the shipped default model for it."""
+    tenant, _ = await _create(db=db, name=name, plan=plan, then=_nothing_more)
+    return tenant
+
+
+async def _nothing_more(session: AsyncSession, scope: TenantScope) -> None:
+    return None
+
+
+async def _create(
+    *, db: Database, name: str, plan: str, then: Callable[[AsyncSession, TenantScope], Awaitable[T]]
+) -> tuple[Tenant, T]:
+    """Creates a tenant, its default model and whatever `then` adds, in one transaction."""
     if not _NAME.fullmatch(name):
         raise InvalidInput(
             "tenant name must be 1 to 63 lowercase letters, digits or hyphens, starting with a letter or digit"
@@ -57,9 +71,10 @@ async def create(*, db: Database, name: str, plan: str = "standard") -> Tenant:
             await audit_service.append(session=session, scope=tenant.scope, records=[record])
             # In the tenant's own transaction: a tenant committed without its model could not predict.
             model_service.add_builtin_model(session=session, scope=tenant.scope, predictor=predictor)
+            added = await then(session, tenant.scope)
     except IntegrityError:
         raise Conflict(f"tenant {name!r} already exists") from None
-    return tenant
+    return tenant, added
 
 
 async def list_all(*, db: Database) -> Sequence[Tenant]:
@@ -77,12 +92,17 @@ async def ensure_first_tenant(*, db: Database, name: str = "default") -> tuple[T
     if await list_all(db=db):
         return None
     try:
-        tenant = await create(db=db, name=name)
+        # With its owner key, in one transaction: a tenant committed without one (a crash between the two)
+        # would leave an installation that says it is initialised, yet no key was ever printed.
+        return await _create(
+            db=db,
+            name=name,
+            plan="standard",
+            then=lambda session, scope: identity_service.add_first_owner_key(session=session, scope=scope),
+        )
     except Conflict:
         # Another process (a replica starting at the same moment) created it after our check: it holds the key.
         return None
-    answer = await identity_service.create_key(db=db, scope=tenant.scope, name="first owner key", role=Role.OWNER)
-    return tenant, str(answer.body["key"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,8 @@ async def test_a_bad_cursor_and_unknown_route_are_problems(client: httpx.AsyncCl
     [
         ("DELETE", "/v1/tenant", "GET, HEAD, PATCH"),
         ("DELETE", "/v1/predictions", "GET, HEAD, POST"),
+        # Not read as a prediction id: the path is the batch route's.
+        ("GET", "/v1/predictions/batch", "POST"),
         ("PUT", "/v1/api-keys", "GET, HEAD, POST"),
         ("HEAD", "/v1/auth/login", "POST"),
     ],

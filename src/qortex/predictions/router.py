@@ -39,6 +39,7 @@ CanRead = Annotated[Principal, Depends(require(Permission.PREDICTIONS_READ))]
 IdempotencyKey = Annotated[IdempotentRequest | None, Depends(idempotency_key)]
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+BATCH = "batch"
 
 
 # An unknown model is answered 404 for a single prediction, in its item's place in a batch.
@@ -64,7 +65,7 @@ async def create_prediction(
     return _answered(answer, status_code=201, headers={LOCATION_HEADER: location})
 
 
-@router.post("/batch", status_code=200, response_model=PredictionBatchOut, responses=problem_responses(409, 507))
+@router.post(f"/{BATCH}", status_code=200, response_model=PredictionBatchOut, responses=problem_responses(409, 507))
 async def create_prediction_batch(
     body: PredictionBatchCreate,
     principal: CanCreate,
@@ -92,11 +93,23 @@ def _answered(answer: Answer, *, status_code: int, headers: dict[str, str] | Non
     return Response(orjson.dumps(answer.body), status_code=status_code, media_type="application/json", headers=headers)
 
 
-@router.get("/{prediction_id}", response_model=PredictionOut)
+class _PredictionIdRoute(StrictJSONRoute):
+    reserved_segments = frozenset({BATCH})
+
+
 async def get_prediction(prediction_id: uuid.UUID, principal: CanRead, services: Services) -> Response:
     """One prediction; roles that cannot create predictions see it without `subject_ref`."""
     found = await service.get(db=services.db, scope=principal.scope, prediction_id=prediction_id)
     return _visible_to(principal, found, exclude=SUBJECT_FIELDS)
+
+
+router.add_api_route(
+    "/{prediction_id}",
+    get_prediction,
+    methods=["GET"],
+    response_model=PredictionOut,
+    route_class_override=_PredictionIdRoute,
+)
 
 
 @router.get("", response_model=PredictionPage)

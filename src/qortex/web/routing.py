@@ -13,6 +13,8 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from qortex.core.errors import QortexError
 
@@ -93,6 +95,17 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
+    # Path segments that another route of the router owns (`batch` beside `/{prediction_id}`): this route's
+    # parameters never take them, so a wrong method there is answered 405, not read as a malformed id.
+    reserved_segments: frozenset[str] = frozenset()
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        taken = child_scope.get("path_params", {}).values() if match is not Match.NONE else ()
+        if any(value in self.reserved_segments for value in taken):
+            return Match.NONE, {}
+        return match, child_scope
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_body = self.body_field is not None

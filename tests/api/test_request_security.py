@@ -13,6 +13,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 from sqlalchemy import event, select, update
 
 from qortex.api import create_app
@@ -227,6 +228,27 @@ async def test_a_configured_origin_may_read_the_request_id_and_rate_limit_header
     declared = {name.lower() for name in (await client.get("/openapi.json")).json()["components"]["headers"]}
     assert "x-request-id" in exposed and "ratelimit-remaining" in exposed
     assert declared <= exposed  # every header the API documents for clients, a browser client may read too
+
+
+def test_configured_origins_are_read_as_browsers_send_them_and_malformed_ones_stop_the_start() -> None:
+    """Browsers leave a scheme's default port out of `Origin`, so one written in the setting would never match."""
+    origins = "https://Console.Example.com:443, http://localhost:80/, http://[::1]:3000, http://localhost:3000"
+    assert Settings(cors_origins=origins).cors_origins == [
+        "https://console.example.com",
+        "http://localhost",
+        "http://[::1]:3000",
+        "http://localhost:3000",
+    ]
+    for malformed in (
+        "https://console.example.com:abc",
+        "https://console.example.com:99999",
+        "https://:8080",
+        "https://user@console.example.com",
+        "https://console example.com",
+        "https://[::1",
+    ):
+        with pytest.raises(ValidationError, match="is not an origin"):
+            Settings(cors_origins=malformed)
 
 
 async def test_without_configured_origins_no_cors_headers_are_sent(settings: Settings) -> None:

@@ -164,14 +164,16 @@ async def test_a_head_of_a_docs_page_gets_the_headers_of_its_get(client: httpx.A
 # --- CORS
 
 
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
 async def test_a_preflight_from_a_configured_origin_is_allowed_with_the_signing_headers(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, method: str
 ) -> None:
+    """HEAD too: it is answered wherever GET is, and a browser sending it with a credential asks first."""
     preflight = await client.options(
         "/v1/predictions",
         headers={
             "Origin": CONSOLE,
-            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Method": method,
             "Access-Control-Request-Headers": "authorization, content-type, x-qortex-timestamp, x-qortex-signature",
         },
     )

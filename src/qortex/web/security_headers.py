@@ -115,7 +115,8 @@ class SecurityHeadersMiddleware(HttpMiddleware):
         await self.app({**scope, "method": "GET", ORIGINAL_METHOD: "HEAD"} if head else scope, receive, buffering_send)
 
 
-CORS_ALLOW_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# HEAD as well: it is answered wherever GET is, and a browser asks before sending it with a credential.
+CORS_ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 CORS_ALLOW_HEADERS = (
     "Authorization",
     "Content-Type",

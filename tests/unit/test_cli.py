@@ -389,6 +389,11 @@ def test_the_only_tenant_needs_no_tenant_option(qortex: CliRunner) -> None:
         # More digits than Python converts: still the limit's own message, not the interpreter's.
         (("tenants", "limits", "acme", "--set", f"requests_per_minute={'9' * 5000}"), "requests_per_minute: must be"),
         (("tenants", "limits", "acme", "--unset", "colour"), "unknown limit 'colour'"),
+        # Two values for one limit: keeping either would drop the other without a word (a typo for another name).
+        (
+            ("tenants", "limits", "acme", "--set", "requests_per_minute=5", "--set", "requests_per_minute=6"),
+            "limit 'requests_per_minute' is set twice",
+        ),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_failing_exit(

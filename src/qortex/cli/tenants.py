@@ -171,9 +171,13 @@ def _parse_assignments(assignments: list[str]) -> dict[str, object]:
     parsed: dict[str, object] = {}
     for assignment in assignments:
         limit, sep, value = assignment.partition("=")
-        if not sep or not limit.strip():
+        name = limit.strip()
+        if not sep or not name:
             raise fail(f"--set takes NAME=VALUE, not {assignment!r}")
+        if name in parsed:
+            # Keeping either value would drop the other silently, often a typo for another limit's name.
+            raise fail(f"limit {name!r} is set twice; give one --set for it")
         text = value.strip().replace("_", "")
         number = text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS
-        parsed[limit.strip()] = int(text) if number else value
+        parsed[name] = int(text) if number else value
     return parsed

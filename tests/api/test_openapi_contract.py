@@ -92,6 +92,9 @@ class Contract:
         for name in RELIED_ON_HEADERS:
             if name.lower() in answer.headers and name.lower() not in declared:
                 self.mismatches.append(f"{where}: header {name} not declared")
+        # A client follows a declared Location to read what was made: one that never comes is a broken promise.
+        if answer.status_code == 201 and "location" in declared and "location" not in answer.headers:
+            self.mismatches.append(f"{where}: Location declared but not answered")
         content = documented.get("content")
         if answer.status_code == 204:
             if content or answer.content:

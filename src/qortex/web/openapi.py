@@ -106,7 +106,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def _answers(path: str, operation: dict[str, Any]) -> dict[str, Any]:
+def _reads_back(path: str, paths: dict[str, Any]) -> bool:
+    """Whether what a POST to `path` creates can be read back (a GET of `path/{id}`), so its 201 names it in
+    `Location`; a new signing secret, shown once, cannot."""
+    return any(other.startswith(f"{path}/{{") and "get" in methods for other, methods in paths.items())
+
+
+def _answers(path: str, operation: dict[str, Any], *, located: bool) -> dict[str, Any]:
     """Every answer of one operation: what its credential, body, parameters and storage can refuse, what it
     declares itself, and on each the headers that come with it."""
     authenticated = bool(operation.get("security"))
@@ -132,7 +138,7 @@ def _answers(path: str, operation: dict[str, Any]) -> dict[str, Any]:
             headers += RATE_LIMIT_HEADERS
         if idempotent and status.startswith("2"):
             headers.append("Idempotent-Replayed")
-        if status == "201":
+        if status == "201" and located:
             headers.append("Location")
         response = declared[status]
         answers[status] = {**response, "headers": {**response.get("headers", {}), **_header_refs(headers)}}
@@ -153,7 +159,7 @@ def document_answers(app: FastAPI) -> None:
         components["headers"] = HEADERS
         for path, operations in document["paths"].items():
             for operation in operations.values():
-                operation["responses"] = _answers(path, operation)
+                operation["responses"] = _answers(path, operation, located=_reads_back(path, document["paths"]))
                 if operation.get("security"):
                     operation.setdefault("parameters", []).extend(SIGNATURE_PARAMETERS)
         return document

@@ -39,7 +39,7 @@ from qortex.observability.logging import configure_logging
 from qortex.predictions.router import router as predictions_router
 from qortex.resilience.batching import EngineBatcher
 from qortex.security import seen_signatures
-from qortex.security.tokens import parse_keyring
+from qortex.security.tokens import KEY_FILE_NAME, parse_keyring, read_key_file
 from qortex.tenants import service as tenant_service
 from qortex.tenants.policy import TenantPolicyCache
 from qortex.tenants.router import router as tenant_router
@@ -61,6 +61,13 @@ def startup_problems(settings: Settings) -> list[str]:
     if settings.jwt_signing_keys is not None:
         try:
             parse_keyring(settings.jwt_signing_keys.get_secret_value())
+        except ValueError as error:
+            problems.append(str(error))
+    elif settings.env != "production" and (settings.data_dir / KEY_FILE_NAME).exists():
+        # The embedded mode's generated key, read only at app start: a damaged one would fail it after the first
+        # tenant's key was printed.
+        try:
+            read_key_file(settings.data_dir / KEY_FILE_NAME)
         except ValueError as error:
             problems.append(str(error))
     if settings.redis_url:

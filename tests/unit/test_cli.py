@@ -192,6 +192,21 @@ def test_serve_refuses_a_configuration_that_cannot_start_before_creating_anythin
     assert not (tmp_path / "data" / "qortex.db").exists()
 
 
+def test_serve_refuses_a_damaged_generated_jwt_key_file_naming_the_file_before_creating_anything(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("QORTEX_JWT_SIGNING_KEYS", raising=False)
+    get_settings.cache_clear()
+    key_file = tmp_path / "data" / "jwt-signing-key"
+    key_file.parent.mkdir()
+    key_file.write_text("k1:short\n")
+    result = invoke_narrow(qortex, monkeypatch, "serve")
+    assert_one_line_error(result, "jwt-signing-key is not a JWT signing key")
+    assert "QORTEX_JWT_SIGNING_KEYS must" not in result.stderr  # the operator set no such variable
+    assert KEY.search(result.output) is None
+    assert not (tmp_path / "data" / "qortex.db").exists()
+
+
 def test_serve_on_a_port_another_process_listens_on_refuses_before_creating_anything(
     qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

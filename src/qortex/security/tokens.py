@@ -80,8 +80,18 @@ def load_or_create_key_file(path: Path) -> SigningKey:
             temporary.unlink()
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
-    keys = parse_keyring(path.read_text().strip())
-    return keys[0]
+    return read_key_file(path)
+
+
+def read_key_file(path: Path) -> SigningKey:
+    """The generated key; ValueError names the file (not QORTEX_JWT_SIGNING_KEYS, which the operator never set)."""
+    try:
+        return parse_keyring(path.read_text().strip())[0]
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise ValueError(
+            f"{path} is not a JWT signing key (`kid:secret`, a secret of at least {MIN_SECRET_BYTES} bytes); "
+            "delete it to have a new one generated, which ends every access token signed with the old one"
+        ) from None
 
 
 class Keyring:

@@ -41,7 +41,6 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=10 * MIB, ge=1024)
     batch_max_items: int = Field(default=1000, ge=1, le=10_000)
-    page_max_limit: int = Field(default=500, ge=1)
     # Rows kept past their time (Idempotency-Key answers, sessions, seen signatures) are deleted this often.
     housekeeping_interval_seconds: float = Field(default=3600.0, ge=1.0, le=86_400.0)
 

@@ -413,7 +413,7 @@ class RateLimits:
             await self._audit_refusal(request, principal, "stored_bytes", limits.stored_bytes)
             raise StorageQuotaExceeded(
                 f"the tenant stores {stored} bytes of predictions, its quota is {limits.stored_bytes} bytes "
-                "(limit stored_bytes); delete data or raise the quota"
+                "(limit stored_bytes); the operator can raise it (qortex tenants limits)"
             )
 
     @asynccontextmanager

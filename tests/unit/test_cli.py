@@ -753,6 +753,11 @@ def test_predict_with_a_missing_model_is_one_clear_line(
             "invalid settings: QORTEX_DATABASE_URL: Value error, an in-memory SQLite database cannot be shared",
         ),
         (
+            "QORTEX_DATABASE_URL",
+            "sqlite:///file::memory:?cache=shared&uri=true",
+            "invalid settings: QORTEX_DATABASE_URL: Value error, an in-memory SQLite database cannot be shared",
+        ),
+        (
             "QORTEX_LOGIN_MAX_BACKOFF_SECONDS",
             "31536000",
             "invalid settings: QORTEX_LOGIN_MAX_BACKOFF_SECONDS: Input should be less than or equal to 86400",

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
             return value  # not a URL: refused, in its own words, where the database is opened
         if url is None or url.get_backend_name() != "sqlite":
             return value
-        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        # `file::memory:` is SQLite's URI spelling of `:memory:` (with `uri=true`; without it, a file of that name).
+        if url.database in (None, "", ":memory:", "file::memory:") or url.query.get("mode") == "memory":
             raise ValueError("an in-memory SQLite database cannot be shared by the server's connections; give a file")
         return value
 

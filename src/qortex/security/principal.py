@@ -20,8 +20,8 @@ class Principal:
     user_id: uuid.UUID | None = None
     # For an API key minted from a person's session (or by a key minted so): that person.
     minted_for_user_id: uuid.UUID | None = None
-    # When an API key credential stops working; None for one that never does, and for sessions (refreshed
-    # while their person may log in; what they mint is revoked with that person).
+    # When an API key credential stops working; None for one that never does, and for sessions: they stand for
+    # a person, and the keys they mint are revoked with that person.
     expires_at: datetime | None = None
 
     @property

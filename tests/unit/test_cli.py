@@ -207,6 +207,19 @@ def test_serve_refuses_a_damaged_generated_jwt_key_file_naming_the_file_before_c
     assert not (tmp_path / "data" / "qortex.db").exists()
 
 
+def test_serve_says_a_generated_jwt_key_it_cannot_read_is_unreadable_not_damaged(
+    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Deleting it, the remedy for a damaged key, would end every session for a permissions problem."""
+    monkeypatch.delenv("QORTEX_JWT_SIGNING_KEYS", raising=False)
+    get_settings.cache_clear()
+    (tmp_path / "data" / "jwt-signing-key").mkdir(parents=True)
+    result = invoke_narrow(qortex, monkeypatch, "serve")
+    assert_one_line_error(result, "cannot read the JWT signing key")
+    assert "delete it" not in result.stderr
+    assert KEY.search(result.output) is None
+
+
 def test_serve_on_a_port_another_process_listens_on_refuses_before_creating_anything(
     qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -86,8 +86,12 @@ def load_or_create_key_file(path: Path) -> SigningKey:
 def read_key_file(path: Path) -> SigningKey:
     """The generated key; ValueError names the file (not QORTEX_JWT_SIGNING_KEYS, which the operator never set)."""
     try:
-        return parse_keyring(path.read_text().strip())[0]
-    except (OSError, UnicodeDecodeError, ValueError):
+        raw = path.read_bytes()
+    except OSError as error:  # permissions or a directory: deleting it is not the remedy
+        raise ValueError(f"cannot read the JWT signing key {path}: {error.strerror}") from None
+    try:
+        return parse_keyring(raw.decode().strip())[0]
+    except (UnicodeDecodeError, ValueError):
         raise ValueError(
             f"{path} is not a JWT signing key (`kid:secret`, a secret of at least {MIN_SECRET_BYTES} bytes); "
             "delete it to have a new one generated, which ends every access token signed with the old one"

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -192,32 +192,37 @@ def test_serve_refuses_a_configuration_that_cannot_start_before_creating_anythin
     assert not (tmp_path / "data" / "qortex.db").exists()
 
 
-def test_serve_refuses_a_damaged_generated_jwt_key_file_naming_the_file_before_creating_anything(
-    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("damage", "expected", "not_said"),
+    [
+        # The operator set no such variable.
+        (
+            lambda key: key.write_text("k1:short\n"),
+            "jwt-signing-key is not a JWT signing key",
+            "QORTEX_JWT_SIGNING_KEYS",
+        ),
+        # Deleting it, the remedy for a damaged key, would end every session over a permissions problem.
+        (lambda key: key.mkdir(), "cannot read the JWT signing key", "delete it"),
+    ],
+)
+def test_serve_refuses_a_bad_generated_jwt_key_file_naming_the_file_before_creating_anything(
+    qortex: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    damage: Callable[[Path], object],
+    expected: str,
+    not_said: str,
 ) -> None:
     monkeypatch.delenv("QORTEX_JWT_SIGNING_KEYS", raising=False)
     get_settings.cache_clear()
     key_file = tmp_path / "data" / "jwt-signing-key"
     key_file.parent.mkdir()
-    key_file.write_text("k1:short\n")
+    damage(key_file)
     result = invoke_narrow(qortex, monkeypatch, "serve")
-    assert_one_line_error(result, "jwt-signing-key is not a JWT signing key")
-    assert "QORTEX_JWT_SIGNING_KEYS must" not in result.stderr  # the operator set no such variable
+    assert_one_line_error(result, expected)
+    assert not_said not in result.stderr
     assert KEY.search(result.output) is None
     assert not (tmp_path / "data" / "qortex.db").exists()
-
-
-def test_serve_says_a_generated_jwt_key_it_cannot_read_is_unreadable_not_damaged(
-    qortex: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Deleting it, the remedy for a damaged key, would end every session for a permissions problem."""
-    monkeypatch.delenv("QORTEX_JWT_SIGNING_KEYS", raising=False)
-    get_settings.cache_clear()
-    (tmp_path / "data" / "jwt-signing-key").mkdir(parents=True)
-    result = invoke_narrow(qortex, monkeypatch, "serve")
-    assert_one_line_error(result, "cannot read the JWT signing key")
-    assert "delete it" not in result.stderr
-    assert KEY.search(result.output) is None
 
 
 def test_serve_on_a_port_another_process_listens_on_refuses_before_creating_anything(
